@@ -1,0 +1,152 @@
+//! The crate's error type and its HTTP meaning.
+
+use crate::role::Role;
+
+/// `Result` with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `tenancy`'s core.
+///
+/// Web adapters map an error to a response with [`Error::kind`] and
+/// [`ErrorKind::http_status`]; the crate itself depends on no HTTP crate. `Display` may carry
+/// database detail meant for logs: show clients the kind, never the text.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No authenticated user: the adapter found no verified session.
+    #[error("no authenticated session")]
+    Unauthenticated,
+
+    /// The user is not a member of the organization (or the organization does not exist,
+    /// which is deliberately indistinguishable).
+    #[error("not a member of this organization")]
+    NotAMember,
+
+    /// The member's role is below the role an action requires.
+    #[error("role {actual} is below the required role {required}")]
+    InsufficientRole {
+        /// The least role the action needs.
+        required: Role,
+        /// The member's role.
+        actual: Role,
+    },
+
+    /// A user id that `tenancy` cannot carry safely (empty, too long, or with characters
+    /// outside printable ASCII, a quote or a backslash).
+    #[error("invalid user id")]
+    InvalidUserId,
+
+    /// A role name that is not `owner`, `admin` or `member`.
+    #[error("invalid role {0:?}")]
+    InvalidRole(String),
+
+    /// The connecting database role bypasses Row-Level Security, so every policy would silently
+    /// do nothing. Connect as a role without `SUPERUSER` and `BYPASSRLS`.
+    #[error("database role {role:?} bypasses row-level security ({reason})")]
+    UnsafeDatabaseRole {
+        /// The role name reported by `current_user`.
+        role: String,
+        /// `"superuser"` or `"bypassrls"`.
+        reason: &'static str,
+    },
+
+    /// A database error. [`Error::kind`] classifies it (RLS violation, unique violation, no
+    /// row, ...).
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+
+    /// Applying the embedded migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// What an [`Error`] means to a client, independent of any HTTP crate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The request itself is malformed (HTTP 400).
+    BadRequest,
+    /// No authenticated user (HTTP 401).
+    Unauthenticated,
+    /// Authenticated, but not allowed: not a member, role too low, or a write the policies
+    /// refuse (HTTP 403).
+    Forbidden,
+    /// No such row for this organization (HTTP 404).
+    NotFound,
+    /// A uniqueness or reference conflict (HTTP 409).
+    Conflict,
+    /// Anything else: configuration or database trouble (HTTP 500).
+    Internal,
+}
+
+impl ErrorKind {
+    /// The HTTP status code an adapter should answer with.
+    pub const fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::BadRequest => 400,
+            ErrorKind::Unauthenticated => 401,
+            ErrorKind::Forbidden => 403,
+            ErrorKind::NotFound => 404,
+            ErrorKind::Conflict => 409,
+            ErrorKind::Internal => 500,
+        }
+    }
+}
+
+/// SQLSTATEs the core maps to kinds.
+pub(crate) mod sqlstate {
+    /// `insufficient_privilege`: also what a row-level security `WITH CHECK` failure raises.
+    pub(crate) const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    pub(crate) const UNIQUE_VIOLATION: &str = "23505";
+    pub(crate) const FOREIGN_KEY_VIOLATION: &str = "23503";
+    /// Raised by `tenancy_require_member` for a non-member.
+    pub(crate) const NOT_A_MEMBER: &str = "TNC01";
+    /// Raised by `tenancy_require_member` for a role below the required one.
+    pub(crate) const ROLE_TOO_LOW: &str = "TNC02";
+}
+
+impl Error {
+    /// Classifies the error for a response.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Unauthenticated => ErrorKind::Unauthenticated,
+            Error::NotAMember | Error::InsufficientRole { .. } => ErrorKind::Forbidden,
+            Error::InvalidUserId | Error::InvalidRole(_) => ErrorKind::BadRequest,
+            Error::UnsafeDatabaseRole { .. } | Error::Migrate(_) => ErrorKind::Internal,
+            Error::Database(e) => classify(e),
+        }
+    }
+
+    /// Shorthand for `self.kind() == ErrorKind::Forbidden`.
+    pub fn is_forbidden(&self) -> bool {
+        self.kind() == ErrorKind::Forbidden
+    }
+
+    /// Whether a database error is a row-level security refusal (`WITH CHECK` failed, or a
+    /// write aimed outside the current organization).
+    pub fn is_rls_violation(&self) -> bool {
+        match self {
+            Error::Database(sqlx::Error::Database(db)) => {
+                db.code().as_deref() == Some(sqlstate::INSUFFICIENT_PRIVILEGE)
+                    && db.message().contains("row-level security")
+            }
+            _ => false,
+        }
+    }
+}
+
+fn classify(error: &sqlx::Error) -> ErrorKind {
+    match error {
+        sqlx::Error::RowNotFound => ErrorKind::NotFound,
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some(sqlstate::INSUFFICIENT_PRIVILEGE)
+            | Some(sqlstate::NOT_A_MEMBER)
+            | Some(sqlstate::ROLE_TOO_LOW) => ErrorKind::Forbidden,
+            Some(sqlstate::UNIQUE_VIOLATION) | Some(sqlstate::FOREIGN_KEY_VIOLATION) => {
+                ErrorKind::Conflict
+            }
+            _ => ErrorKind::Internal,
+        },
+        _ => ErrorKind::Internal,
+    }
+}

@@ -1,0 +1,53 @@
+//! Organization-based multi-tenancy for PostgreSQL, enforced twice.
+//!
+//! - **In the application**: an [`OrgContext`] (organization, user, [`Role`]) that only a
+//!   database-checked path ([`TenantPool::authorize`]) or a verified session
+//!   ([`OrgContext::from_verified_session`]) can produce, with [`OrgContext::require_role`]
+//!   guarding actions.
+//! - **In the database**: [`TenantPool::with_rls`] runs each unit of work in a transaction whose
+//!   transaction-local `app.current_org_id` drives Row-Level Security policies (see
+//!   [`migrations`]). A query that forgot its `WHERE` still sees one organization; a write into
+//!   another organization fails; no context sees nothing.
+//!
+//! ```no_run
+//! use tenancy::{OrgContext, OrgId, Role, TenantPool, UserId};
+//!
+//! # async fn demo() -> tenancy::Result<()> {
+//! let pool = TenantPool::connect("postgres://app@localhost/app").await?;
+//! // From your verified session, never from the request body:
+//! let user = UserId::new("user_2abc")?;
+//! let org = OrgId::from_external_id("org_2g7np7Hrk0SN6kj5EDMLDaKNL0S");
+//! let ctx = pool.authorize(&user, org).await?;
+//! ctx.require_role(Role::Member)?;
+//!
+//! let projects: Vec<String> = pool
+//!     .with_rls_read(&ctx, async |tx| {
+//!         Ok::<_, tenancy::Error>(sqlx::query_scalar("SELECT name FROM projects ORDER BY name")
+//!             .fetch_all(tx)
+//!             .await?)
+//!     })
+//!     .await?;
+//! # Ok(()) }
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod context;
+mod error;
+mod ids;
+pub mod migrations;
+mod pool;
+mod role;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
+
+pub use context::OrgContext;
+pub use error::{Error, ErrorKind, Result};
+pub use ids::{OrgId, UserId};
+pub use pool::{Membership, TenantPool, TenantTransaction};
+pub use role::Role;
+
+/// The README's examples, compiled as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

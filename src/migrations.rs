@@ -1,0 +1,32 @@
+//! The SQL migrations, embedded.
+//!
+//! The files in `migrations/` are plain SQL in sqlx's naming. Apply them with [`migrate`] (or
+//! [`MIGRATOR`]), with `sqlx migrate run`, or with `psql -f` in file-name order, as the
+//! database owner: a non-superuser role is enough, and the migrations create no roles.
+//!
+//! Then grant the application role what it needs, for example:
+//!
+//! ```sql
+//! GRANT SELECT, INSERT, UPDATE, DELETE ON organizations, organization_members, projects TO app;
+//! ```
+//!
+//! (the list is [`APP_TABLES`]).
+
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+
+use crate::error::Result;
+
+/// The embedded migrations.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// The tables the migrations create that the application role reads and writes.
+/// All of them have Row-Level Security enabled and forced.
+pub const APP_TABLES: &[&str] = &["organizations", "organization_members", "projects"];
+
+/// Applies the embedded migrations. Connect as the database owner, not as the application
+/// role.
+pub async fn migrate(pool: &PgPool) -> Result<()> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}

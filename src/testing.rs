@@ -1,0 +1,554 @@
+//! A throwaway PostgreSQL for tests and examples (feature `testing`).
+//!
+//! [`TestDatabase::create`] gives each test a fresh database, migrated, with two login roles:
+//! the database **owner** (ran the migrations; subject to the policies only because every table
+//! is `FORCE ROW LEVEL SECURITY`) and an **application** role (neither superuser nor
+//! `BYPASSRLS`). Test your own isolation through both.
+//!
+//! Where the server comes from:
+//! - `DATABASE_URL`, if set: a role that may create databases and roles.
+//! - Otherwise one cluster per process, started on first use: the server binaries are found
+//!   through `TENANCY_PG_BINDIR`, `PATH`, `pg_config --bindir`, or `/usr/lib/postgresql/*/bin`;
+//!   `initdb` runs in a temporary directory, the server listens on a unix socket in it (and on a
+//!   free loopback port, password-protected), and when the process runs as root the server runs
+//!   as the unprivileged `postgres` user (or `TENANCY_PG_USER`). A watchdog process stops the
+//!   server and deletes the directory when the test process exits, however it exits.
+
+use std::fmt;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection, PgPool};
+
+use crate::TenantPool;
+use crate::migrations::{APP_TABLES, MIGRATOR};
+
+/// Why a test database could not be had.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HarnessError {
+    /// No PostgreSQL server binaries were found.
+    #[error(
+        "no PostgreSQL server binaries (initdb, postgres) found: install them \
+         (Debian/Ubuntu: `apt-get install postgresql`), set TENANCY_PG_BINDIR to their directory, \
+         or set DATABASE_URL to a server whose role may create databases and roles"
+    )]
+    NoBinaries,
+    /// Starting the throwaway cluster failed.
+    #[error("could not start the throwaway PostgreSQL: {0}")]
+    Start(String),
+    /// A database statement failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// `tenancy` refused the pool.
+    #[error(transparent)]
+    Tenancy(#[from] crate::Error),
+}
+
+/// A running throwaway cluster (or the server behind `DATABASE_URL`). `Debug` shows no
+/// credentials.
+pub struct TestCluster {
+    admin: PgConnectOptions,
+    /// Loopback TCP address `(host, port)` when the harness started the server itself.
+    tcp: Option<SocketAddr>,
+    _server: Option<ServerProcess>,
+}
+
+struct ServerProcess {
+    _postgres: Child,
+    /// Holding the write end open keeps the watchdog waiting; when this process exits the pipe
+    /// closes and the watchdog stops the server and removes the directory.
+    _watchdog_stdin: Mutex<ChildStdin>,
+}
+
+static CLUSTER: OnceLock<Result<TestCluster, String>> = OnceLock::new();
+
+impl TestCluster {
+    /// The process-wide cluster, started on first use.
+    pub fn global() -> Result<&'static TestCluster, HarnessError> {
+        CLUSTER
+            .get_or_init(|| Self::start().map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| HarnessError::Start(e.clone()))
+    }
+
+    fn start() -> Result<TestCluster, HarnessError> {
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            let admin: PgConnectOptions = url
+                .parse()
+                .map_err(|e| HarnessError::Start(format!("DATABASE_URL: {e}")))?;
+            return Ok(TestCluster {
+                admin,
+                tcp: None,
+                _server: None,
+            });
+        }
+        let bindir = find_bindir().ok_or(HarnessError::NoBinaries)?;
+        start_cluster(&bindir)
+    }
+
+    /// Options for the cluster's superuser (administration only: never for isolation tests).
+    pub fn admin_options(&self) -> PgConnectOptions {
+        self.admin.clone()
+    }
+
+    /// The server's loopback TCP address, when the harness started the server itself.
+    pub fn tcp_address(&self) -> Option<SocketAddr> {
+        self.tcp
+    }
+}
+
+impl fmt::Debug for TestCluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestCluster")
+            .field("tcp", &self.tcp)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A fresh, migrated database with an owner role and an application role. `Debug` shows no
+/// credentials.
+#[derive(Clone)]
+pub struct TestDatabase {
+    name: String,
+    owner: PgConnectOptions,
+    app: PgConnectOptions,
+    /// (role, password) of the owner and the application role.
+    credentials: [(String, String); 2],
+}
+
+impl fmt::Debug for TestDatabase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestDatabase")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl TestDatabase {
+    /// Creates a database named uniquely for this process, applies the migrations as its
+    /// (non-superuser) owner, and grants the application role DML on [`APP_TABLES`].
+    pub async fn create() -> Result<TestDatabase, HarnessError> {
+        let db = Self::create_empty().await?;
+        let mut conn = PgConnection::connect_with(&db.owner).await?;
+        MIGRATOR.run(&mut conn).await?;
+        let tables = APP_TABLES.join(", ");
+        let app_role = &db.credentials[1].0;
+        conn.execute(AssertSqlSafe(format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON {tables} TO {app_role}"
+        )))
+        .await?;
+        conn.close().await?;
+        Ok(db)
+    }
+
+    /// Like [`TestDatabase::create`], without migrations or grants: an empty database owned by
+    /// a non-superuser role.
+    pub async fn create_empty() -> Result<TestDatabase, HarnessError> {
+        let cluster = TestCluster::global()?;
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("tenancy_{}_{}", std::process::id(), n);
+        let owner_role = format!("{name}_owner");
+        let app_role = format!("{name}_app");
+        let owner_pw = uuid::Uuid::new_v4().simple().to_string();
+        let app_pw = uuid::Uuid::new_v4().simple().to_string();
+
+        let mut admin = PgConnection::connect_with(&cluster.admin).await?;
+        // Names and passwords are generated above from digits, letters and '_': safe literals.
+        for sql in [
+            format!("CREATE ROLE {owner_role} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '{owner_pw}'"),
+            format!("CREATE ROLE {app_role} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '{app_pw}'"),
+            format!("CREATE DATABASE {name} OWNER {owner_role}"),
+        ] {
+            admin.execute(AssertSqlSafe(sql)).await?;
+        }
+        admin.close().await?;
+
+        let base = cluster.admin.clone().database(&name);
+        let owner = base.clone().username(&owner_role).password(&owner_pw);
+        let app = base.username(&app_role).password(&app_pw);
+
+        Ok(TestDatabase {
+            name,
+            owner,
+            app,
+            credentials: [(owner_role, owner_pw), (app_role, app_pw)],
+        })
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Connect options for the owner role (owns the tables; not superuser, not `BYPASSRLS`).
+    pub fn owner_options(&self) -> PgConnectOptions {
+        self.owner.clone()
+    }
+
+    /// Connect options for the application role (neither owner, superuser nor `BYPASSRLS`).
+    pub fn app_options(&self) -> PgConnectOptions {
+        self.app.clone()
+    }
+
+    /// Options for the application role over TCP at `addr` (the cluster's
+    /// [`tcp_address`](TestCluster::tcp_address), or a proxy in front of it).
+    pub fn app_options_at(&self, addr: SocketAddr) -> PgConnectOptions {
+        self.options_at(&self.credentials[1], addr)
+    }
+
+    /// Options for the owner role over TCP at `addr`.
+    pub fn owner_options_at(&self, addr: SocketAddr) -> PgConnectOptions {
+        self.options_at(&self.credentials[0], addr)
+    }
+
+    fn options_at(
+        &self,
+        (role, password): &(String, String),
+        addr: SocketAddr,
+    ) -> PgConnectOptions {
+        PgConnectOptions::new_without_pgpass()
+            .host(&addr.ip().to_string())
+            .port(addr.port())
+            .username(role)
+            .password(password)
+            .database(&self.name)
+            .ssl_mode(sqlx::postgres::PgSslMode::Disable)
+    }
+
+    /// A [`TenantPool`] of at most `max` connections as the application role.
+    pub async fn app_pool(&self, max: u32) -> Result<TenantPool, HarnessError> {
+        Ok(TenantPool::new(pool(self.app.clone(), max).await?).await?)
+    }
+
+    /// A [`TenantPool`] of at most `max` connections as the owner role.
+    pub async fn owner_pool(&self, max: u32) -> Result<TenantPool, HarnessError> {
+        Ok(TenantPool::new(pool(self.owner.clone(), max).await?).await?)
+    }
+}
+
+async fn pool(options: PgConnectOptions, max: u32) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(max)
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await
+}
+
+fn find_bindir() -> Option<PathBuf> {
+    let has_server = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
+    if let Some(dir) = std::env::var_os("TENANCY_PG_BINDIR") {
+        let dir = PathBuf::from(dir);
+        return has_server(&dir).then_some(dir);
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>());
+    let from_pg_config = Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let mut debian: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .collect();
+    // Highest major version first.
+    debian.sort_by_key(|p| {
+        std::cmp::Reverse(
+            p.parent()
+                .and_then(|v| v.file_name())
+                .and_then(|v| v.to_str())
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(0),
+        )
+    });
+    on_path
+        .chain(from_pg_config)
+        .chain(debian)
+        .find(|d| has_server(d))
+        .map(|d| d.canonicalize().unwrap_or(d))
+}
+
+/// The uid/gid to run the server as when this process is root.
+fn server_user() -> Result<Option<(u32, u32)>, HarnessError> {
+    let me = std::fs::metadata("/proc/self")
+        .map_err(|e| HarnessError::Start(format!("reading /proc/self: {e}")))?
+        .uid();
+    if me != 0 {
+        return Ok(None);
+    }
+    let wanted = std::env::var("TENANCY_PG_USER").unwrap_or_else(|_| "postgres".into());
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 3 && f[0] == wanted)
+        .and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+        .map(Some)
+        .ok_or_else(|| {
+            HarnessError::Start(format!(
+                "running as root, and initdb refuses root: create the user {wanted:?} \
+                 (or set TENANCY_PG_USER to an unprivileged user)"
+            ))
+        })
+}
+
+fn start_cluster(bindir: &Path) -> Result<TestCluster, HarnessError> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| HarnessError::Start(format!("{what}: {e}"));
+    let as_user = server_user()?;
+    let dir = tempfile::Builder::new()
+        .prefix("tenancy-pg-")
+        .tempdir()
+        .map_err(|e| fail("creating a temporary directory", &e))?
+        .keep();
+    let data = dir.join("data");
+    let pwfile = dir.join("pw");
+    let superuser_pw = uuid::Uuid::new_v4().simple().to_string();
+    std::fs::write(&pwfile, &superuser_pw).map_err(|e| fail("writing the password file", &e))?;
+    if let Some((uid, gid)) = as_user {
+        for p in [&dir, &pwfile] {
+            std::os::unix::fs::chown(p, Some(uid), Some(gid)).map_err(|e| fail("chown", &e))?;
+        }
+    }
+    let command = |program: &str| {
+        let mut c = Command::new(bindir.join(program));
+        if let Some((uid, gid)) = as_user {
+            c.uid(uid).gid(gid);
+        }
+        c
+    };
+
+    let out = command("initdb")
+        .arg("-D")
+        .arg(&data)
+        .args(["-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"])
+        .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+        .arg(format!("--pwfile={}", pwfile.display()))
+        .output()
+        .map_err(|e| fail("running initdb", &e))?;
+    if !out.status.success() {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(HarnessError::Start(format!(
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| fail("finding a free port", &e))?
+        .port();
+    let log = std::fs::File::create(dir.join("server.log")).map_err(|e| fail("log file", &e))?;
+    if let Some((uid, gid)) = as_user {
+        let _ = std::os::unix::fs::chown(dir.join("server.log"), Some(uid), Some(gid));
+    }
+    let postgres = command("postgres")
+        .arg("-D")
+        .arg(&data)
+        .arg("-k")
+        .arg(&dir)
+        .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+        .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+        .args(["-c", "full_page_writes=off", "-c", "max_connections=300"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| fail("log file", &e))?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| fail("starting postgres", &e))?;
+
+    // The watchdog outlives nothing: it waits for this process's end (its stdin closes), then
+    // stops the server (SIGINT: fast shutdown) and removes the directory.
+    let script = format!(
+        "read _ignored; kill -INT {pid} 2>/dev/null; \
+         for _ in $(seq 1 100); do kill -0 {pid} 2>/dev/null || break; sleep 0.1; done; \
+         kill -KILL {pid} 2>/dev/null; rm -rf '{dir}'",
+        pid = postgres.id(),
+        dir = dir.display()
+    );
+    let mut watchdog = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| fail("starting the cleanup watchdog", &e))?;
+    let stdin = watchdog.stdin.take().expect("piped stdin");
+
+    wait_until_ready(&data, &dir)?;
+    let admin = PgConnectOptions::new()
+        .socket(&dir)
+        .port(port)
+        .username("postgres")
+        .password(&superuser_pw)
+        .database("postgres");
+    Ok(TestCluster {
+        admin,
+        tcp: Some(SocketAddr::from(([127, 0, 0, 1], port))),
+        _server: Some(ServerProcess {
+            _postgres: postgres,
+            _watchdog_stdin: Mutex::new(stdin),
+        }),
+    })
+}
+
+/// Waits until postmaster.pid reports "ready" (PostgreSQL 10+ writes the status line).
+fn wait_until_ready(data: &Path, dir: &Path) -> Result<(), HarnessError> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pidfile = std::fs::read_to_string(data.join("postmaster.pid")).unwrap_or_default();
+        if pidfile.lines().nth(7).is_some_and(|l| l.trim() == "ready") {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+            return Err(HarnessError::Start(format!(
+                "server not ready after 60 s:\n{log}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub use proxy::{ProxyStats, TcpProxy};
+
+mod proxy {
+    //! A loopback TCP proxy that counts round trips and can add latency.
+
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    /// Counters shared by every connection through a [`TcpProxy`].
+    #[derive(Debug, Default)]
+    pub struct ProxyStats {
+        round_trips: AtomicU64,
+        connections: AtomicU64,
+    }
+
+    impl ProxyStats {
+        /// Client-to-server bursts that followed server data (or opened a connection): each is
+        /// one round trip the client waited for. Counted exactly, from the byte streams.
+        pub fn round_trips(&self) -> u64 {
+            self.round_trips.load(Ordering::SeqCst)
+        }
+
+        /// Connections accepted so far.
+        pub fn connections(&self) -> u64 {
+            self.connections.load(Ordering::SeqCst)
+        }
+    }
+
+    /// A proxy on `127.0.0.1` in front of `upstream`, on plain OS threads (so the injected
+    /// delay is as precise as `thread::sleep`, not a 1 ms timer wheel). Each chunk is delayed
+    /// by `one_way` in each direction, in order. Runs until the process ends.
+    #[derive(Debug)]
+    pub struct TcpProxy {
+        addr: SocketAddr,
+        stats: Arc<ProxyStats>,
+    }
+
+    impl TcpProxy {
+        /// Starts a proxy to `upstream` with `one_way` latency added in each direction.
+        pub fn start(upstream: SocketAddr, one_way: Duration) -> std::io::Result<TcpProxy> {
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            let addr = listener.local_addr()?;
+            let stats = Arc::new(ProxyStats::default());
+            let shared = stats.clone();
+            std::thread::spawn(move || {
+                for client in listener.incoming().flatten() {
+                    let Ok(server) = TcpStream::connect(upstream) else {
+                        continue;
+                    };
+                    shared.connections.fetch_add(1, Ordering::SeqCst);
+                    let _ = client.set_nodelay(true);
+                    let _ = server.set_nodelay(true);
+                    // true while the last bytes seen went server -> client
+                    let turn = Arc::new(AtomicBool::new(true));
+                    if let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) {
+                        pump(client, s2, one_way, turn.clone(), Some(shared.clone()));
+                        pump(server, c2, one_way, turn, None);
+                    }
+                }
+            });
+            Ok(TcpProxy { addr, stats })
+        }
+
+        /// The proxy's address.
+        pub fn addr(&self) -> SocketAddr {
+            self.addr
+        }
+
+        /// The shared counters.
+        pub fn stats(&self) -> &ProxyStats {
+            &self.stats
+        }
+    }
+
+    /// Copies `from` -> `to` through a delay line. With `count`, it is the client->server
+    /// direction and counts a round trip whenever it reads after server data.
+    fn pump(
+        mut from: TcpStream,
+        mut to: TcpStream,
+        delay: Duration,
+        turn: Arc<AtomicBool>,
+        count: Option<Arc<ProxyStats>>,
+    ) {
+        let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match from.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        match &count {
+                            Some(stats) => {
+                                if turn.swap(false, Ordering::SeqCst) {
+                                    stats.round_trips.fetch_add(1, Ordering::SeqCst);
+                                }
+                            }
+                            None => turn.store(true, Ordering::SeqCst),
+                        }
+                        if tx
+                            .send((Instant::now() + delay, buf[..n].to_vec()))
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        std::thread::spawn(move || {
+            while let Ok((due, bytes)) = rx.recv() {
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                if to.write_all(&bytes).is_err() {
+                    break;
+                }
+            }
+            let _ = to.shutdown(Shutdown::Write);
+        });
+    }
+}

@@ -1,0 +1,124 @@
+use sqlx::PgPool;
+use tenancy::testing::TestDatabase;
+use tenancy::{OrgContext, OrgId, Role, TenantPool, UserId};
+use uuid::Uuid;
+
+/// Which role the pool under test connects as.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum As {
+    App,
+    Owner,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Org {
+    pub(crate) id: OrgId,
+    pub(crate) owner: UserId,
+    pub(crate) admin: UserId,
+    pub(crate) member: UserId,
+    pub(crate) project: Uuid,
+}
+
+impl Org {
+    pub(crate) fn ctx(&self, role: Role) -> OrgContext {
+        let user = match role {
+            Role::Owner => &self.owner,
+            Role::Admin => &self.admin,
+            Role::Member => &self.member,
+        };
+        OrgContext::from_verified_session(self.id, user.clone(), role)
+    }
+}
+
+pub(crate) struct World {
+    pub(crate) db: TestDatabase,
+    pub(crate) pool: TenantPool,
+    pub(crate) a: Org,
+    pub(crate) b: Org,
+}
+
+pub(crate) async fn world(role: As) -> World {
+    world_with(role, 5).await
+}
+
+pub(crate) async fn world_with(role: As, max_connections: u32) -> World {
+    let db = TestDatabase::create().await.expect("test database");
+    let pool = match role {
+        As::App => db.app_pool(max_connections).await,
+        As::Owner => db.owner_pool(max_connections).await,
+    }
+    .expect("pool");
+    let a = seed_org(&pool, "alpha").await;
+    let b = seed_org(&pool, "beta").await;
+    World { db, pool, a, b }
+}
+
+/// Creates an organization with an owner, an admin, a member and one project, through the RLS
+/// path (the new organization is the context), as an identity-provider sync would.
+pub(crate) async fn seed_org(pool: &TenantPool, slug: &str) -> Org {
+    let id = OrgId::from_external_id(&format!("org_{slug}"));
+    let user = |r: &str| UserId::new(format!("user_{slug}_{r}")).unwrap();
+    let org = Org {
+        id,
+        owner: user("owner"),
+        admin: user("admin"),
+        member: user("member"),
+        project: Uuid::new_v4(),
+    };
+    let o = org.clone();
+    pool.with_rls(&org.ctx(Role::Owner), async |tx| {
+        sqlx::query("INSERT INTO organizations (id, name, slug, external_id) VALUES ($1, $2, $3, $4)")
+            .bind(o.id.as_uuid())
+            .bind(format!("Org {slug}"))
+            .bind(slug)
+            .bind(format!("org_{slug}"))
+            .execute(&mut *tx)
+            .await?;
+        for (u, r) in [(&o.owner, "owner"), (&o.admin, "admin"), (&o.member, "member")] {
+            sqlx::query("INSERT INTO organization_members (organization_id, user_id, role) VALUES ($1, $2, $3)")
+                .bind(o.id.as_uuid())
+                .bind(u.as_str())
+                .bind(r)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("INSERT INTO projects (organization_id, id, name) VALUES ($1, $2, $3)")
+            .bind(o.id.as_uuid())
+            .bind(o.project)
+            .bind(format!("{slug} project"))
+            .execute(&mut *tx)
+            .await?;
+        Ok::<_, tenancy::Error>(())
+    })
+    .await
+    .expect("seed organization");
+    org
+}
+
+/// What a connection carries between units: the org setting and the rows it can see.
+pub(crate) async fn leftover_context(pool: &PgPool) -> (Option<String>, i64) {
+    let mut conn = pool.acquire().await.expect("acquire");
+    let setting: Option<String> =
+        sqlx::query_scalar("SELECT nullif(current_setting('app.current_org_id', true), '')")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("setting");
+    let visible: i64 = sqlx::query_scalar("SELECT count(*) FROM projects")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("count");
+    (setting, visible)
+}
+
+/// Generates one test per role for an isolation case.
+macro_rules! both_roles {
+    ($($case:ident),* $(,)?) => {
+        mod as_app {
+            $(#[tokio::test] async fn $case() { super::$case(crate::common::As::App).await })*
+        }
+        mod as_owner {
+            $(#[tokio::test] async fn $case() { super::$case(crate::common::As::Owner).await })*
+        }
+    };
+}
+pub(crate) use both_roles;

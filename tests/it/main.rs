@@ -1,0 +1,11 @@
+//! Integration tests against a real PostgreSQL (the `testing` harness starts one).
+//!
+//! Isolation cases run twice: as the application role (neither superuser nor BYPASSRLS) and as
+//! the tables' owner (subject to the policies only through FORCE ROW LEVEL SECURITY).
+
+mod common;
+mod isolation;
+mod leaks;
+mod membership;
+mod migrations;
+mod round_trips;

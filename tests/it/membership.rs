@@ -1,0 +1,255 @@
+//! Membership checks, the organization switcher, and the connect-time role check.
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, Executor, PgConnection};
+use tenancy::testing::{TestCluster, TestDatabase};
+use tenancy::{Error, ErrorKind, OrgId, Role, TenantPool, UserId};
+
+use crate::common::{As, world};
+
+#[tokio::test]
+async fn authorize_returns_the_database_role() {
+    let w = world(As::App).await;
+    for (user, role) in [
+        (&w.a.owner, Role::Owner),
+        (&w.a.admin, Role::Admin),
+        (&w.a.member, Role::Member),
+    ] {
+        let ctx = w.pool.authorize(user, w.a.id).await.unwrap();
+        assert_eq!(
+            (ctx.org_id(), ctx.user_id(), ctx.role()),
+            (w.a.id, user, role)
+        );
+    }
+    let member = w.pool.authorize(&w.a.member, w.a.id).await.unwrap();
+    assert!(member.require_role(Role::Member).is_ok());
+    let e = member.require_role(Role::Admin).unwrap_err();
+    assert!(matches!(
+        e,
+        Error::InsufficientRole {
+            required: Role::Admin,
+            actual: Role::Member
+        }
+    ));
+}
+
+#[tokio::test]
+async fn authorize_refuses_non_members_and_members_of_another_org() {
+    let w = world(As::App).await;
+    let stranger = UserId::new("user_stranger").unwrap();
+    for (user, org) in [
+        (&stranger, w.a.id),
+        (&w.b.owner, w.a.id),
+        (&w.a.owner, w.b.id),
+    ] {
+        let e = w.pool.authorize(user, org).await.unwrap_err();
+        assert!(matches!(e, Error::NotAMember), "{user} in {org}: {e}");
+        assert_eq!(e.kind(), ErrorKind::Forbidden);
+    }
+    // An organization that does not exist looks the same as one you are not in.
+    let e = w
+        .pool
+        .authorize(&w.a.owner, OrgId::from_external_id("org_none"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::NotAMember));
+    // authorize does not leave its lookup context on the connection.
+    assert_eq!(
+        crate::common::leftover_context(w.pool.pool()).await,
+        (None, 0)
+    );
+}
+
+#[tokio::test]
+async fn with_member_checks_membership_and_role_in_the_begin_round_trip() {
+    let w = world(As::App).await;
+    let count = async |user: &UserId, org: OrgId, min: Role| {
+        w.pool
+            .with_member(user, org, min, async |tx| {
+                Ok::<i64, Error>(
+                    sqlx::query_scalar("SELECT count(*) FROM projects")
+                        .fetch_one(tx)
+                        .await?,
+                )
+            })
+            .await
+    };
+    assert_eq!(count(&w.a.member, w.a.id, Role::Member).await.unwrap(), 1);
+    assert_eq!(count(&w.a.owner, w.a.id, Role::Admin).await.unwrap(), 1);
+    let e = count(&w.a.member, w.a.id, Role::Admin).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::InsufficientRole {
+                required: Role::Admin,
+                actual: Role::Member
+            }
+        ),
+        "{e}"
+    );
+    let e = count(&w.b.owner, w.a.id, Role::Member).await.unwrap_err();
+    assert!(matches!(e, Error::NotAMember), "{e}");
+    // The refused units were rolled back and the connections are usable and clean.
+    assert_eq!(count(&w.b.owner, w.b.id, Role::Owner).await.unwrap(), 1);
+    assert_eq!(
+        crate::common::leftover_context(w.pool.pool()).await,
+        (None, 0)
+    );
+}
+
+#[tokio::test]
+async fn refused_with_member_does_not_poison_a_pool_of_one() {
+    let w = crate::common::world_with(As::App, 1).await;
+    for _ in 0..3 {
+        let e = w
+            .pool
+            .with_member(&w.b.owner, w.a.id, Role::Member, async |_tx| {
+                Ok::<(), Error>(())
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::NotAMember));
+        assert_eq!(
+            crate::common::leftover_context(w.pool.pool()).await,
+            (None, 0)
+        );
+    }
+}
+
+#[tokio::test]
+async fn switcher_lists_own_memberships_and_nothing_else() {
+    let w = world(As::App).await;
+    // user_alpha_admin joins beta as a member.
+    w.pool
+        .with_rls(&w.b.ctx(Role::Owner), async |tx| {
+            sqlx::query("INSERT INTO organization_members (organization_id, user_id, role) VALUES ($1, $2, 'member')")
+                .bind(w.b.id.as_uuid())
+                .bind(w.a.admin.as_str())
+                .execute(tx)
+                .await?;
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap();
+    let list = w.pool.memberships(&w.a.admin).await.unwrap();
+    let got: Vec<_> = list
+        .iter()
+        .map(|m| (m.org_id, m.slug.as_deref(), m.role))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (w.a.id, Some("alpha"), Role::Admin),
+            (w.b.id, Some("beta"), Role::Member)
+        ]
+    );
+    assert!(
+        w.pool
+            .memberships(&UserId::new("user_nobody").unwrap())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Inside an organization, the user-scope policies do not apply: alpha's members only.
+    let members: Vec<String> = w
+        .pool
+        .with_rls_read(&w.a.ctx(Role::Admin), async |tx| {
+            Ok::<_, Error>(
+                sqlx::query_scalar("SELECT organization_id::text FROM organization_members")
+                    .fetch_all(tx)
+                    .await?,
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(members, vec![w.a.id.to_string(); 3]);
+}
+
+#[tokio::test]
+async fn connect_refuses_a_superuser_and_a_bypassrls_role() {
+    let cluster = TestCluster::global().unwrap();
+    let db = TestDatabase::create().await.unwrap();
+    let admin = cluster.admin_options().database(db.name());
+    let is_superuser: bool = {
+        let mut c = PgConnection::connect_with(&admin).await.unwrap();
+        sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+    };
+    if is_superuser {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(admin.clone())
+            .await
+            .unwrap();
+        let e = TenantPool::new(pool).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::UnsafeDatabaseRole {
+                    reason: "superuser",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(e.kind(), ErrorKind::Internal);
+    }
+
+    let role = format!("{}_bypass", db.name());
+    let mut c = PgConnection::connect_with(&admin).await.unwrap();
+    c.execute(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE {role} LOGIN BYPASSRLS PASSWORD 'bypass'"
+    )))
+    .await
+    .unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(db.app_options().username(&role).password("bypass"))
+        .await
+        .unwrap();
+    let e = TenantPool::new(pool.clone()).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::UnsafeDatabaseRole { reason: "bypassrls", role: r } if *r == role),
+        "{e}"
+    );
+    // Only the explicitly named escape hatch accepts it.
+    let _tools_only = TenantPool::dangerously_skip_role_check(pool);
+
+    // The harness's own roles pass.
+    db.app_pool(1).await.unwrap();
+    db.owner_pool(1).await.unwrap();
+}
+
+#[test]
+fn with_rls_futures_are_send_for_web_frameworks() {
+    fn assert_send<T: Send>(_: &T) {}
+    async fn handler(pool: TenantPool, ctx: tenancy::OrgContext) -> Result<Vec<String>, Error> {
+        pool.with_rls(&ctx, async |tx| {
+            let a: Vec<String> = sqlx::query_scalar("SELECT name FROM projects")
+                .fetch_all(&mut *tx)
+                .await?;
+            sqlx::query("SELECT 1").execute(&mut *tx).await?;
+            Ok(a)
+        })
+        .await
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let pool = TenantPool::dangerously_skip_role_check(
+        PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .unwrap(),
+    );
+    let ctx = tenancy::OrgContext::from_verified_session(
+        OrgId::from_external_id("org_x"),
+        UserId::new("user_x").unwrap(),
+        Role::Member,
+    );
+    let fut = handler(pool, ctx);
+    assert_send(&fut);
+}
