@@ -30,7 +30,10 @@ CREATE TABLE organizations (
     -- The identity provider's id (Clerk: `org_...`). `id` is derived from it (UUIDv5), so
     -- request authorization and webhook sync agree without a lookup.
     external_id text        UNIQUE,
-    created_at  timestamptz NOT NULL DEFAULT now()
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    -- Set when the organization is deleted. The row stays as a tombstone (an identity
+    -- provider's late events cannot bring it back); nobody is admitted to it any more.
+    deleted_at  timestamptz
 );
 
 CREATE TABLE organization_members (
@@ -99,8 +102,9 @@ DECLARE
 BEGIN
     PERFORM set_config('app.current_org_id', org::text, true);
     PERFORM set_config('app.current_user_id', member, true);
-    SELECT m.role INTO found_role FROM organization_members m
-     WHERE m.organization_id = org AND m.user_id = member;
+    SELECT m.role INTO found_role
+      FROM organization_members m JOIN organizations o ON o.id = m.organization_id
+     WHERE m.organization_id = org AND m.user_id = member AND o.deleted_at IS NULL;
     PERFORM set_config('app.current_org_id', prev_org, true);
     PERFORM set_config('app.current_user_id', prev_user, true);
     RETURN found_role;
@@ -118,9 +122,11 @@ DECLARE
     found_role text;
     rank_of    CONSTANT jsonb := '{"member": 1, "admin": 2, "owner": 3}';
 BEGIN
-    SELECT m.role INTO found_role FROM organization_members m
+    SELECT m.role INTO found_role
+      FROM organization_members m JOIN organizations o ON o.id = m.organization_id
      WHERE m.organization_id = tenancy_current_org_id()
-       AND m.user_id = tenancy_current_user_id();
+       AND m.user_id = tenancy_current_user_id()
+       AND o.deleted_at IS NULL;
     IF found_role IS NULL THEN
         RAISE EXCEPTION 'tenancy: not a member of this organization' USING ERRCODE = 'TNC01';
     END IF;

@@ -40,6 +40,7 @@ mod role;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+pub mod webhook;
 
 pub use context::OrgContext;
 pub use error::{Error, ErrorKind, Result};

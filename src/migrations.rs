@@ -7,7 +7,9 @@
 //! Then grant the application role what it needs, for example:
 //!
 //! ```sql
-//! GRANT SELECT, INSERT, UPDATE, DELETE ON organizations, organization_members, projects TO app;
+//! GRANT SELECT, INSERT, UPDATE, DELETE
+//!     ON organizations, organization_members, projects, membership_tombstones, webhook_deliveries
+//!     TO app;
 //! ```
 //!
 //! (the list is [`APP_TABLES`]).
@@ -22,7 +24,13 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// The tables the migrations create that the application role reads and writes.
 /// All of them have Row-Level Security enabled and forced.
-pub const APP_TABLES: &[&str] = &["organizations", "organization_members", "projects"];
+pub const APP_TABLES: &[&str] = &[
+    "organizations",
+    "organization_members",
+    "projects",
+    "membership_tombstones",
+    "webhook_deliveries",
+];
 
 /// Applies the embedded migrations. Connect as the database owner, not as the application
 /// role.

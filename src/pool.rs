@@ -261,7 +261,7 @@ impl TenantPool {
         let rows: Vec<(uuid::Uuid, String, Option<String>, String)> = sqlx::query_as(
             "SELECT o.id, o.name, o.slug, m.role FROM organization_members m \
              JOIN organizations o ON o.id = m.organization_id \
-             WHERE m.user_id = $1 ORDER BY o.name, o.id",
+             WHERE m.user_id = $1 AND o.deleted_at IS NULL ORDER BY o.name, o.id",
         )
         .bind(user.as_str())
         .fetch_all(&mut *tx)

@@ -9,3 +9,4 @@ mod leaks;
 mod membership;
 mod migrations;
 mod round_trips;
+mod webhook;
