@@ -3,24 +3,35 @@
 
 -- The identity provider's `updated_at` (unix ms) of the state each row holds: an older event
 -- never overwrites newer state. NULL for rows the application created itself.
-ALTER TABLE organizations        ADD COLUMN external_updated_at bigint;
-ALTER TABLE organization_members ADD COLUMN external_updated_at bigint;
+ALTER TABLE organizations ADD COLUMN external_updated_at bigint;
+-- Where that state came from, to break ties at equal `updated_at`: 2 = an organization event,
+-- 1 = the organization embedded in a membership event (a snapshot), 0 = the application.
+ALTER TABLE organizations ADD COLUMN external_source smallint NOT NULL DEFAULT 0;
 -- The identity provider's creator of the organization (Clerk: `created_by`).
-ALTER TABLE organizations        ADD COLUMN created_by text;
+ALTER TABLE organizations ADD COLUMN created_by text;
 
--- A removed membership, remembered with the version of the removal so that an older
--- `created`/`updated` delivered late cannot restore it (a newer one, a re-invitation, can).
+-- Which identity-provider membership (Clerk: `orgmem_...`) a row mirrors, when it was created
+-- and last updated there (unix ms). A user removed and invited again gets a new membership id:
+-- the newer membership wins, and a removed one never comes back.
+ALTER TABLE organization_members ADD COLUMN external_id text;
+ALTER TABLE organization_members ADD COLUMN external_created_at bigint;
+ALTER TABLE organization_members ADD COLUMN external_updated_at bigint;
+
+-- Identity-provider memberships that were deleted: a late `created` or `updated` for one of
+-- them is ignored.
 CREATE TABLE membership_tombstones (
-    organization_id     uuid   NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
-    user_id             text   NOT NULL,
-    external_updated_at bigint NOT NULL,
-    PRIMARY KEY (organization_id, user_id)
+    organization_id uuid        NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    external_id     text        NOT NULL,
+    user_id         text        NOT NULL,
+    deleted_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (organization_id, external_id)
 );
 
 -- Webhook deliveries already applied, keyed by the message id (`svix-id`, stable across
--- retries), recorded in the same transaction as their effect.
+-- retries), recorded in the same transaction as their effect. No foreign key: a delivery is
+-- recorded before the organization it creates exists.
 CREATE TABLE webhook_deliveries (
-    organization_id uuid        NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    organization_id uuid        NOT NULL,
     message_id      text        NOT NULL,
     event_type      text        NOT NULL,
     received_at     timestamptz NOT NULL DEFAULT now(),

@@ -31,6 +31,7 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod clerk;
 mod context;
 mod error;
 mod ids;
