@@ -93,7 +93,6 @@ CREATE POLICY own_organizations ON organizations FOR SELECT
 -- it never switches the context of a transaction it is called from.
 CREATE FUNCTION tenancy_member_role(org uuid, member text) RETURNS text
     LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, public
     AS $$
 DECLARE
     found_role text;
@@ -116,7 +115,6 @@ $$;
 -- below `min_role`; otherwise records the role in `app.current_org_role`.
 CREATE FUNCTION tenancy_require_member(min_role text) RETURNS void
     LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, public
     AS $$
 DECLARE
     found_role text;

@@ -21,11 +21,11 @@ type Tm = <Postgres as sqlx::Database>::TransactionManager;
 /// A PostgreSQL pool whose units of work run with the tenant context set transaction-locally.
 ///
 /// Every unit starts with a single round trip that sends
-/// `BEGIN; SELECT set_config('app.current_org_id', '<uuid>', true), ...` as one simple-query
-/// message. The values are interpolated only from validated types ([`OrgId`] is a `Uuid`,
-/// [`UserId`] is restricted printable ASCII, [`Role`] is an enum), never from a caller's string,
-/// and `true` makes each setting end with the transaction: commit, rollback, error, panic or a
-/// dropped future can never leave a context on a pooled connection.
+/// `BEGIN; SET LOCAL app.current_org_id = '<uuid>'; ...` as one simple-query message. The
+/// values are interpolated only from validated types ([`OrgId`] is a `Uuid`, [`UserId`] is
+/// restricted printable ASCII, [`Role`] is an enum), never from a caller's string, and `LOCAL`
+/// makes each setting end with the transaction: commit, rollback, error, panic or a dropped
+/// future can never leave a context on a pooled connection.
 #[derive(Clone)]
 pub struct TenantPool {
     pool: PgPool,
@@ -363,10 +363,12 @@ fn begin_sql(
     };
     let org = org.map(|o| o.to_string()).unwrap_or_default();
     let role = role.map(Role::as_str).unwrap_or_default();
+    // SET LOCAL rather than SELECT set_config(..., true): the same transaction-local effect,
+    // but a utility statement (no planning, no result row), measurably cheaper per unit.
     let mut sql = format!(
-        "{begin}; SELECT set_config('app.current_org_id', '{org}', true), \
-         set_config('app.current_user_id', '{user}', true), \
-         set_config('app.current_org_role', '{role}', true)",
+        "{begin}; SET LOCAL app.current_org_id = '{org}'; \
+         SET LOCAL app.current_user_id = '{user}'; \
+         SET LOCAL app.current_org_role = '{role}'",
         user = user.as_str(),
     );
     if let Some(min) = require {
@@ -465,14 +467,18 @@ mod tests {
         assert_eq!(
             sql,
             format!(
-                "BEGIN READ ONLY; SELECT set_config('app.current_org_id', '{org}', true), \
-                 set_config('app.current_user_id', 'user_1', true), \
-                 set_config('app.current_org_role', 'admin', true)"
+                "BEGIN READ ONLY; SET LOCAL app.current_org_id = '{org}'; \
+                 SET LOCAL app.current_user_id = 'user_1'; \
+                 SET LOCAL app.current_org_role = 'admin'"
             )
         );
         let sql = begin_sql(Access::ReadWrite, None, &user, None, Some(Role::Owner));
-        assert!(sql.starts_with("BEGIN; SELECT set_config('app.current_org_id', '', true)"));
+        assert!(sql.starts_with("BEGIN; SET LOCAL app.current_org_id = ''; "));
         assert!(sql.ends_with("; SELECT tenancy_require_member('owner')"));
-        assert!(!sql.contains("false"), "settings must be transaction-local");
+        // Every SET is transaction-local.
+        assert_eq!(
+            sql.matches("SET ").count(),
+            sql.matches("SET LOCAL ").count()
+        );
     }
 }

@@ -1,0 +1,638 @@
+//! The per-unit cost of `tenancy`'s safety, against what an application would otherwise
+//! write, measured in one run on the throwaway PostgreSQL:
+//!
+//! 1. units of work with one point query by id, on loopback TCP and through a proxy adding
+//!    0.5 ms each way, with round trips counted exactly at a proxy;
+//! 2. throughput of 64 tasks on a pool of 16;
+//! 3. the policy's cost on 1,000,000 projects over 1,000 organizations (scaled down in fast
+//!    mode), with the plans' node types.
+//!
+//! Baselines (`autocommit`, `plain_tx`, the `explicit_where` listing, and the lookup of
+//! `seed_authorized`) connect as a role with BYPASSRLS and filter explicitly: what an
+//! application without RLS would run. Every pool has the same settings (4 connections,
+//! `test_before_acquire(false)`).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, Executor, PgConnection, PgPool};
+use tenancy::testing::{TcpProxy, TestCluster, TestDatabase};
+use tenancy::{Error, OrgContext, OrgId, Role, TenantPool, UserId};
+use tokio::runtime::Runtime;
+use uuid::Uuid;
+
+const Q_RLS: &str = "SELECT name FROM projects WHERE id = $1";
+const Q_EXPLICIT: &str = "SELECT name FROM projects WHERE organization_id = $1 AND id = $2";
+
+struct Fixture {
+    db: TestDatabase,
+    bypass_role: (String, String),
+    ctx: OrgContext,
+    project: Uuid,
+}
+
+#[derive(Clone)]
+struct Pools {
+    tenant: TenantPool,
+    app: PgPool,
+    bypass: PgPool,
+    /// The article's membership lookup runs on a connection of its own (as a bypassing role:
+    /// the article's lookup ran without a tenant context), so that its pool's release ping,
+    /// which runs concurrently and off the caller's path, does not enter the round-trip count.
+    lookup: Arc<tokio::sync::Mutex<PgConnection>>,
+}
+
+async fn pool(options: PgConnectOptions, max: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(max)
+        .min_connections(max)
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await
+        .unwrap()
+}
+
+async fn pools(f: &Fixture, addr: SocketAddr, max: u32) -> Pools {
+    let app = pool(f.db.app_options_at(addr), max).await;
+    let bypass_opts =
+        f.db.app_options_at(addr)
+            .username(&f.bypass_role.0)
+            .password(&f.bypass_role.1);
+    Pools {
+        tenant: TenantPool::new(app.clone()).await.unwrap(),
+        app,
+        lookup: Arc::new(tokio::sync::Mutex::new(
+            PgConnection::connect_with(&bypass_opts).await.unwrap(),
+        )),
+        bypass: pool(bypass_opts, max).await,
+    }
+}
+
+/// A role that bypasses RLS (not superuser), with the same grants as the application role.
+async fn bypass_role(db: &TestDatabase) -> (String, String) {
+    let cluster = TestCluster::global().unwrap();
+    let name = format!("{}_bypass", db.name());
+    let mut admin = PgConnection::connect_with(&cluster.admin_options().database(db.name()))
+        .await
+        .unwrap();
+    let password = Uuid::new_v4().simple().to_string();
+    admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "CREATE ROLE {name} LOGIN BYPASSRLS PASSWORD '{password}'"
+        )))
+        .await
+        .unwrap();
+    admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {name}"
+        )))
+        .await
+        .unwrap();
+    (name, password)
+}
+
+async fn fixture() -> Fixture {
+    let db = TestDatabase::create().await.unwrap();
+    let tenant = db.app_pool(2).await.unwrap();
+    let user = UserId::new("user_bench").unwrap();
+    let mut ctx = None;
+    let mut project = Uuid::nil();
+    for i in 0..10 {
+        let org = OrgId::from_external_id(&format!("org_bench_{i}"));
+        let c = tenant
+            .create_organization(org, &format!("Bench {i}"), None, &user)
+            .await
+            .unwrap();
+        let ids: Vec<Uuid> = tenant
+            .with_rls(&c, async |tx| {
+                let mut ids = Vec::new();
+                for p in 0..100 {
+                    ids.push(
+                        sqlx::query_scalar("INSERT INTO projects (organization_id, name) VALUES ($1, $2) RETURNING id")
+                            .bind(org.as_uuid())
+                            .bind(format!("project {p}"))
+                            .fetch_one(&mut *tx)
+                            .await?,
+                    );
+                }
+                Ok::<_, Error>(ids)
+            })
+            .await
+            .unwrap();
+        if i == 3 {
+            project = ids[42];
+            ctx = Some(tenant.authorize(&user, org).await.unwrap());
+        }
+    }
+    let bypass_role = bypass_role(&db).await;
+    let mut owner = PgConnection::connect_with(&db.owner_options())
+        .await
+        .unwrap();
+    owner.execute("ANALYZE").await.unwrap();
+    Fixture {
+        db,
+        bypass_role,
+        ctx: ctx.unwrap(),
+        project,
+    }
+}
+
+// ---- the units -------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Case {
+    Autocommit,
+    PlainTx,
+    SeedPattern,
+    WriteUnit,
+    ReadUnit,
+    AuthorizedUnit,
+    SeedAuthorized,
+}
+
+const UNITS: [Case; 7] = [
+    Case::Autocommit,
+    Case::PlainTx,
+    Case::SeedPattern,
+    Case::WriteUnit,
+    Case::ReadUnit,
+    Case::AuthorizedUnit,
+    Case::SeedAuthorized,
+];
+
+impl Case {
+    fn name(self) -> &'static str {
+        match self {
+            Case::Autocommit => "autocommit",
+            Case::PlainTx => "plain_tx",
+            Case::SeedPattern => "seed_pattern",
+            Case::WriteUnit => "write_unit",
+            Case::ReadUnit => "read_unit",
+            Case::AuthorizedUnit => "authorized_unit",
+            Case::SeedAuthorized => "seed_authorized",
+        }
+    }
+}
+
+async fn seed_pattern(p: &Pools, ctx: &OrgContext, id: Uuid) -> String {
+    // The article's withRLS: BEGIN; SELECT set_config(...); query; COMMIT.
+    let mut tx = p.app.begin().await.unwrap();
+    sqlx::query("SELECT set_config('app.current_org_id', $1, true)")
+        .bind(ctx.org_id().to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let name: String = sqlx::query_scalar(Q_RLS)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    name
+}
+
+async fn run(unit: Case, p: &Pools, ctx: &OrgContext, id: Uuid) -> String {
+    let org = *ctx.org_id().as_uuid();
+    match unit {
+        Case::Autocommit => sqlx::query_scalar(Q_EXPLICIT)
+            .bind(org)
+            .bind(id)
+            .fetch_one(&p.bypass)
+            .await
+            .unwrap(),
+        Case::PlainTx => {
+            let mut tx = p.bypass.begin().await.unwrap();
+            let name = sqlx::query_scalar(Q_EXPLICIT)
+                .bind(org)
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            name
+        }
+        Case::SeedPattern => seed_pattern(p, ctx, id).await,
+        Case::WriteUnit => p
+            .tenant
+            .with_rls(ctx, async |tx| {
+                Ok::<String, Error>(sqlx::query_scalar(Q_RLS).bind(id).fetch_one(tx).await?)
+            })
+            .await
+            .unwrap(),
+        Case::ReadUnit => p
+            .tenant
+            .with_rls_read(ctx, async |tx| {
+                Ok::<String, Error>(sqlx::query_scalar(Q_RLS).bind(id).fetch_one(tx).await?)
+            })
+            .await
+            .unwrap(),
+        Case::AuthorizedUnit => p
+            .tenant
+            .with_member(ctx.user_id(), ctx.org_id(), Role::Member, async |tx| {
+                Ok::<String, Error>(sqlx::query_scalar(Q_RLS).bind(id).fetch_one(tx).await?)
+            })
+            .await
+            .unwrap(),
+        Case::SeedAuthorized => {
+            // The article's requireOrgRole: a lookup, then its withRLS.
+            let role: Option<String> = sqlx::query_scalar(
+                "SELECT role FROM organization_members WHERE organization_id = $1 AND user_id = $2",
+            )
+            .bind(org)
+            .bind(ctx.user_id().as_str())
+            .fetch_optional(&mut *p.lookup.lock().await)
+            .await
+            .unwrap();
+            assert!(role.is_some_and(|r| r.parse::<Role>().unwrap() >= Role::Member));
+            seed_pattern(p, ctx, id).await
+        }
+    }
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+// ---- 1. round trips and latency ----------------------------------------------------------
+
+/// Round trips the caller waits for: one connection per pool (every statement prepared after
+/// the warm-up), on a current-thread runtime so that the pool's release task (which flushes a
+/// read unit's queued ROLLBACK) cannot run before the count is read.
+fn round_trips(f: &Fixture, server: SocketAddr) -> Vec<(Case, u64)> {
+    let proxy = TcpProxy::start(server, Duration::ZERO).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let p = pools(f, proxy.addr(), 1).await;
+        let mut out = Vec::new();
+        for unit in UNITS {
+            run(unit, &p, &f.ctx, f.project).await; // prepares statements
+            let mut counts = Vec::new();
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(20)).await; // previous release done
+                let before = proxy.stats().round_trips();
+                run(unit, &p, &f.ctx, f.project).await;
+                counts.push(proxy.stats().round_trips() - before);
+            }
+            counts.sort();
+            assert_eq!(
+                counts.first(),
+                counts.last(),
+                "{}: unstable round trips {counts:?}",
+                unit.name()
+            );
+            out.push((unit, counts[0]));
+        }
+        out
+    })
+}
+
+fn latency(c: &mut criterion::Criterion, rt: &Runtime, f: &Fixture, label: &str, addr: SocketAddr) {
+    let p = rt.block_on(pools(f, addr, 4));
+    let mut group = c.benchmark_group(label);
+    support::configure(&mut group);
+    for unit in UNITS {
+        let name = format!("{label}/{}", unit.name());
+        group.bench_function(unit.name(), |b| {
+            b.to_async(rt).iter_custom(|iters| {
+                let (p, name) = (p.clone(), name.clone());
+                let (ctx, id) = (f.ctx.clone(), f.project);
+                async move {
+                    let t = Instant::now();
+                    for _ in 0..iters {
+                        std::hint::black_box(run(unit, &p, &ctx, id).await);
+                    }
+                    let e = t.elapsed();
+                    support::record(&name, e, iters);
+                    e
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+// ---- 2. concurrency ----------------------------------------------------------------------
+
+fn throughput(rt: &Runtime, p: &Pools, f: &Fixture, unit: Case, window: Duration) -> f64 {
+    rt.block_on(async {
+        let done = Arc::new(AtomicU64::new(0));
+        let deadline = Instant::now() + window;
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let (p, ctx, id, done) = (p.clone(), f.ctx.clone(), f.project, done.clone());
+                tokio::spawn(async move {
+                    while Instant::now() < deadline {
+                        run(unit, &p, &ctx, id).await;
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        let start = Instant::now();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    })
+}
+
+// ---- 3. policy cost ----------------------------------------------------------------------
+
+struct PolicyFixture {
+    pools: Pools,
+    orgs: Vec<OrgId>,
+    user: UserId,
+}
+
+async fn policy_fixture(server: SocketAddr, orgs: usize, per_org: usize) -> PolicyFixture {
+    let db = TestDatabase::create().await.unwrap();
+    let cluster = TestCluster::global().unwrap();
+    let mut admin = PgConnection::connect_with(&cluster.admin_options().database(db.name()))
+        .await
+        .unwrap();
+    let ids: Vec<OrgId> = (0..orgs)
+        .map(|i| OrgId::from_external_id(&format!("org_policy_{i}")))
+        .collect();
+    let uuids: Vec<Uuid> = ids.iter().map(|o| *o.as_uuid()).collect();
+    // Bulk load as the cluster's superuser (setup only; measurements never use it).
+    sqlx::query(
+        "INSERT INTO organizations (id, name) SELECT id, id::text FROM unnest($1::uuid[]) AS id",
+    )
+    .bind(&uuids)
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO projects (organization_id, name) \
+         SELECT o, 'project ' || g FROM unnest($1::uuid[]) AS o, generate_series(1, $2) AS g",
+    )
+    .bind(&uuids)
+    .bind(per_org as i32)
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let app_role = db.app_options().get_username().to_owned();
+    // A copy of the table under the article's policy (text cast, no bare column).
+    for sql in [
+        "CREATE TABLE projects_seed_policy AS SELECT * FROM projects".to_owned(),
+        "ALTER TABLE projects_seed_policy ADD PRIMARY KEY (organization_id, id)".to_owned(),
+        "ALTER TABLE projects_seed_policy ENABLE ROW LEVEL SECURITY".to_owned(),
+        "ALTER TABLE projects_seed_policy FORCE ROW LEVEL SECURITY".to_owned(),
+        "CREATE POLICY seed_policy ON projects_seed_policy \
+         USING (organization_id::text = current_setting('app.current_org_id', true))"
+            .to_owned(),
+        format!("GRANT SELECT ON projects_seed_policy TO {app_role}"),
+        "VACUUM ANALYZE projects".to_owned(),
+        "VACUUM ANALYZE projects_seed_policy".to_owned(),
+    ] {
+        admin.execute(sqlx::AssertSqlSafe(sql)).await.unwrap();
+    }
+    let bypass_role = bypass_role(&db).await;
+    let user = UserId::new("user_policy").unwrap();
+    let f = Fixture {
+        db,
+        bypass_role,
+        ctx: OrgContext::from_verified_session(ids[0], user.clone(), Role::Member),
+        project: Uuid::nil(),
+    };
+    PolicyFixture {
+        pools: pools(&f, server, 4).await,
+        orgs: ids,
+        user,
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Listing {
+    Rls,
+    ExplicitWhere,
+    SeedPolicy,
+}
+
+async fn listing(kind: Listing, p: &Pools, org: OrgId, user: &UserId) -> usize {
+    match kind {
+        Listing::Rls => {
+            let ctx = OrgContext::from_verified_session(org, user.clone(), Role::Member);
+            p.tenant
+                .with_rls_read(&ctx, async |tx| {
+                    Ok::<_, Error>(
+                        sqlx::query("SELECT id, name FROM projects")
+                            .fetch_all(tx)
+                            .await?
+                            .len(),
+                    )
+                })
+                .await
+                .unwrap()
+        }
+        Listing::ExplicitWhere => {
+            let mut tx = p.bypass.begin_with("BEGIN READ ONLY").await.unwrap();
+            sqlx::query("SELECT id, name FROM projects WHERE organization_id = $1")
+                .bind(org.as_uuid())
+                .fetch_all(&mut *tx)
+                .await
+                .unwrap()
+                .len()
+        }
+        Listing::SeedPolicy => {
+            let mut tx = p.app.begin_with("BEGIN READ ONLY").await.unwrap();
+            sqlx::query("SELECT set_config('app.current_org_id', $1, true)")
+                .bind(org.to_string())
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query("SELECT id, name FROM projects_seed_policy")
+                .fetch_all(&mut *tx)
+                .await
+                .unwrap()
+                .len()
+        }
+    }
+}
+
+/// Node types of the plan, outermost first, as PostgreSQL reports them.
+async fn plan(p: &Pools, kind: Listing, org: OrgId) -> String {
+    let (pool, sql, set) = match kind {
+        Listing::Rls => (
+            &p.app,
+            "EXPLAIN (FORMAT JSON) SELECT id, name FROM projects",
+            true,
+        ),
+        Listing::ExplicitWhere => (
+            &p.bypass,
+            "EXPLAIN (FORMAT JSON) SELECT id, name FROM projects WHERE organization_id = $1",
+            false,
+        ),
+        Listing::SeedPolicy => (
+            &p.app,
+            "EXPLAIN (FORMAT JSON) SELECT id, name FROM projects_seed_policy",
+            true,
+        ),
+    };
+    let mut tx = pool.begin().await.unwrap();
+    if set {
+        sqlx::query("SELECT set_config('app.current_org_id', $1, true)")
+            .bind(org.to_string())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    let q = sqlx::query_scalar::<_, sqlx::types::JsonValue>(sql);
+    let q = if set { q } else { q.bind(org.as_uuid()) };
+    let json = q.fetch_one(&mut *tx).await.unwrap();
+    let mut nodes = Vec::new();
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        if let Some(t) = v.get("Node Type").and_then(|t| t.as_str()) {
+            out.push(t.to_owned());
+        }
+        for child in v
+            .get("Plans")
+            .and_then(|p| p.as_array())
+            .into_iter()
+            .flatten()
+        {
+            walk(child, out);
+        }
+    }
+    walk(&json[0]["Plan"], &mut nodes);
+    nodes.join(" > ")
+}
+
+fn main() {
+    let mut c = support::criterion();
+    let rt = runtime();
+    let server = TestCluster::global()
+        .expect("throwaway PostgreSQL")
+        .tcp_address()
+        .expect("TCP listener");
+    let f = rt.block_on(fixture());
+
+    // 1. Round trips, counted at a proxy.
+    for (unit, n) in round_trips(&f, server) {
+        support::report(&format!("round_trips.{}", unit.name()), n);
+    }
+
+    // 1. Latency: loopback, and 1 ms round-trip time through the latency proxy.
+    let proxy = TcpProxy::start(server, Duration::from_micros(500)).unwrap();
+    latency(&mut c, &rt, &f, "loopback", server);
+    latency(&mut c, &rt, &f, "rtt1ms", proxy.addr());
+    let m = |label: &str, unit: Case| support::median(&format!("{label}/{}", unit.name()));
+    for label in ["loopback", "rtt1ms"] {
+        for unit in UNITS {
+            support::report_time(&format!("time.{label}.{}", unit.name()), m(label, unit));
+        }
+    }
+    support::report_ratio(
+        "ratio.rtt1ms.read_unit_vs_plain_tx",
+        m("rtt1ms", Case::ReadUnit) / m("rtt1ms", Case::PlainTx),
+    );
+    support::report_ratio(
+        "ratio.rtt1ms.write_unit_vs_plain_tx",
+        m("rtt1ms", Case::WriteUnit) / m("rtt1ms", Case::PlainTx),
+    );
+    support::report_ratio(
+        "ratio.rtt1ms.seed_vs_read_unit",
+        m("rtt1ms", Case::SeedPattern) / m("rtt1ms", Case::ReadUnit),
+    );
+    support::report_ratio(
+        "ratio.rtt1ms.authorized_unit_vs_seed_authorized",
+        m("rtt1ms", Case::AuthorizedUnit) / m("rtt1ms", Case::SeedAuthorized),
+    );
+    support::report_ratio(
+        "ratio.loopback.write_unit_vs_plain_tx",
+        m("loopback", Case::WriteUnit) / m("loopback", Case::PlainTx),
+    );
+    support::report_ratio(
+        "ratio.loopback.read_unit_vs_plain_tx",
+        m("loopback", Case::ReadUnit) / m("loopback", Case::PlainTx),
+    );
+
+    // 2. Concurrency: 64 tasks on a pool of 16, alternating runs, median of each.
+    let p16 = rt.block_on(pools(&f, server, 16));
+    let window = if support::fast() {
+        Duration::from_millis(500)
+    } else {
+        Duration::from_secs(5)
+    };
+    let rounds = if support::fast() { 1 } else { 5 };
+    let (mut ours, mut plain) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        plain.push(throughput(&rt, &p16, &f, Case::PlainTx, window));
+        ours.push(throughput(&rt, &p16, &f, Case::WriteUnit, window));
+    }
+    let (ours, plain) = (
+        support::median_of(&mut ours),
+        support::median_of(&mut plain),
+    );
+    support::report("throughput.concurrent.write_unit", format!("{ours:.0}/s"));
+    support::report("throughput.concurrent.plain_tx", format!("{plain:.0}/s"));
+    support::report_ratio("ratio.concurrent.write_unit_vs_plain_tx", ours / plain);
+
+    // 3. Policy cost.
+    let (orgs, per_org) = if support::fast() {
+        (1000, 50)
+    } else {
+        (1000, 1000)
+    };
+    let pf = rt.block_on(policy_fixture(server, orgs, per_org));
+    support::report("policy.rows", orgs * per_org);
+    let mut group = c.benchmark_group("policy");
+    support::configure(&mut group);
+    for (name, kind) in [
+        ("rls", Listing::Rls),
+        ("explicit_where", Listing::ExplicitWhere),
+        ("seed_policy", Listing::SeedPolicy),
+    ] {
+        let key = format!("policy/{name}");
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let (p, orgs, user, key) = (
+                    pf.pools.clone(),
+                    pf.orgs.clone(),
+                    pf.user.clone(),
+                    key.clone(),
+                );
+                async move {
+                    let t = Instant::now();
+                    for i in 0..iters as usize {
+                        let n = listing(kind, &p, orgs[i % orgs.len()], &user).await;
+                        assert_eq!(n, per_org);
+                    }
+                    let e = t.elapsed();
+                    support::record(&key, e, iters);
+                    e
+                }
+            })
+        });
+        support::report(
+            &format!("plan.{name}"),
+            rt.block_on(plan(&pf.pools, kind, pf.orgs[7])),
+        );
+    }
+    group.finish();
+    let pm = |n: &str| support::median(&format!("policy/{n}"));
+    for n in ["rls", "explicit_where", "seed_policy"] {
+        support::report_time(&format!("time.policy.{n}"), pm(n));
+    }
+    support::report_ratio(
+        "ratio.policy.rls_vs_explicit_where",
+        pm("rls") / pm("explicit_where"),
+    );
+    support::report_ratio(
+        "ratio.policy.seed_policy_vs_rls",
+        pm("seed_policy") / pm("rls"),
+    );
+    c.final_summary();
+}

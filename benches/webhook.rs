@@ -1,0 +1,111 @@
+//! Webhook verification cost: ours, the `standardwebhooks` crate, and a bare HMAC-SHA256 over
+//! the same bytes, for 1 KiB and 256 KiB bodies.
+
+mod support;
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tenancy::webhook::{Verifier, WebhookHeaders};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn main() {
+    let mut c = support::criterion();
+    let key =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &SECRET[6..]).unwrap();
+    let ours = Verifier::new(SECRET).unwrap();
+    let theirs = standardwebhooks::Webhook::new(SECRET).unwrap();
+    let mut ratios = Vec::new();
+    for (label, size) in [("1kib", 1024usize), ("256kib", 256 * 1024)] {
+        let pattern = br#"{"a": 12345}"#;
+        let body: Vec<u8> = (0..size).map(|i| pattern[i % pattern.len()]).collect();
+        let id = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let ts_text = ts.to_string();
+        let sig = ours.sign(id, ts, &body);
+        let headers = WebhookHeaders {
+            id: Some(id),
+            timestamp: Some(&ts_text),
+            signature: Some(&sig),
+        };
+        let mut map = http::HeaderMap::new();
+        map.insert("webhook-id", id.parse().unwrap());
+        map.insert("webhook-timestamp", ts_text.parse().unwrap());
+        map.insert("webhook-signature", sig.parse().unwrap());
+        assert!(ours.verify(&headers, &body).is_ok() && theirs.verify(&body, &map).is_ok());
+
+        let mut group = c.benchmark_group(format!("webhook_{label}"));
+        support::configure(&mut group);
+        let name = |n: &str| format!("webhook_{label}/{n}");
+        group.bench_function("tenancy", |b| {
+            b.iter_custom(|iters| {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    black_box(ours.verify(black_box(&headers), black_box(&body)).unwrap());
+                }
+                let e = t.elapsed();
+                support::record(&name("tenancy"), e, iters);
+                e
+            })
+        });
+        group.bench_function("standardwebhooks", |b| {
+            b.iter_custom(|iters| {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    theirs.verify(black_box(&body), black_box(&map)).unwrap();
+                }
+                let e = t.elapsed();
+                support::record(&name("standardwebhooks"), e, iters);
+                e
+            })
+        });
+        group.bench_function("bare_hmac", |b| {
+            b.iter_custom(|iters| {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+                    mac.update(id.as_bytes());
+                    mac.update(b".");
+                    mac.update(ts_text.as_bytes());
+                    mac.update(b".");
+                    mac.update(black_box(&body));
+                    black_box(mac.finalize());
+                }
+                let e = t.elapsed();
+                support::record(&name("bare_hmac"), e, iters);
+                e
+            })
+        });
+        group.finish();
+        let (o, s, h) = (
+            support::median(&name("tenancy")),
+            support::median(&name("standardwebhooks")),
+            support::median(&name("bare_hmac")),
+        );
+        support::report_time(&format!("time.webhook.{label}.tenancy"), o);
+        support::report_time(&format!("time.webhook.{label}.standardwebhooks"), s);
+        support::report_time(&format!("time.webhook.{label}.bare_hmac"), h);
+        support::report_ratio(
+            &format!("ratio.webhook.{label}.ours_vs_standardwebhooks"),
+            s / o,
+        );
+        support::report_ratio(&format!("ratio.webhook.{label}.ours_vs_bare_hmac"), o / h);
+        ratios.push((s / o, o / h));
+    }
+    // The headline figures are the less favourable of the two sizes.
+    support::report_ratio(
+        "ratio.webhook.ours_vs_standardwebhooks",
+        ratios.iter().map(|r| r.0).fold(f64::INFINITY, f64::min),
+    );
+    support::report_ratio(
+        "ratio.webhook.ours_vs_bare_hmac",
+        ratios.iter().map(|r| r.1).fold(0.0, f64::max),
+    );
+    c.final_summary();
+}
