@@ -153,6 +153,9 @@ enum Case {
     ReadUnit,
     AuthorizedUnit,
     SeedAuthorized,
+    /// Diagnostic for the concurrency figure: `write_unit`'s BEGIN batch (the same three
+    /// `SET LOCAL`s) with `plain_tx`'s query and role, i.e. the context without RLS.
+    ContextWithoutRls,
 }
 
 const UNITS: [Case; 7] = [
@@ -175,6 +178,7 @@ impl Case {
             Case::ReadUnit => "read_unit",
             Case::AuthorizedUnit => "authorized_unit",
             Case::SeedAuthorized => "seed_authorized",
+            Case::ContextWithoutRls => "context_without_rls",
         }
     }
 }
@@ -217,6 +221,28 @@ async fn run(unit: Case, p: &Pools, ctx: &OrgContext, id: Uuid) -> String {
             name
         }
         Case::SeedPattern => seed_pattern(p, ctx, id).await,
+        Case::ContextWithoutRls => {
+            let batch = format!(
+                "BEGIN; SET LOCAL app.current_org_id = '{}'; SET LOCAL app.current_user_id = '{}'; \
+                 SET LOCAL app.current_org_role = '{}'",
+                ctx.org_id(),
+                ctx.user_id(),
+                ctx.role()
+            );
+            let mut tx = p
+                .bypass
+                .begin_with(sqlx::AssertSqlSafe(batch))
+                .await
+                .unwrap();
+            let name = sqlx::query_scalar(Q_EXPLICIT)
+                .bind(org)
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            name
+        }
         Case::WriteUnit => p
             .tenant
             .with_rls(ctx, async |tx| {
@@ -567,18 +593,31 @@ fn main() {
         Duration::from_secs(5)
     };
     let rounds = if support::fast() { 1 } else { 5 };
-    let (mut ours, mut plain) = (Vec::new(), Vec::new());
+    let (mut ours, mut plain, mut context) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         plain.push(throughput(&rt, &p16, &f, Case::PlainTx, window));
+        context.push(throughput(&rt, &p16, &f, Case::ContextWithoutRls, window));
         ours.push(throughput(&rt, &p16, &f, Case::WriteUnit, window));
     }
-    let (ours, plain) = (
-        support::median_of(&mut ours),
-        support::median_of(&mut plain),
-    );
+    let ours = support::median_of(&mut ours);
+    let plain = support::median_of(&mut plain);
+    let context = support::median_of(&mut context);
     support::report("throughput.concurrent.write_unit", format!("{ours:.0}/s"));
     support::report("throughput.concurrent.plain_tx", format!("{plain:.0}/s"));
+    support::report(
+        "throughput.concurrent.context_without_rls",
+        format!("{context:.0}/s"),
+    );
     support::report_ratio("ratio.concurrent.write_unit_vs_plain_tx", ours / plain);
+    // Where the difference goes: the SET LOCAL statements, then the policy.
+    support::report_ratio(
+        "ratio.concurrent.context_without_rls_vs_plain_tx",
+        context / plain,
+    );
+    support::report_ratio(
+        "ratio.concurrent.write_unit_vs_context_without_rls",
+        ours / context,
+    );
 
     // 3. Policy cost.
     let (orgs, per_org) = if support::fast() {

@@ -248,21 +248,34 @@ async fn pool(options: PgConnectOptions, max: u32) -> Result<PgPool, sqlx::Error
 }
 
 fn find_bindir() -> Option<PathBuf> {
+    find_bindir_with(
+        |name| std::env::var_os(name),
+        Path::new("/usr/lib/postgresql"),
+    )
+}
+
+/// [`find_bindir`] with the environment and the Debian directory passed in (testable).
+fn find_bindir_with(
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+    debian_root: &Path,
+) -> Option<PathBuf> {
     let has_server = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
-    if let Some(dir) = std::env::var_os("TENANCY_PG_BINDIR") {
+    if let Some(dir) = env("TENANCY_PG_BINDIR") {
         let dir = PathBuf::from(dir);
         return has_server(&dir).then_some(dir);
     }
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>());
-    let from_pg_config = Command::new("pg_config")
-        .arg("--bindir")
-        .output()
-        .ok()
+    let path_dirs: Vec<PathBuf> = env("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    // pg_config, found on the same PATH (Debian keeps the server binaries off PATH).
+    let from_pg_config = path_dirs
+        .iter()
+        .map(|d| d.join("pg_config"))
+        .find(|p| p.is_file())
+        .and_then(|pg_config| Command::new(pg_config).arg("--bindir").output().ok())
         .filter(|o| o.status.success())
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    let mut debian: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+    let mut debian: Vec<PathBuf> = std::fs::read_dir(debian_root)
         .into_iter()
         .flatten()
         .flatten()
@@ -278,7 +291,8 @@ fn find_bindir() -> Option<PathBuf> {
                 .unwrap_or(0),
         )
     });
-    on_path
+    path_dirs
+        .into_iter()
         .chain(from_pg_config)
         .chain(debian)
         .find(|d| has_server(d))
@@ -550,5 +564,52 @@ mod proxy {
             }
             let _ = to.shutdown(Shutdown::Write);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binaries_are_found_by_override_path_or_debian_layout() {
+        let root = tempfile::tempdir().unwrap();
+        let make = |dir: &Path| {
+            std::fs::create_dir_all(dir).unwrap();
+            for b in ["initdb", "postgres"] {
+                std::fs::write(dir.join(b), "").unwrap();
+            }
+        };
+        let debian = root.path().join("debian");
+        make(&debian.join("13/bin"));
+        make(&debian.join("16/bin"));
+        let on_path = root.path().join("path_bin");
+        make(&on_path);
+        let nothing = |_: &str| None;
+        // No PATH entry and no pg_config in this fake environment: the highest Debian version.
+        let found = find_bindir_with(nothing, &debian).unwrap();
+        assert!(found.ends_with("16/bin"), "{found:?}");
+        // PATH wins over the Debian layout.
+        let path_env = |n: &str| (n == "PATH").then(|| on_path.clone().into_os_string());
+        assert_eq!(
+            find_bindir_with(path_env, &debian).unwrap(),
+            on_path.canonicalize().unwrap()
+        );
+        // The override wins, and an override without binaries finds nothing (no silent fallback).
+        let empty = root.path().join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        let override_env =
+            |n: &str| (n == "TENANCY_PG_BINDIR").then(|| empty.clone().into_os_string());
+        assert_eq!(find_bindir_with(override_env, &debian), None);
+        // Nothing anywhere: None, which the harness reports with install instructions.
+        assert_eq!(
+            find_bindir_with(nothing, &root.path().join("missing")),
+            None
+        );
+        let message = HarnessError::NoBinaries.to_string();
+        assert!(
+            message.contains("apt-get install postgresql") && message.contains("TENANCY_PG_BINDIR")
+        );
+        assert!(message.contains("DATABASE_URL"));
     }
 }

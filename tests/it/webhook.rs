@@ -316,3 +316,33 @@ fn a_hundred_thousand_random_inputs_never_panic_and_match_the_model() {
         );
     }
 }
+
+#[test]
+fn http_header_maps_are_read_case_insensitively() {
+    let v = Verifier::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    let body = br#"{"test": 2432232314}"#;
+    let sig = v.sign("msg_1", 1614265330, body);
+    let mut map = http::HeaderMap::new();
+    for (name, value) in [
+        ("Svix-Id", "msg_1"),
+        ("SVIX-TIMESTAMP", "1614265330"),
+        ("svix-Signature", sig.as_str()),
+    ] {
+        map.insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    let headers = WebhookHeaders::from_header_map(&map);
+    assert_eq!(v.verify_at(&headers, body, 1614265330).unwrap().id, "msg_1");
+    // A value that is not visible ASCII counts as missing, not as a panic.
+    map.insert(
+        "svix-id",
+        http::HeaderValue::from_bytes(b"caf\xe9").unwrap(),
+    );
+    let headers = WebhookHeaders::from_header_map(&map);
+    assert_eq!(
+        v.verify_at(&headers, body, 1614265330),
+        Err(WebhookError::MissingHeader(Header::Id))
+    );
+}
