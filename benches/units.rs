@@ -347,6 +347,32 @@ fn latency(c: &mut criterion::Criterion, rt: &Runtime, f: &Fixture, label: &str,
         });
     }
     group.finish();
+
+    // The printed figures come from an interleaved A/B measurement on the same pools: each
+    // round times a batch of every unit, in a rotating order, so that drift on a shared
+    // machine (other tenants, autovacuum, frequency changes) hits all units alike. The
+    // figure is the median over rounds of each batch's time per unit.
+    let (rounds, batch) = match (support::fast(), label) {
+        (true, _) => (5, 10),
+        (false, "loopback") => (41, 200),
+        (false, _) => (41, 20),
+    };
+    rt.block_on(async {
+        for round in 0..rounds {
+            for k in 0..UNITS.len() {
+                let unit = UNITS[(round + k) % UNITS.len()];
+                let t = Instant::now();
+                for _ in 0..batch {
+                    std::hint::black_box(run(unit, &p, &f.ctx, f.project).await);
+                }
+                support::record(&interleaved(label, unit), t.elapsed(), batch as u64);
+            }
+        }
+    });
+}
+
+fn interleaved(label: &str, unit: Case) -> String {
+    format!("{label}/{}/interleaved", unit.name())
 }
 
 // ---- 2. concurrency ----------------------------------------------------------------------
@@ -554,36 +580,52 @@ fn main() {
     let proxy = TcpProxy::start(server, Duration::from_micros(500)).unwrap();
     latency(&mut c, &rt, &f, "loopback", server);
     latency(&mut c, &rt, &f, "rtt1ms", proxy.addr());
-    let m = |label: &str, unit: Case| support::median(&format!("{label}/{}", unit.name()));
+    let m = |label: &str, unit: Case| support::median_all(&interleaved(label, unit));
     for label in ["loopback", "rtt1ms"] {
         for unit in UNITS {
             support::report_time(&format!("time.{label}.{}", unit.name()), m(label, unit));
         }
     }
-    support::report_ratio(
-        "ratio.rtt1ms.read_unit_vs_plain_tx",
-        m("rtt1ms", Case::ReadUnit) / m("rtt1ms", Case::PlainTx),
-    );
-    support::report_ratio(
-        "ratio.rtt1ms.write_unit_vs_plain_tx",
-        m("rtt1ms", Case::WriteUnit) / m("rtt1ms", Case::PlainTx),
-    );
-    support::report_ratio(
-        "ratio.rtt1ms.seed_vs_read_unit",
-        m("rtt1ms", Case::SeedPattern) / m("rtt1ms", Case::ReadUnit),
-    );
-    support::report_ratio(
-        "ratio.rtt1ms.authorized_unit_vs_seed_authorized",
-        m("rtt1ms", Case::AuthorizedUnit) / m("rtt1ms", Case::SeedAuthorized),
-    );
-    support::report_ratio(
-        "ratio.loopback.write_unit_vs_plain_tx",
-        m("loopback", Case::WriteUnit) / m("loopback", Case::PlainTx),
-    );
-    support::report_ratio(
-        "ratio.loopback.read_unit_vs_plain_tx",
-        m("loopback", Case::ReadUnit) / m("loopback", Case::PlainTx),
-    );
+    for (name, label, ours, theirs) in [
+        (
+            "ratio.rtt1ms.read_unit_vs_plain_tx",
+            "rtt1ms",
+            Case::ReadUnit,
+            Case::PlainTx,
+        ),
+        (
+            "ratio.rtt1ms.write_unit_vs_plain_tx",
+            "rtt1ms",
+            Case::WriteUnit,
+            Case::PlainTx,
+        ),
+        (
+            "ratio.rtt1ms.seed_vs_read_unit",
+            "rtt1ms",
+            Case::SeedPattern,
+            Case::ReadUnit,
+        ),
+        (
+            "ratio.rtt1ms.authorized_unit_vs_seed_authorized",
+            "rtt1ms",
+            Case::AuthorizedUnit,
+            Case::SeedAuthorized,
+        ),
+        (
+            "ratio.loopback.write_unit_vs_plain_tx",
+            "loopback",
+            Case::WriteUnit,
+            Case::PlainTx,
+        ),
+        (
+            "ratio.loopback.read_unit_vs_plain_tx",
+            "loopback",
+            Case::ReadUnit,
+            Case::PlainTx,
+        ),
+    ] {
+        support::report_ratio(name, m(label, ours) / m(label, theirs));
+    }
 
     // 2. Concurrency: 64 tasks on a pool of 16, alternating runs, median of each.
     let p16 = rt.block_on(pools(&f, server, 16));

@@ -550,10 +550,21 @@ async fn upsert_organization(
     o: &Organization,
     source: Source,
 ) -> Result<OrgState, SyncError> {
-    let inserted = sqlx::query(
-        "INSERT INTO organizations \
+    // Insert, or update if newer. RETURNING yields a row only when something was written.
+    let written: Option<bool> = sqlx::query_scalar(
+        "INSERT INTO organizations AS cur \
              (id, name, slug, external_id, created_by, external_updated_at, external_source) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (id) DO UPDATE \
+         SET name = EXCLUDED.name, \
+             slug = CASE WHEN cur.deleted_at IS NULL THEN EXCLUDED.slug END, \
+             created_by = EXCLUDED.created_by, \
+             external_updated_at = EXCLUDED.external_updated_at, \
+             external_source = EXCLUDED.external_source \
+         WHERE cur.external_updated_at IS NULL \
+            OR (cur.external_updated_at, cur.external_source) \
+               < (EXCLUDED.external_updated_at, EXCLUDED.external_source) \
+         RETURNING cur.deleted_at IS NOT NULL",
     )
     .bind(org.as_uuid())
     .bind(&o.name)
@@ -562,45 +573,20 @@ async fn upsert_organization(
     .bind(&o.created_by)
     .bind(o.updated_at)
     .bind(source as i16)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if inserted == 1 {
-        return Ok(OrgState::Changed);
-    }
-    let row: Option<(bool,)> = sqlx::query_as(
-        "UPDATE organizations SET name = $2, \
-             slug = CASE WHEN deleted_at IS NULL THEN $3::text END, \
-             created_by = $4, external_updated_at = $5, external_source = $6 \
-         WHERE id = $1 \
-           AND (external_updated_at IS NULL OR (external_updated_at, external_source) < ($5, $6)) \
-         RETURNING deleted_at IS NOT NULL",
-    )
-    .bind(org.as_uuid())
-    .bind(&o.name)
-    .bind(&o.slug)
-    .bind(&o.created_by)
-    .bind(o.updated_at)
-    .bind(source as i16)
     .fetch_optional(&mut *tx)
     .await?;
-    let deleted = match row {
-        Some((deleted,)) => {
-            return Ok(if deleted {
-                OrgState::Deleted
-            } else {
-                OrgState::Changed
-            });
-        }
-        None => {
-            sqlx::query_scalar::<_, bool>(
-                "SELECT deleted_at IS NOT NULL FROM organizations WHERE id = $1",
-            )
+    if let Some(deleted) = written {
+        return Ok(if deleted {
+            OrgState::Deleted
+        } else {
+            OrgState::Changed
+        });
+    }
+    let deleted: bool =
+        sqlx::query_scalar("SELECT deleted_at IS NOT NULL FROM organizations WHERE id = $1")
             .bind(org.as_uuid())
             .fetch_one(&mut *tx)
-            .await?
-        }
-    };
+            .await?;
     Ok(if deleted {
         OrgState::Deleted
     } else {
@@ -662,10 +648,23 @@ async fn upsert_membership(
     }
     let is_creator = m.organization.created_by.as_deref() == Some(m.user_id.as_str());
     let role = roles.role_for(&m.role, is_creator);
-    let inserted = sqlx::query(
-        "INSERT INTO organization_members \
+    // Insert, or take over the row when `m` is newer: the same membership at a later version,
+    // a later membership of the user (re-invited), or a row the application added itself.
+    let changed = sqlx::query(
+        "INSERT INTO organization_members AS cur \
              (organization_id, user_id, role, external_id, external_created_at, external_updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (organization_id, user_id) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (organization_id, user_id) DO UPDATE \
+         SET role = EXCLUDED.role, external_id = EXCLUDED.external_id, \
+             external_created_at = EXCLUDED.external_created_at, \
+             external_updated_at = EXCLUDED.external_updated_at \
+         WHERE cur.external_id IS NULL \
+            OR (cur.external_id = EXCLUDED.external_id \
+                AND (cur.external_updated_at IS NULL \
+                     OR cur.external_updated_at < EXCLUDED.external_updated_at)) \
+            OR (cur.external_id <> EXCLUDED.external_id \
+                AND (cur.external_created_at, cur.external_id) \
+                    < (EXCLUDED.external_created_at, EXCLUDED.external_id))",
     )
     .bind(org.as_uuid())
     .bind(m.user_id.as_str())
@@ -676,27 +675,7 @@ async fn upsert_membership(
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    if inserted == 1 {
-        return Ok(true);
-    }
-    let updated = sqlx::query(
-        "UPDATE organization_members \
-         SET role = $3, external_id = $4, external_created_at = $5, external_updated_at = $6 \
-         WHERE organization_id = $1 AND user_id = $2 AND ( \
-               external_id IS NULL \
-            OR (external_id = $4 AND (external_updated_at IS NULL OR external_updated_at < $6)) \
-            OR (external_id <> $4 AND (external_created_at, external_id) < ($5, $4)))",
-    )
-    .bind(org.as_uuid())
-    .bind(m.user_id.as_str())
-    .bind(role.as_str())
-    .bind(&m.external_id)
-    .bind(m.created_at)
-    .bind(m.updated_at)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    Ok(updated == 1)
+    Ok(changed == 1)
 }
 
 /// Remembers that `m`'s membership was deleted and removes it (or a row the application added

@@ -62,6 +62,17 @@ pub(crate) fn median(name: &str) -> f64 {
     median_of(&mut v)
 }
 
+/// Median of every recorded value (for measurements without a warm-up phase).
+pub(crate) fn median_all(name: &str) -> f64 {
+    let guard = SAMPLES.lock().unwrap();
+    let mut v = guard
+        .as_ref()
+        .and_then(|m| m.get(name))
+        .unwrap_or_else(|| panic!("no samples for {name}"))
+        .clone();
+    median_of(&mut v)
+}
+
 pub(crate) fn median_of(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
