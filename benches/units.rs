@@ -703,7 +703,28 @@ fn main() {
         );
     }
     group.finish();
-    let pm = |n: &str| support::median(&format!("policy/{n}"));
+    // Figures from interleaved rounds, as for the unit latencies (see `latency`).
+    let kinds = [
+        ("rls", Listing::Rls, 50),
+        ("explicit_where", Listing::ExplicitWhere, 50),
+        ("seed_policy", Listing::SeedPolicy, 2),
+    ];
+    let rounds = if support::fast() { 5 } else { 21 };
+    rt.block_on(async {
+        let mut next = 0;
+        for round in 0..rounds {
+            for k in 0..kinds.len() {
+                let (name, kind, batch) = kinds[(round + k) % kinds.len()];
+                let t = Instant::now();
+                for _ in 0..batch {
+                    next += 1;
+                    listing(kind, &pf.pools, pf.orgs[next % pf.orgs.len()], &pf.user).await;
+                }
+                support::record(&format!("policy/{name}/interleaved"), t.elapsed(), batch);
+            }
+        }
+    });
+    let pm = |n: &str| support::median_all(&format!("policy/{n}/interleaved"));
     for n in ["rls", "explicit_where", "seed_policy"] {
         support::report_time(&format!("time.policy.{n}"), pm(n));
     }
