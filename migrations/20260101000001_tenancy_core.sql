@@ -17,9 +17,6 @@ CREATE FUNCTION tenancy_current_user_id() RETURNS text
     LANGUAGE sql STABLE PARALLEL SAFE
     AS $$ SELECT nullif(current_setting('app.current_user_id', true), '') $$;
 
-CREATE FUNCTION tenancy_current_org_role() RETURNS text
-    LANGUAGE sql STABLE PARALLEL SAFE
-    AS $$ SELECT nullif(current_setting('app.current_org_role', true), '') $$;
 
 CREATE TABLE organizations (
     id          uuid        PRIMARY KEY,
@@ -88,6 +85,18 @@ CREATE POLICY own_organizations ON organizations FOR SELECT
            AND id IN (SELECT m.organization_id FROM organization_members m
                       WHERE m.user_id = (SELECT tenancy_current_user_id())));
 
+-- The current user's role in the current organization, read from the membership itself rather
+-- than from anything the application claims: a policy that uses it cannot be escalated by a
+-- stale or forged role. NULL without a membership. Call it as `(SELECT tenancy_current_org_role())`
+-- in policies of other tables (on organization_members itself it would recurse).
+CREATE FUNCTION tenancy_current_org_role() RETURNS text
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$
+        SELECT m.role FROM organization_members m
+         WHERE m.organization_id = tenancy_current_org_id()
+           AND m.user_id = tenancy_current_user_id()
+    $$;
+
 -- Membership check for `TenantPool::authorize` (one round trip, no bypass). It sets the context
 -- transaction-locally for its own lookup and restores the previous values before returning, so
 -- it never switches the context of a transaction it is called from.
@@ -112,7 +121,7 @@ $$;
 
 -- Membership check inside a unit of work (`TenantPool::with_member`): runs in the same round
 -- trip as BEGIN, after the context is set. Raises TNC01 for a non-member and TNC02 for a role
--- below `min_role`; otherwise records the role in `app.current_org_role`.
+-- below `min_role`.
 CREATE FUNCTION tenancy_require_member(min_role text) RETURNS void
     LANGUAGE plpgsql VOLATILE
     AS $$
@@ -135,6 +144,5 @@ BEGIN
         RAISE EXCEPTION 'tenancy: role below the required role'
             USING ERRCODE = 'TNC02', DETAIL = found_role;
     END IF;
-    PERFORM set_config('app.current_org_role', found_role, true);
 END
 $$;

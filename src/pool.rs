@@ -218,7 +218,7 @@ impl TenantPool {
         F: AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
         E: From<Error>,
     {
-        let sql = begin_sql(Access::ReadWrite, Some(org), user, None, Some(min_role));
+        let sql = begin_sql(Access::ReadWrite, Some(org), user, Some(min_role));
         let mut tx = self.start(sql, Some(org), Some(min_role)).await?;
         let value = f(&mut tx).await?;
         tx.commit().await?;
@@ -228,26 +228,14 @@ impl TenantPool {
     /// Starts a read-write unit of work with `ctx` set, for flows that do not fit a closure.
     /// Call [`TenantTransaction::commit`]; dropping it rolls back.
     pub async fn begin(&self, ctx: &OrgContext) -> Result<TenantTransaction> {
-        let sql = begin_sql(
-            Access::ReadWrite,
-            Some(ctx.org_id()),
-            ctx.user_id(),
-            Some(ctx.role()),
-            None,
-        );
+        let sql = begin_sql(Access::ReadWrite, Some(ctx.org_id()), ctx.user_id(), None);
         self.start(sql, Some(ctx.org_id()), None).await
     }
 
     /// Starts a `READ ONLY` unit of work with `ctx` set. Drop it when done (see
     /// [`TenantPool::with_rls_read`]).
     pub async fn begin_read(&self, ctx: &OrgContext) -> Result<TenantTransaction> {
-        let sql = begin_sql(
-            Access::ReadOnly,
-            Some(ctx.org_id()),
-            ctx.user_id(),
-            Some(ctx.role()),
-            None,
-        );
+        let sql = begin_sql(Access::ReadOnly, Some(ctx.org_id()), ctx.user_id(), None);
         self.start(sql, Some(ctx.org_id()), None).await
     }
 
@@ -256,7 +244,7 @@ impl TenantPool {
     /// the `own_memberships` / `own_organizations` policies allow to read the user's own
     /// memberships and nothing else.
     pub async fn memberships(&self, user: &UserId) -> Result<Vec<Membership>> {
-        let sql = begin_sql(Access::ReadOnly, None, user, None, None);
+        let sql = begin_sql(Access::ReadOnly, None, user, None);
         let mut tx = self.start(sql, None, None).await?;
         let rows: Vec<(uuid::Uuid, String, Option<String>, String)> = sqlx::query_as(
             "SELECT o.id, o.name, o.slug, m.role FROM organization_members m \
@@ -350,25 +338,21 @@ enum Access {
 
 /// The one-round-trip BEGIN batch. Every interpolated value is validated by its type:
 /// `OrgId` prints a canonical uuid, `UserId` admits no quote or backslash, `Role` is an enum.
-fn begin_sql(
-    access: Access,
-    org: Option<OrgId>,
-    user: &UserId,
-    role: Option<Role>,
-    require: Option<Role>,
-) -> String {
+///
+/// Two settings, organization and user. The role is not sent: policies that need it call
+/// `tenancy_current_org_role()`, which reads the membership itself, so a role the application
+/// claims can never widen what a policy allows (and each unit runs one statement fewer).
+fn begin_sql(access: Access, org: Option<OrgId>, user: &UserId, require: Option<Role>) -> String {
     let begin = match access {
         Access::ReadWrite => "BEGIN",
         Access::ReadOnly => "BEGIN READ ONLY",
     };
     let org = org.map(|o| o.to_string()).unwrap_or_default();
-    let role = role.map(Role::as_str).unwrap_or_default();
     // SET LOCAL rather than SELECT set_config(..., true): the same transaction-local effect,
     // but a utility statement (no planning, no result row), measurably cheaper per unit.
     let mut sql = format!(
         "{begin}; SET LOCAL app.current_org_id = '{org}'; \
-         SET LOCAL app.current_user_id = '{user}'; \
-         SET LOCAL app.current_org_role = '{role}'",
+         SET LOCAL app.current_user_id = '{user}'",
         user = user.as_str(),
     );
     if let Some(min) = require {
@@ -463,16 +447,15 @@ mod tests {
     fn begin_batch_carries_only_validated_literals() {
         let org = OrgId::from_external_id("org_a");
         let user = UserId::new("user_1").unwrap();
-        let sql = begin_sql(Access::ReadOnly, Some(org), &user, Some(Role::Admin), None);
+        let sql = begin_sql(Access::ReadOnly, Some(org), &user, None);
         assert_eq!(
             sql,
             format!(
                 "BEGIN READ ONLY; SET LOCAL app.current_org_id = '{org}'; \
-                 SET LOCAL app.current_user_id = 'user_1'; \
-                 SET LOCAL app.current_org_role = 'admin'"
+                 SET LOCAL app.current_user_id = 'user_1'"
             )
         );
-        let sql = begin_sql(Access::ReadWrite, None, &user, None, Some(Role::Owner));
+        let sql = begin_sql(Access::ReadWrite, None, &user, Some(Role::Owner));
         assert!(sql.starts_with("BEGIN; SET LOCAL app.current_org_id = ''; "));
         assert!(sql.ends_with("; SELECT tenancy_require_member('owner')"));
         // Every SET is transaction-local.
