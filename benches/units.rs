@@ -623,6 +623,19 @@ fn main() {
             Case::ReadUnit,
             Case::PlainTx,
         ),
+        // Diagnostics: the BEGIN batch alone, then the policy alone.
+        (
+            "ratio.loopback.context_without_rls_vs_plain_tx",
+            "loopback",
+            Case::ContextWithoutRls,
+            Case::PlainTx,
+        ),
+        (
+            "ratio.loopback.write_unit_vs_context_without_rls",
+            "loopback",
+            Case::WriteUnit,
+            Case::ContextWithoutRls,
+        ),
     ] {
         support::report_ratio(name, m(label, ours) / m(label, theirs));
     }
