@@ -245,22 +245,18 @@ async fn run(unit: Case, p: &Pools, ctx: &OrgContext, id: Uuid) -> String {
         }
         Case::WriteUnit => p
             .tenant
-            .with_rls(ctx, async |tx| {
-                Ok::<String, Error>(sqlx::query_scalar(Q_RLS).bind(id).fetch_one(tx).await?)
-            })
+            .with_rls(ctx, async |tx| point_query(tx, id).await)
             .await
             .unwrap(),
         Case::ReadUnit => p
             .tenant
-            .with_rls_read(ctx, async |tx| {
-                Ok::<String, Error>(sqlx::query_scalar(Q_RLS).bind(id).fetch_one(tx).await?)
-            })
+            .with_rls_read(ctx, async |tx| point_query(tx, id).await)
             .await
             .unwrap(),
         Case::AuthorizedUnit => p
             .tenant
             .with_member(ctx.user_id(), ctx.org_id(), Role::Member, async |tx| {
-                Ok::<String, Error>(sqlx::query_scalar(Q_RLS).bind(id).fetch_one(tx).await?)
+                point_query(tx, id).await
             })
             .await
             .unwrap(),
@@ -278,6 +274,11 @@ async fn run(unit: Case, p: &Pools, ctx: &OrgContext, id: Uuid) -> String {
             seed_pattern(p, ctx, id).await
         }
     }
+}
+
+/// The units' one query, with no tenant filter: the policy supplies it.
+async fn point_query(tx: &mut PgConnection, id: Uuid) -> Result<String, Error> {
+    Ok(sqlx::query_scalar(Q_RLS).bind(id).fetch_one(tx).await?)
 }
 
 fn runtime() -> Runtime {
