@@ -218,8 +218,9 @@ impl TenantPool {
         F: AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
         E: From<Error>,
     {
-        let sql = begin_sql(Access::ReadWrite, Some(org), user, Some(min_role));
-        let mut tx = self.start(sql, Some(org), Some(min_role)).await?;
+        let mut tx = self
+            .start(Access::ReadWrite, Some(org), user, Some(min_role))
+            .await?;
         let value = f(&mut tx).await?;
         tx.commit().await?;
         Ok(value)
@@ -228,15 +229,15 @@ impl TenantPool {
     /// Starts a read-write unit of work with `ctx` set, for flows that do not fit a closure.
     /// Call [`TenantTransaction::commit`]; dropping it rolls back.
     pub async fn begin(&self, ctx: &OrgContext) -> Result<TenantTransaction> {
-        let sql = begin_sql(Access::ReadWrite, Some(ctx.org_id()), ctx.user_id(), None);
-        self.start(sql, Some(ctx.org_id()), None).await
+        self.start(Access::ReadWrite, Some(ctx.org_id()), ctx.user_id(), None)
+            .await
     }
 
     /// Starts a `READ ONLY` unit of work with `ctx` set. Drop it when done (see
     /// [`TenantPool::with_rls_read`]).
     pub async fn begin_read(&self, ctx: &OrgContext) -> Result<TenantTransaction> {
-        let sql = begin_sql(Access::ReadOnly, Some(ctx.org_id()), ctx.user_id(), None);
-        self.start(sql, Some(ctx.org_id()), None).await
+        self.start(Access::ReadOnly, Some(ctx.org_id()), ctx.user_id(), None)
+            .await
     }
 
     /// The organizations `user` belongs to, for an organization switcher, read before any
@@ -244,8 +245,7 @@ impl TenantPool {
     /// the `own_memberships` / `own_organizations` policies allow to read the user's own
     /// memberships and nothing else.
     pub async fn memberships(&self, user: &UserId) -> Result<Vec<Membership>> {
-        let sql = begin_sql(Access::ReadOnly, None, user, None);
-        let mut tx = self.start(sql, None, None).await?;
+        let mut tx = self.start(Access::ReadOnly, None, user, None).await?;
         let rows: Vec<(uuid::Uuid, String, Option<String>, String)> = sqlx::query_as(
             "SELECT o.id, o.name, o.slug, m.role FROM organization_members m \
              JOIN organizations o ON o.id = m.organization_id \
@@ -268,10 +268,12 @@ impl TenantPool {
 
     async fn start(
         &self,
-        sql: String,
+        access: Access,
         org: Option<OrgId>,
+        user: &UserId,
         required: Option<Role>,
     ) -> Result<TenantTransaction> {
+        let sql = begin_sql(access, org, user, required);
         let conn = self.pool.acquire().await?;
         let mut tx = TenantTransaction {
             conn,
