@@ -6,7 +6,10 @@
 //! `BYPASSRLS`). Test your own isolation through both.
 //!
 //! Where the server comes from:
-//! - `DATABASE_URL`, if set: a role that may create databases and roles.
+//! - `DATABASE_URL`, if set: a role that may create databases and roles (`CREATEDB`,
+//!   `CREATEROLE`). The suite's BYPASSRLS-refusal test and the benches' baselines also create
+//!   a `BYPASSRLS` role, which needs a superuser. Databases and roles created there are left
+//!   in place (their names start with `tenancy_<pid>_`).
 //! - Otherwise one cluster per process, started on first use: the server binaries are found
 //!   through `TENANCY_PG_BINDIR`, `PATH`, `pg_config --bindir`, or `/usr/lib/postgresql/*/bin`;
 //!   `initdb` runs in a temporary directory, the server listens on a unix socket in it (and on a
@@ -102,9 +105,17 @@ impl TestCluster {
         self.admin.clone()
     }
 
-    /// The server's loopback TCP address, when the harness started the server itself.
+    /// The server's TCP address: the harness's loopback listener, or the host and port of
+    /// `DATABASE_URL` when that names a TCP host (`None` for a unix socket).
     pub fn tcp_address(&self) -> Option<SocketAddr> {
-        self.tcp
+        use std::net::ToSocketAddrs;
+        self.tcp.or_else(|| {
+            let host = self.admin.get_host();
+            if host.starts_with('/') {
+                return None;
+            }
+            (host, self.admin.get_port()).to_socket_addrs().ok()?.next()
+        })
     }
 }
 
@@ -170,6 +181,8 @@ impl TestDatabase {
         for sql in [
             format!("CREATE ROLE {owner_role} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '{owner_pw}'"),
             format!("CREATE ROLE {app_role} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '{app_pw}'"),
+            // A non-superuser with CREATEROLE must be a member of a role to make it an owner.
+            format!("GRANT {owner_role} TO CURRENT_USER"),
             format!("CREATE DATABASE {name} OWNER {owner_role}"),
         ] {
             admin.execute(AssertSqlSafe(sql)).await?;
