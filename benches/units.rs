@@ -211,17 +211,7 @@ async fn run(unit: Case, p: &Pools, ctx: &OrgContext, id: Uuid) -> String {
             .fetch_one(&p.bypass)
             .await
             .unwrap(),
-        Case::PlainTx => {
-            let mut tx = p.bypass.begin().await.unwrap();
-            let name = sqlx::query_scalar(Q_EXPLICIT)
-                .bind(org)
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await
-                .unwrap();
-            tx.commit().await.unwrap();
-            name
-        }
+        Case::PlainTx => explicit_tx(p, None, org, id).await,
         Case::SeedPattern => seed_pattern(p, ctx, id).await,
         Case::ContextWithoutRls => {
             let batch = format!(
@@ -229,19 +219,7 @@ async fn run(unit: Case, p: &Pools, ctx: &OrgContext, id: Uuid) -> String {
                 ctx.org_id(),
                 ctx.user_id(),
             );
-            let mut tx = p
-                .bypass
-                .begin_with(sqlx::AssertSqlSafe(batch))
-                .await
-                .unwrap();
-            let name = sqlx::query_scalar(Q_EXPLICIT)
-                .bind(org)
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await
-                .unwrap();
-            tx.commit().await.unwrap();
-            name
+            explicit_tx(p, Some(batch), org, id).await
         }
         Case::WriteUnit => p
             .tenant
@@ -274,6 +252,23 @@ async fn run(unit: Case, p: &Pools, ctx: &OrgContext, id: Uuid) -> String {
             seed_pattern(p, ctx, id).await
         }
     }
+}
+
+/// The explicit-filter query in a transaction of the bypassing role, begun with `BEGIN` or
+/// with `begin`.
+async fn explicit_tx(p: &Pools, begin: Option<String>, org: Uuid, id: Uuid) -> String {
+    let mut tx = match begin {
+        None => p.bypass.begin().await.unwrap(),
+        Some(sql) => p.bypass.begin_with(sqlx::AssertSqlSafe(sql)).await.unwrap(),
+    };
+    let name = sqlx::query_scalar(Q_EXPLICIT)
+        .bind(org)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    name
 }
 
 /// The units' one query, with no tenant filter: the policy supplies it.
