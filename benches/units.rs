@@ -323,7 +323,6 @@ fn round_trips(f: &Fixture, server: SocketAddr) -> Vec<(Case, u64)> {
 fn latency(c: &mut criterion::Criterion, rt: &Runtime, f: &Fixture, label: &str, addr: SocketAddr) {
     let p = rt.block_on(pools(f, addr, 4));
     let mut group = c.benchmark_group(label);
-    support::configure(&mut group);
     for unit in UNITS {
         let name = format!("{label}/{}", unit.name());
         group.bench_function(unit.name(), |b| {
@@ -679,7 +678,6 @@ fn main() {
     let pf = rt.block_on(policy_fixture(server, orgs, per_org));
     support::report("policy.rows", orgs * per_org);
     let mut group = c.benchmark_group("policy");
-    support::configure(&mut group);
     for (name, kind) in [
         ("rls", Listing::Rls),
         ("explicit_where", Listing::ExplicitWhere),

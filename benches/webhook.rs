@@ -41,7 +41,6 @@ fn main() {
         assert!(ours.verify(&headers, &body).is_ok() && theirs.verify(&body, &map).is_ok());
 
         let mut group = c.benchmark_group(format!("webhook_{label}"));
-        support::configure(&mut group);
         let name = |n: &str| format!("webhook_{label}/{n}");
         // Each routine is timed by criterion over `iters` runs, and the same time is recorded
         // for the same-run medians.

@@ -562,24 +562,16 @@ async fn apply_event(
         Event::OrganizationDeleted { external_id } => {
             delete_organization(tx, org, external_id).await
         }
-        Event::Membership(_, m) => {
+        Event::Membership(_, m) | Event::MembershipDeleted(m) => {
             let org_state = upsert_organization(tx, org, &m.organization, Source::Snapshot).await?;
             if org_state == OrgState::Deleted {
                 return Ok(Outcome::Unchanged);
             }
-            let changed = upsert_membership(tx, org, m, roles).await?;
-            Ok(if changed || org_state == OrgState::Changed {
-                Outcome::Applied
+            let changed = if matches!(event, Event::MembershipDeleted(_)) {
+                delete_membership(tx, org, m).await?
             } else {
-                Outcome::Unchanged
-            })
-        }
-        Event::MembershipDeleted(m) => {
-            let org_state = upsert_organization(tx, org, &m.organization, Source::Snapshot).await?;
-            if org_state == OrgState::Deleted {
-                return Ok(Outcome::Unchanged);
-            }
-            let changed = delete_membership(tx, org, m).await?;
+                upsert_membership(tx, org, m, roles).await?
+            };
             Ok(if changed || org_state == OrgState::Changed {
                 Outcome::Applied
             } else {

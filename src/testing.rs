@@ -132,10 +132,17 @@ impl fmt::Debug for TestCluster {
 #[derive(Clone)]
 pub struct TestDatabase {
     name: String,
-    owner: PgConnectOptions,
-    app: PgConnectOptions,
-    /// (role, password) of the owner and the application role.
-    credentials: [(String, String); 2],
+    /// The cluster's connect options, pointed at this database.
+    base: PgConnectOptions,
+    owner: Login,
+    app: Login,
+}
+
+/// A login role and its password.
+#[derive(Clone)]
+struct Login {
+    role: String,
+    password: String,
 }
 
 impl fmt::Debug for TestDatabase {
@@ -153,10 +160,10 @@ impl TestDatabase {
     /// (non-superuser) owner, and grants the application role DML on [`APP_TABLES`].
     pub async fn create() -> Result<TestDatabase, HarnessError> {
         let db = Self::create_empty().await?;
-        let mut conn = PgConnection::connect_with(&db.owner).await?;
+        let mut conn = PgConnection::connect_with(&db.owner_options()).await?;
         MIGRATOR.run(&mut conn).await?;
         let tables = APP_TABLES.join(", ");
-        let app_role = &db.credentials[1].0;
+        let app_role = &db.app.role;
         conn.execute(AssertSqlSafe(format!(
             "GRANT SELECT, INSERT, UPDATE, DELETE ON {tables} TO {app_role}"
         )))
@@ -189,15 +196,17 @@ impl TestDatabase {
         }
         admin.close().await?;
 
-        let base = cluster.admin.clone().database(&name);
-        let owner = base.clone().username(&owner_role).password(&owner_pw);
-        let app = base.username(&app_role).password(&app_pw);
-
         Ok(TestDatabase {
+            base: cluster.admin.clone().database(&name),
             name,
-            owner,
-            app,
-            credentials: [(owner_role, owner_pw), (app_role, app_pw)],
+            owner: Login {
+                role: owner_role,
+                password: owner_pw,
+            },
+            app: Login {
+                role: app_role,
+                password: app_pw,
+            },
         })
     }
 
@@ -208,48 +217,49 @@ impl TestDatabase {
 
     /// Connect options for the owner role (owns the tables; not superuser, not `BYPASSRLS`).
     pub fn owner_options(&self) -> PgConnectOptions {
-        self.owner.clone()
+        self.login(&self.owner, self.base.clone())
     }
 
     /// Connect options for the application role (neither owner, superuser nor `BYPASSRLS`).
     pub fn app_options(&self) -> PgConnectOptions {
-        self.app.clone()
+        self.login(&self.app, self.base.clone())
     }
 
     /// Options for the application role over TCP at `addr` (the cluster's
     /// [`tcp_address`](TestCluster::tcp_address), or a proxy in front of it).
     pub fn app_options_at(&self, addr: SocketAddr) -> PgConnectOptions {
-        self.options_at(&self.credentials[1], addr)
+        self.login(&self.app, tcp(addr))
     }
 
     /// Options for the owner role over TCP at `addr`.
     pub fn owner_options_at(&self, addr: SocketAddr) -> PgConnectOptions {
-        self.options_at(&self.credentials[0], addr)
+        self.login(&self.owner, tcp(addr))
     }
 
-    fn options_at(
-        &self,
-        (role, password): &(String, String),
-        addr: SocketAddr,
-    ) -> PgConnectOptions {
-        PgConnectOptions::new_without_pgpass()
-            .host(&addr.ip().to_string())
-            .port(addr.port())
-            .username(role)
-            .password(password)
+    fn login(&self, login: &Login, options: PgConnectOptions) -> PgConnectOptions {
+        options
             .database(&self.name)
-            .ssl_mode(sqlx::postgres::PgSslMode::Disable)
+            .username(&login.role)
+            .password(&login.password)
     }
 
     /// A [`TenantPool`] of at most `max` connections as the application role.
     pub async fn app_pool(&self, max: u32) -> Result<TenantPool, HarnessError> {
-        Ok(TenantPool::new(pool(self.app.clone(), max).await?).await?)
+        Ok(TenantPool::new(pool(self.app_options(), max).await?).await?)
     }
 
     /// A [`TenantPool`] of at most `max` connections as the owner role.
     pub async fn owner_pool(&self, max: u32) -> Result<TenantPool, HarnessError> {
-        Ok(TenantPool::new(pool(self.owner.clone(), max).await?).await?)
+        Ok(TenantPool::new(pool(self.owner_options(), max).await?).await?)
     }
+}
+
+/// Plain TCP to `addr`, without TLS and without reading `~/.pgpass`.
+fn tcp(addr: SocketAddr) -> PgConnectOptions {
+    PgConnectOptions::new_without_pgpass()
+        .host(&addr.ip().to_string())
+        .port(addr.port())
+        .ssl_mode(sqlx::postgres::PgSslMode::Disable)
 }
 
 async fn pool(options: PgConnectOptions, max: u32) -> Result<PgPool, sqlx::Error> {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use criterion::{BenchmarkGroup, Criterion, measurement::WallTime};
+use criterion::Criterion;
 
 /// `TENANCY_BENCH_FAST=1`: same code paths, seconds instead of minutes, smaller tables.
 pub(crate) fn fast() -> bool {
@@ -30,10 +30,6 @@ pub(crate) fn criterion() -> Criterion {
 
 pub(crate) fn sample_size() -> usize {
     if fast() { 10 } else { 30 }
-}
-
-pub(crate) fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
-    group.sample_size(sample_size());
 }
 
 /// Per-iteration times of every sample, by benchmark name, as criterion measured them
