@@ -28,6 +28,10 @@ use uuid::Uuid;
 
 const Q_RLS: &str = "SELECT name FROM projects WHERE id = $1";
 const Q_EXPLICIT: &str = "SELECT name FROM projects WHERE organization_id = $1 AND id = $2";
+/// The article's context statement, with what today's policies also want: the context bound
+/// to its transaction.
+const SET_CONTEXT: &str = "SELECT set_config('app.current_org_id', $1, true), \
+                           set_config('app.current_unit', transaction_timestamp()::text, true)";
 
 struct Fixture {
     db: TestDatabase,
@@ -153,7 +157,7 @@ enum Case {
     ReadUnit,
     AuthorizedUnit,
     SeedAuthorized,
-    /// Diagnostic: `write_unit`'s BEGIN batch (the same `SET LOCAL`s) with `plain_tx`'s
+    /// Diagnostic: `write_unit`'s BEGIN batch (the same `tenancy_enter` call) with `plain_tx`'s
     /// query and role, i.e. the context without RLS. Splits `write_unit`'s extra cost over
     /// `plain_tx` into the batch and the policy.
     ContextWithoutRls,
@@ -188,7 +192,7 @@ impl Case {
 async fn seed_pattern(p: &Pools, ctx: &OrgContext, id: Uuid) -> String {
     // The article's withRLS: BEGIN; SELECT set_config(...); query; COMMIT.
     let mut tx = p.app.begin().await.unwrap();
-    sqlx::query("SELECT set_config('app.current_org_id', $1, true)")
+    sqlx::query(SET_CONTEXT)
         .bind(ctx.org_id().to_string())
         .execute(&mut *tx)
         .await
@@ -215,9 +219,11 @@ async fn run(unit: Case, p: &Pools, ctx: &OrgContext, id: Uuid) -> String {
         Case::SeedPattern => seed_pattern(p, ctx, id).await,
         Case::ContextWithoutRls => {
             let batch = format!(
-                "BEGIN; SET LOCAL app.current_org_id = '{}'; SET LOCAL app.current_user_id = '{}'",
+                "BEGIN; SELECT tenancy_enter('{}', '{}', '{}', true, \
+                 pg_catalog.current_setting('search_path'), pg_catalog.current_setting('search_path'))",
                 ctx.org_id(),
                 ctx.user_id(),
+                ctx.role(),
             );
             explicit_tx(p, Some(batch), org, id).await
         }
@@ -421,6 +427,15 @@ async fn policy_fixture(server: SocketAddr, orgs: usize, per_org: usize) -> Poli
     .execute(&mut admin)
     .await
     .unwrap();
+    // The listing's user is a member of every organization (every unit checks membership).
+    sqlx::query(
+        "INSERT INTO organization_members (organization_id, user_id, role) \
+         SELECT id, 'user_policy', 'member' FROM unnest($1::uuid[]) AS id",
+    )
+    .bind(&uuids)
+    .execute(&mut admin)
+    .await
+    .unwrap();
     sqlx::query(
         "INSERT INTO projects (organization_id, name) \
          SELECT o, 'project ' || g FROM unnest($1::uuid[]) AS o, generate_series(1, $2) AS g",
@@ -495,7 +510,7 @@ async fn listing(kind: Listing, p: &Pools, org: OrgId, user: &UserId) -> usize {
         }
         Listing::SeedPolicy => {
             let mut tx = p.app.begin_with("BEGIN READ ONLY").await.unwrap();
-            sqlx::query("SELECT set_config('app.current_org_id', $1, true)")
+            sqlx::query(SET_CONTEXT)
                 .bind(org.to_string())
                 .execute(&mut *tx)
                 .await
@@ -530,7 +545,7 @@ async fn plan(p: &Pools, kind: Listing, org: OrgId) -> String {
     };
     let mut tx = pool.begin().await.unwrap();
     if set {
-        sqlx::query("SELECT set_config('app.current_org_id', $1, true)")
+        sqlx::query(SET_CONTEXT)
             .bind(org.to_string())
             .execute(&mut *tx)
             .await

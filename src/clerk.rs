@@ -34,7 +34,7 @@ use sqlx::PgConnection;
 
 use crate::error::Error;
 use crate::webhook::{Verifier, WebhookError, WebhookHeaders};
-use crate::{OrgContext, OrgId, Role, TenantPool, UserId};
+use crate::{OrgContext, OrgId, Role, ServicePool, UserId};
 
 /// How Clerk's role keys map to [`Role`]s.
 ///
@@ -144,7 +144,7 @@ impl SessionClaims {
     }
 
     /// The user and the active organization's `OrgId` (the same mapping the webhook sync
-    /// uses), to pass to [`TenantPool::authorize`] or [`TenantPool::with_member`].
+    /// uses), to pass to [`TenantPool::authorize`](crate::TenantPool::authorize) or [`TenantPool::with_member`](crate::TenantPool::with_member).
     pub fn user_and_org(&self) -> Option<(UserId, OrgId)> {
         let org = self.org_external_id.as_deref()?;
         Some((self.user_id.clone(), OrgId::from_external_id(org)))
@@ -153,7 +153,7 @@ impl SessionClaims {
     /// A context with the role **as the token states it**, mapped by `roles`, without a
     /// database round trip. The token cannot know that the creator is the owner (see
     /// [`RoleMapping`]), so this never yields [`Role::Owner`]; and it is as fresh as the
-    /// token. Use [`TenantPool::authorize`] when the role must come from the database.
+    /// token. Use [`TenantPool::authorize`](crate::TenantPool::authorize) when the role must come from the database.
     pub fn org_context_trusting_token_role(&self, roles: &RoleMapping) -> Option<OrgContext> {
         let (user, org) = self.user_and_org()?;
         let role = roles
@@ -443,22 +443,20 @@ fn membership(data: Value) -> Result<Membership, PayloadError> {
     })
 }
 
-/// Applies Clerk's organization and membership events to the database.
+/// Applies Clerk's organization and membership events to the database, as service units.
 #[derive(Debug, Clone)]
 pub struct ClerkSync {
-    pool: TenantPool,
+    service: ServicePool,
     verifier: Verifier,
     roles: RoleMapping,
 }
 
-/// The user id recorded as acting for the sync (it is not a member of anything).
-const SYNC_ACTOR: &str = "system:clerk-webhook";
-
 impl ClerkSync {
-    /// A sync writing through `pool`, accepting deliveries signed for `verifier`.
-    pub fn new(pool: TenantPool, verifier: Verifier) -> Self {
+    /// A sync writing through `service` (a login in `tenancy_service`), accepting deliveries
+    /// signed for `verifier`.
+    pub fn new(service: ServicePool, verifier: Verifier) -> Self {
         ClerkSync {
-            pool,
+            service,
             verifier,
             roles: RoleMapping::default(),
         }
@@ -499,11 +497,9 @@ impl ClerkSync {
         let Some(org) = event.org_id() else {
             return Ok(Outcome::Ignored);
         };
-        let actor = UserId::new(SYNC_ACTOR).expect("valid constant");
-        // The signed delivery is the verified source: it acts inside its own organization.
-        let ctx = OrgContext::from_verified_session(org, actor, Role::Owner);
-        self.pool
-            .with_rls(&ctx, async |tx| {
+        // The signed delivery is the verified source: a service unit inside its organization.
+        self.service
+            .with_org(org, async |tx| {
                 let fresh = sqlx::query(
                     "INSERT INTO webhook_deliveries (organization_id, message_id, event_type) \
                      VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
@@ -523,30 +519,21 @@ impl ClerkSync {
     }
 
     /// Deletes delivery records received more than `older_than` ago, across organizations,
-    /// through the `prune_expired` policy (no bypass). Keep more than Svix's retry window
-    /// (days); a month is a sensible default. Returns how many were deleted.
+    /// in a service unit entered without an organization (whose policies admit reading and
+    /// deleting delivery records, nothing else). Keep more than Svix's retry window (days); a
+    /// month is a sensible default. Returns how many were deleted.
     pub async fn prune_deliveries(&self, older_than: Duration) -> Result<u64, Error> {
-        prune_deliveries(&self.pool, older_than).await
-    }
-}
-
-async fn prune_deliveries(pool: &TenantPool, older_than: Duration) -> Result<u64, Error> {
-    let mut tx = pool.pool().begin().await?;
-    sqlx::query(
-        "SELECT set_config('app.webhook_prune_before', \
-         (now() - make_interval(secs => $1))::text, true)",
-    )
-    .bind(older_than.as_secs_f64())
-    .execute(&mut *tx)
-    .await?;
-    // No WHERE: the policy alone selects the rows (a WHERE on the table would also require a
-    // SELECT policy, which this path deliberately lacks).
-    let n = sqlx::query("DELETE FROM webhook_deliveries")
+        let mut tx = self.service.begin_maintenance().await?;
+        let n = sqlx::query(
+            "DELETE FROM webhook_deliveries WHERE received_at < now() - make_interval(secs => $1)",
+        )
+        .bind(older_than.as_secs_f64())
         .execute(&mut *tx)
         .await?
         .rows_affected();
-    tx.commit().await?;
-    Ok(n)
+        tx.commit().await?;
+        Ok(n)
+    }
 }
 
 async fn apply_event(

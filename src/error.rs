@@ -50,6 +50,24 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// The connected database has no tenancy functions: apply the migrations
+    /// ([`migrations`](crate::migrations)) first.
+    #[error("the database has no tenancy schema: apply tenancy's migrations")]
+    MissingSchema,
+
+    /// The session's `search_path` holds a quote, a backslash or a non-printable character,
+    /// which the per-unit session check cannot carry safely.
+    #[error("unsupported search_path for tenancy's session check")]
+    UnsupportedSearchPath,
+
+    /// The connecting role is not a member of `tenancy_service`, so it cannot run service
+    /// units (see [`ServicePool`](crate::ServicePool)).
+    #[error("database role {role:?} is not a member of tenancy_service")]
+    NotAServiceRole {
+        /// The role name reported by `current_user`.
+        role: String,
+    },
+
     /// A database error. [`Error::kind`] classifies it (RLS violation, unique violation, no
     /// row, ...).
     #[error("database error: {0}")]
@@ -99,10 +117,16 @@ pub(crate) mod sqlstate {
     pub(crate) const INSUFFICIENT_PRIVILEGE: &str = "42501";
     pub(crate) const UNIQUE_VIOLATION: &str = "23505";
     pub(crate) const FOREIGN_KEY_VIOLATION: &str = "23503";
-    /// Raised by `tenancy_require_member` for a non-member.
+    /// Raised by `tenancy_enter` for a non-member, a removed member or a deleted organization.
     pub(crate) const NOT_A_MEMBER: &str = "TNC01";
-    /// Raised by `tenancy_require_member` for a role below the required one.
+    /// Raised by `tenancy_enter` for a role below the required (or claimed) one.
     pub(crate) const ROLE_TOO_LOW: &str = "TNC02";
+    /// Raised when a change would leave a live organization without an owner.
+    pub(crate) const LAST_OWNER: &str = "TNC03";
+    /// Raised by `tenancy_enter_new_organization` for an id in use (or once used).
+    pub(crate) const ORGANIZATION_EXISTS: &str = "TNC04";
+    /// Raised when a session carries state a unit must not find (the pool closes it).
+    pub(crate) const DIRTY_SESSION: &str = "TNC05";
 }
 
 impl Error {
@@ -112,7 +136,11 @@ impl Error {
             Error::Unauthenticated => ErrorKind::Unauthenticated,
             Error::NotAMember | Error::InsufficientRole { .. } => ErrorKind::Forbidden,
             Error::InvalidUserId | Error::InvalidRole(_) => ErrorKind::BadRequest,
-            Error::UnsafeDatabaseRole { .. } | Error::Migrate(_) => ErrorKind::Internal,
+            Error::UnsafeDatabaseRole { .. }
+            | Error::Migrate(_)
+            | Error::MissingSchema
+            | Error::UnsupportedSearchPath
+            | Error::NotAServiceRole { .. } => ErrorKind::Internal,
             Error::Database(e) => classify(e),
         }
     }
@@ -142,9 +170,10 @@ fn classify(error: &sqlx::Error) -> ErrorKind {
             Some(sqlstate::INSUFFICIENT_PRIVILEGE)
             | Some(sqlstate::NOT_A_MEMBER)
             | Some(sqlstate::ROLE_TOO_LOW) => ErrorKind::Forbidden,
-            Some(sqlstate::UNIQUE_VIOLATION) | Some(sqlstate::FOREIGN_KEY_VIOLATION) => {
-                ErrorKind::Conflict
-            }
+            Some(sqlstate::UNIQUE_VIOLATION)
+            | Some(sqlstate::FOREIGN_KEY_VIOLATION)
+            | Some(sqlstate::LAST_OWNER)
+            | Some(sqlstate::ORGANIZATION_EXISTS) => ErrorKind::Conflict,
             _ => ErrorKind::Internal,
         },
         _ => ErrorKind::Internal,

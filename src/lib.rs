@@ -38,6 +38,7 @@ mod ids;
 pub mod migrations;
 mod pool;
 mod role;
+mod service;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
@@ -48,6 +49,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use ids::{OrgId, UserId};
 pub use pool::{Membership, TenantPool, TenantTransaction};
 pub use role::Role;
+pub use service::ServicePool;
 
 /// The README's examples, compiled as doctests.
 #[doc = include_str!("../README.md")]

@@ -4,15 +4,19 @@
 //! [`MIGRATOR`]), with `sqlx migrate run`, or with `psql -f` in file-name order, as the
 //! database owner: a non-superuser role is enough, and the migrations create no roles.
 //!
-//! Then grant the application role what it needs, for example:
+//! The migrations need the NOLOGIN role `tenancy_service` to exist (service units' policies
+//! name it). Then grant the application role and the service login what they need, and take
+//! `TEMP` away from everyone else:
 //!
 //! ```sql
+//! GRANT SELECT, INSERT, UPDATE, DELETE ON organizations, organization_members, projects TO app;
 //! GRANT SELECT, INSERT, UPDATE, DELETE
 //!     ON organizations, organization_members, projects, membership_tombstones, webhook_deliveries
-//!     TO app;
+//!     TO tenancy_sync;  -- a LOGIN role IN ROLE tenancy_service
+//! REVOKE TEMPORARY ON DATABASE app FROM PUBLIC;
 //! ```
 //!
-//! (the list is [`APP_TABLES`]).
+//! (the lists are [`APP_TABLES`] and [`SERVICE_TABLES`]).
 
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -24,7 +28,11 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// The tables the migrations create that the application role reads and writes.
 /// All of them have Row-Level Security enabled and forced.
-pub const APP_TABLES: &[&str] = &[
+pub const APP_TABLES: &[&str] = &["organizations", "organization_members", "projects"];
+
+/// The tables service units (the webhook sync, background jobs) read and write: the
+/// application's, and the webhook bookkeeping, which only service policies admit.
+pub const SERVICE_TABLES: &[&str] = &[
     "organizations",
     "organization_members",
     "projects",

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPoolOptions};
@@ -28,15 +29,28 @@ type Tm = <Postgres as sqlx::Database>::TransactionManager;
 /// future can never leave a context on a pooled connection.
 #[derive(Clone)]
 pub struct TenantPool {
-    pool: PgPool,
+    units: Units,
 }
 
 impl fmt::Debug for TenantPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TenantPool")
-            .field("size", &self.pool.size())
+            .field("size", &self.units.pool.size())
             .finish()
     }
+}
+
+/// What [`TenantPool`] and [`ServicePool`](crate::ServicePool) share: the pool, and what the
+/// BEGIN batch needs to name tenancy's functions and check the session.
+#[derive(Clone)]
+pub(crate) struct Units {
+    pub(crate) pool: PgPool,
+    /// The schema holding tenancy's functions, quoted (`"public".`), or empty when unknown
+    /// ([`TenantPool::dangerously_skip_role_check`]).
+    schema_prefix: Arc<str>,
+    /// The session `search_path` every unit must find, as a validated SQL literal (`NULL`
+    /// when unknown).
+    search_path_literal: Arc<str>,
 }
 
 /// One of a user's memberships, as the organization switcher lists them.
@@ -76,37 +90,33 @@ impl TenantPool {
     /// Wraps an existing pool after checking that its database role is subject to Row-Level
     /// Security: a `SUPERUSER` or `BYPASSRLS` role makes every policy silently do nothing, so it
     /// is refused with [`Error::UnsafeDatabaseRole`].
+    ///
+    /// It also reads, once, the schema of tenancy's functions (so that every unit names them
+    /// schema-qualified) and the session's `search_path` (which every unit then checks is
+    /// unchanged). [`Error::MissingSchema`] when the migrations have not been applied.
     pub async fn new(pool: PgPool) -> Result<Self> {
-        let (role, superuser, bypass): (String, bool, bool) = sqlx::query_as(
-            "SELECT rolname::text, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user",
-        )
-        .fetch_one(&pool)
-        .await?;
-        if superuser {
-            return Err(Error::UnsafeDatabaseRole {
-                role,
-                reason: "superuser",
-            });
-        }
-        if bypass {
-            return Err(Error::UnsafeDatabaseRole {
-                role,
-                reason: "bypassrls",
-            });
-        }
-        Ok(TenantPool { pool })
+        Ok(TenantPool {
+            units: Units::inspect(pool).await?,
+        })
     }
 
     /// Wraps a pool **without** checking its role. Only for tools that deliberately connect as
-    /// a role that bypasses RLS (migrations, audits); never for serving requests.
+    /// a role that bypasses RLS (migrations, audits); never for serving requests. Units name
+    /// tenancy's functions unqualified and skip the `search_path` check.
     pub fn dangerously_skip_role_check(pool: PgPool) -> Self {
-        TenantPool { pool }
+        TenantPool {
+            units: Units {
+                pool,
+                schema_prefix: Arc::from(""),
+                search_path_literal: Arc::from("NULL"),
+            },
+        }
     }
 
     /// The underlying pool. Queries run on it directly have no tenant context, so the policies
     /// give them no tenant rows and refuse their writes.
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        &self.units.pool
     }
 
     /// Checks in the database that `user` is a member of `org` and returns the context.
@@ -115,11 +125,19 @@ impl TenantPool {
     /// transaction-locally for its own lookup). [`Error::NotAMember`] when there is no such
     /// membership, or no such organization.
     pub async fn authorize(&self, user: &UserId, org: OrgId) -> Result<OrgContext> {
-        let role: Option<String> = sqlx::query_scalar("SELECT tenancy_member_role($1, $2)")
-            .bind(org.as_uuid())
-            .bind(user.as_str())
-            .fetch_one(&self.pool)
+        // One simple-protocol message with validated literals (the prefix is a quoted
+        // identifier read from the catalog, `OrgId` a uuid, `UserId` without quote or
+        // backslash): no named statement that an SQL-level PREPARE left on the session by an
+        // earlier unit could stand in for, and still one round trip.
+        let sql = format!(
+            "SELECT {}tenancy_member_role('{org}', '{}')",
+            self.units.schema_prefix,
+            user.as_str()
+        );
+        let row = sqlx::raw_sql(AssertSqlSafe(sql))
+            .fetch_one(&self.units.pool)
             .await?;
+        let role: Option<String> = sqlx::Row::try_get(&row, 0)?;
         let role: Role = role.ok_or(Error::NotAMember)?.parse()?;
         Ok(OrgContext::from_verified_session(org, user.clone(), role))
     }
@@ -128,8 +146,15 @@ impl TenantPool {
     /// the new organization, and returns the owner's context.
     ///
     /// Use [`OrgId::from_external_id`] for an identity provider's organization, or
-    /// `OrgId::from_uuid(Uuid::new_v4())` for your own. [`ErrorKind::Conflict`](crate::ErrorKind)
-    /// if the id or slug is taken.
+    /// `OrgId::from_uuid(Uuid::new_v4())` for your own.
+    ///
+    /// This is the one request path that acts without a membership: the database
+    /// (`tenancy_enter_new_organization`) admits it only for an id that has never been used,
+    /// and the unit may create that organization and its owner, nothing else.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Conflict`](crate::ErrorKind) if the id (even of a deleted organization) or
+    /// the slug is taken.
     pub async fn create_organization(
         &self,
         org: OrgId,
@@ -137,22 +162,31 @@ impl TenantPool {
         slug: Option<&str>,
         owner: &UserId,
     ) -> Result<OrgContext> {
-        let ctx = OrgContext::from_verified_session(org, owner.clone(), Role::Owner);
-        self.with_rls(&ctx, async |tx| {
-            sqlx::query("INSERT INTO organizations (id, name, slug) VALUES ($1, $2, $3)")
-                .bind(org.as_uuid())
-                .bind(name)
-                .bind(slug)
-                .execute(&mut *tx)
-                .await?;
-            insert_member(tx, org, owner, Role::Owner).await
-        })
-        .await?;
-        Ok(ctx)
+        let mut tx = self
+            .units
+            .start(
+                Access::ReadWrite,
+                Entry::NewOrganization { org, user: owner },
+            )
+            .await?;
+        sqlx::query("INSERT INTO organizations (id, name, slug) VALUES ($1, $2, $3)")
+            .bind(org.as_uuid())
+            .bind(name)
+            .bind(slug)
+            .execute(&mut *tx)
+            .await?;
+        insert_member(&mut tx, org, owner, Role::Owner).await?;
+        tx.commit().await?;
+        Ok(OrgContext::from_verified_session(
+            org,
+            owner.clone(),
+            Role::Owner,
+        ))
     }
 
     /// Adds `user` to `ctx`'s organization with `role`. Needs an admin, and an owner to add an
-    /// owner ([`Error::InsufficientRole`] otherwise).
+    /// owner ([`Error::InsufficientRole`] otherwise). The policies on `organization_members`
+    /// enforce the same rule in the database.
     pub async fn add_member(&self, ctx: &OrgContext, user: &UserId, role: Role) -> Result<()> {
         ctx.require_role(Role::Admin.max(role))?;
         self.with_rls(ctx, async |tx| {
@@ -219,7 +253,16 @@ impl TenantPool {
         E: From<Error>,
     {
         let mut tx = self
-            .start(Access::ReadWrite, Some(org), user, Some(min_role))
+            .units
+            .start(
+                Access::ReadWrite,
+                Entry::Member {
+                    org,
+                    user,
+                    role: min_role,
+                    act_as_claimed: false,
+                },
+            )
             .await?;
         let value = f(&mut tx).await?;
         tx.commit().await?;
@@ -228,15 +271,28 @@ impl TenantPool {
 
     /// Starts a read-write unit of work with `ctx` set, for flows that do not fit a closure.
     /// Call [`TenantTransaction::commit`]; dropping it rolls back.
+    ///
+    /// Like every unit, it is admitted by the database in the `BEGIN` round trip:
+    ///
+    /// # Errors
+    /// [`Error::NotAMember`] when `ctx`'s user is not (or no longer) a member of `ctx`'s
+    /// organization, or the organization is deleted; [`Error::InsufficientRole`] when `ctx`
+    /// claims a higher role than the membership holds (the unit acts with `ctx`'s role, never
+    /// more).
     pub async fn begin(&self, ctx: &OrgContext) -> Result<TenantTransaction> {
-        self.start(Access::ReadWrite, Some(ctx.org_id()), ctx.user_id(), None)
+        self.units
+            .start(Access::ReadWrite, Entry::for_context(ctx))
             .await
     }
 
     /// Starts a `READ ONLY` unit of work with `ctx` set. Drop it when done (see
     /// [`TenantPool::with_rls_read`]).
+    ///
+    /// # Errors
+    /// As [`TenantPool::begin`].
     pub async fn begin_read(&self, ctx: &OrgContext) -> Result<TenantTransaction> {
-        self.start(Access::ReadOnly, Some(ctx.org_id()), ctx.user_id(), None)
+        self.units
+            .start(Access::ReadOnly, Entry::for_context(ctx))
             .await
     }
 
@@ -245,7 +301,10 @@ impl TenantPool {
     /// the `own_memberships` / `own_organizations` policies allow to read the user's own
     /// memberships and nothing else.
     pub async fn memberships(&self, user: &UserId) -> Result<Vec<Membership>> {
-        let mut tx = self.start(Access::ReadOnly, None, user, None).await?;
+        let mut tx = self
+            .units
+            .start(Access::ReadOnly, Entry::User { user })
+            .await?;
         let rows: Vec<(uuid::Uuid, String, Option<String>, String)> = sqlx::query_as(
             "SELECT o.id, o.name, o.slug, m.role FROM organization_members m \
              JOIN organizations o ON o.id = m.organization_id \
@@ -265,39 +324,199 @@ impl TenantPool {
             })
             .collect()
     }
+}
 
-    async fn start(
+/// How many connections a unit tries when the database reports a session that is not clean
+/// (each such connection is closed).
+const DIRTY_SESSION_RETRIES: usize = 3;
+
+impl Units {
+    /// Reads what the BEGIN batch needs, after checking the role is subject to RLS.
+    pub(crate) async fn inspect(pool: PgPool) -> Result<Units> {
+        let (role, superuser, bypass, schema, search_path): (
+            String,
+            bool,
+            bool,
+            Option<String>,
+            String,
+        ) = sqlx::query_as(
+            "SELECT r.rolname::text, r.rolsuper, r.rolbypassrls,                     (SELECT n.nspname::text FROM pg_catalog.pg_proc p                        JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace                       WHERE p.proname = 'tenancy_enter'                       ORDER BY pg_catalog.pg_function_is_visible(p.oid) DESC, n.nspname LIMIT 1),                     pg_catalog.current_setting('search_path')                FROM pg_catalog.pg_roles r WHERE r.rolname = current_user",
+        )
+        .fetch_one(&pool)
+        .await?;
+        if superuser {
+            return Err(Error::UnsafeDatabaseRole {
+                role,
+                reason: "superuser",
+            });
+        }
+        if bypass {
+            return Err(Error::UnsafeDatabaseRole {
+                role,
+                reason: "bypassrls",
+            });
+        }
+        let schema = schema.ok_or(Error::MissingSchema)?;
+        Ok(Units {
+            pool,
+            schema_prefix: Arc::from(format!("{}.", quote_ident(&schema))),
+            search_path_literal: Arc::from(
+                sql_literal(&search_path).ok_or(Error::UnsupportedSearchPath)?,
+            ),
+        })
+    }
+
+    pub(crate) async fn start(
         &self,
         access: Access,
-        org: Option<OrgId>,
-        user: &UserId,
-        required: Option<Role>,
+        entry: Entry<'_>,
     ) -> Result<TenantTransaction> {
-        let sql = begin_sql(access, org, user, required);
-        let conn = self.pool.acquire().await?;
-        let mut tx = TenantTransaction {
-            conn,
-            state: State::Beginning,
-            org,
-        };
-        // SAFETY (SQL): `sql` is built by `begin_sql` from validated values only.
-        match Tm::begin(&mut tx.conn, Some(AssertSqlSafe(sql).into_sql_str())).await {
-            Ok(()) => {
-                tx.state = State::Open;
-                Ok(tx)
-            }
-            Err(error) => {
-                // A server error inside the BEGIN batch leaves an aborted transaction that sqlx
-                // does not count (its depth is still 0). Roll it back here; if that fails the
-                // state stays `Beginning` and the connection is closed, never reused.
-                if matches!(error, sqlx::Error::Database(_))
-                    && tx.conn.execute("ROLLBACK").await.is_ok()
-                {
-                    tx.state = State::Finished;
+        let sql = self.begin_sql(access, &entry);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let conn = self.pool.acquire().await?;
+            let mut tx = TenantTransaction {
+                conn,
+                state: State::Beginning,
+                org: entry.org(),
+            };
+            // SAFETY (SQL): `sql` is built by `begin_sql` from validated values only.
+            match Tm::begin(
+                &mut tx.conn,
+                Some(AssertSqlSafe(sql.clone()).into_sql_str()),
+            )
+            .await
+            {
+                Ok(()) => {
+                    tx.state = State::Open;
+                    return Ok(tx);
                 }
-                Err(begin_error(error, required))
+                Err(error) => {
+                    let dirty = sqlstate_of(&error).as_deref() == Some(sqlstate::DIRTY_SESSION);
+                    // A server error inside the BEGIN batch leaves an aborted transaction that
+                    // sqlx does not count (its depth is still 0). Roll it back here; if that
+                    // fails the state stays `Beginning` and the connection is closed, never
+                    // reused. A session the database found unclean is closed too.
+                    if matches!(error, sqlx::Error::Database(_))
+                        && !dirty
+                        && tx.conn.execute("ROLLBACK").await.is_ok()
+                    {
+                        tx.state = State::Finished;
+                    }
+                    if dirty && attempt < DIRTY_SESSION_RETRIES {
+                        continue;
+                    }
+                    return Err(begin_error(error, entry.required()));
+                }
             }
         }
+    }
+
+    /// The one-round-trip BEGIN batch: `BEGIN` and one call of a `tenancy_enter*` function,
+    /// which checks the session and the membership and sets the context transaction-locally.
+    /// Every interpolated value is validated by its type: `OrgId` prints a canonical uuid,
+    /// `UserId` admits no quote or backslash, `Role` is an enum; the schema is a quoted
+    /// identifier and the search path a checked literal, both read from the server.
+    fn begin_sql(&self, access: Access, entry: &Entry<'_>) -> String {
+        let begin = match access {
+            Access::ReadWrite => "BEGIN",
+            Access::ReadOnly => "BEGIN READ ONLY",
+        };
+        let schema = &self.schema_prefix;
+        let path = format!(
+            "pg_catalog.current_setting('search_path'), {}",
+            self.search_path_literal
+        );
+        let call = match entry {
+            Entry::Member {
+                org,
+                user,
+                role,
+                act_as_claimed,
+            } => format!(
+                "tenancy_enter('{org}', '{user}', '{role}', {act_as_claimed}, {path})",
+                user = user.as_str(),
+                role = role.as_str(),
+            ),
+            Entry::User { user } => {
+                format!("tenancy_enter_user('{}', {path})", user.as_str())
+            }
+            Entry::NewOrganization { org, user } => format!(
+                "tenancy_enter_new_organization('{org}', '{}', {path})",
+                user.as_str()
+            ),
+            Entry::Service { org } => match org {
+                Some(org) => format!("tenancy_enter_service('{org}', {path})"),
+                None => format!("tenancy_enter_service(NULL, {path})"),
+            },
+        };
+        format!("{begin}; SELECT {schema}{call}")
+    }
+}
+
+/// Who a unit acts for, as the database is asked to admit it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Entry<'a> {
+    /// A member of `org` with at least `role`; the unit acts as `role` when `act_as_claimed`
+    /// (an [`OrgContext`]'s role), else as the membership's role.
+    Member {
+        org: OrgId,
+        user: &'a UserId,
+        role: Role,
+        act_as_claimed: bool,
+    },
+    /// A user before any organization is chosen (the switcher).
+    User { user: &'a UserId },
+    /// A user creating a new organization.
+    NewOrganization { org: OrgId, user: &'a UserId },
+    /// A service unit (role `tenancy_service`), in one organization or in none.
+    Service { org: Option<OrgId> },
+}
+
+impl<'a> Entry<'a> {
+    fn for_context(ctx: &'a OrgContext) -> Self {
+        Entry::Member {
+            org: ctx.org_id(),
+            user: ctx.user_id(),
+            role: ctx.role(),
+            act_as_claimed: true,
+        }
+    }
+
+    fn org(&self) -> Option<OrgId> {
+        match self {
+            Entry::Member { org, .. } | Entry::NewOrganization { org, .. } => Some(*org),
+            Entry::User { .. } => None,
+            Entry::Service { org } => *org,
+        }
+    }
+
+    fn required(&self) -> Option<Role> {
+        match self {
+            Entry::Member { role, .. } => Some(*role),
+            _ => None,
+        }
+    }
+}
+
+/// `"name"` with inner quotes doubled.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `'text'` for printable ASCII without quote or backslash (so that no server setting can
+/// reinterpret it); `None` otherwise.
+fn sql_literal(text: &str) -> Option<String> {
+    text.bytes()
+        .all(|b| (0x20..=0x7e).contains(&b) && b != b'\'' && b != b'\\')
+        .then(|| format!("'{text}'"))
+}
+
+fn sqlstate_of(error: &sqlx::Error) -> Option<String> {
+    match error {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
     }
 }
 
@@ -332,38 +551,10 @@ fn begin_error(error: sqlx::Error, required: Option<Role>) -> Error {
     Error::Database(error)
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Access {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
     ReadWrite,
     ReadOnly,
-}
-
-/// The one-round-trip BEGIN batch. Every interpolated value is validated by its type:
-/// `OrgId` prints a canonical uuid, `UserId` admits no quote or backslash, `Role` is an enum.
-///
-/// Two settings, organization and user. The role is not sent: policies that need it call
-/// `tenancy_current_org_role()`, which reads the membership itself, so a role the application
-/// claims can never widen what a policy allows (and each unit runs one statement fewer).
-fn begin_sql(access: Access, org: Option<OrgId>, user: &UserId, require: Option<Role>) -> String {
-    let begin = match access {
-        Access::ReadWrite => "BEGIN",
-        Access::ReadOnly => "BEGIN READ ONLY",
-    };
-    let org = org.map(|o| o.to_string()).unwrap_or_default();
-    // SET LOCAL rather than SELECT set_config(..., true): the same transaction-local effect,
-    // but a utility statement (no planning, no result row), measurably cheaper per unit.
-    let mut sql = format!(
-        "{begin}; SET LOCAL app.current_org_id = '{org}'; \
-         SET LOCAL app.current_user_id = '{user}'",
-        user = user.as_str(),
-    );
-    if let Some(min) = require {
-        sql.push_str(&format!(
-            "; SELECT tenancy_require_member('{}')",
-            min.as_str()
-        ));
-    }
-    sql
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -445,25 +636,67 @@ impl Drop for TenantTransaction {
 mod tests {
     use super::*;
 
-    #[test]
-    fn begin_batch_carries_only_validated_literals() {
+    fn units() -> Units {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .unwrap();
+        Units {
+            pool,
+            schema_prefix: Arc::from("\"public\"."),
+            search_path_literal: Arc::from(sql_literal("\"$user\", public").unwrap()),
+        }
+    }
+
+    #[tokio::test]
+    async fn begin_batch_carries_only_validated_literals() {
+        let units = units();
         let org = OrgId::from_external_id("org_a");
         let user = UserId::new("user_1").unwrap();
-        let sql = begin_sql(Access::ReadOnly, Some(org), &user, None);
+        let ctx = OrgContext::from_verified_session(org, user.clone(), Role::Admin);
+        let path = "pg_catalog.current_setting('search_path'), '\"$user\", public'";
         assert_eq!(
-            sql,
+            units.begin_sql(Access::ReadOnly, &Entry::for_context(&ctx)),
             format!(
-                "BEGIN READ ONLY; SET LOCAL app.current_org_id = '{org}'; \
-                 SET LOCAL app.current_user_id = 'user_1'"
+                "BEGIN READ ONLY; SELECT \"public\".tenancy_enter('{org}', 'user_1', 'admin', true, {path})"
             )
         );
-        let sql = begin_sql(Access::ReadWrite, None, &user, Some(Role::Owner));
-        assert!(sql.starts_with("BEGIN; SET LOCAL app.current_org_id = ''; "));
-        assert!(sql.ends_with("; SELECT tenancy_require_member('owner')"));
-        // Every SET is transaction-local.
+        let member = Entry::Member {
+            org,
+            user: &user,
+            role: Role::Owner,
+            act_as_claimed: false,
+        };
         assert_eq!(
-            sql.matches("SET ").count(),
-            sql.matches("SET LOCAL ").count()
+            units.begin_sql(Access::ReadWrite, &member),
+            format!(
+                "BEGIN; SELECT \"public\".tenancy_enter('{org}', 'user_1', 'owner', false, {path})"
+            )
         );
+        let service = units.begin_sql(Access::ReadWrite, &Entry::Service { org: None });
+        assert_eq!(
+            service,
+            format!("BEGIN; SELECT \"public\".tenancy_enter_service(NULL, {path})")
+        );
+        // No session-level SET anywhere: the context is set by the function, transaction-locally.
+        for sql in [
+            units.begin_sql(Access::ReadWrite, &Entry::User { user: &user }),
+            units.begin_sql(
+                Access::ReadWrite,
+                &Entry::NewOrganization { org, user: &user },
+            ),
+        ] {
+            assert!(!sql.contains("SET "), "{sql}");
+            assert_eq!(sql.matches(';').count(), 1, "{sql}");
+        }
+    }
+
+    #[test]
+    fn identifiers_and_literals_from_the_server_are_quoted_or_refused() {
+        assert_eq!(quote_ident("public"), "\"public\"");
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+        assert_eq!(sql_literal("a, b").as_deref(), Some("'a, b'"));
+        for bad in ["o'hara", "back\\slash", "tab\t", "é"] {
+            assert_eq!(sql_literal(bad), None, "{bad:?}");
+        }
     }
 }

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use tenancy::clerk::{ClerkSync, Outcome, SyncError, parse};
 use tenancy::testing::TestDatabase;
 use tenancy::webhook::{Verifier, WebhookHeaders};
-use tenancy::{Error, OrgContext, OrgId, Role, TenantPool, UserId};
+use tenancy::{Error, OrgId, Role, ServicePool, UserId};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const NOW: i64 = 1_716_883_300;
@@ -19,11 +19,11 @@ fn example(name: &str) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
 
-async fn sync_for(db: &TestDatabase) -> (ClerkSync, TenantPool) {
-    let pool = db.app_pool(4).await.unwrap();
+async fn sync_for(db: &TestDatabase) -> (ClerkSync, ServicePool) {
+    let service = db.service_pool(4).await.unwrap();
     (
-        ClerkSync::new(pool.clone(), Verifier::new(SECRET).unwrap()),
-        pool,
+        ClerkSync::new(service.clone(), Verifier::new(SECRET).unwrap()),
+        service,
     )
 }
 
@@ -47,15 +47,14 @@ struct OrgRow {
     version: Option<i64>,
 }
 
-/// The synced state of one organization, read through RLS as that organization.
+/// The synced state of one organization, read through RLS in a service unit of that
+/// organization.
 async fn state(
-    pool: &TenantPool,
+    pool: &ServicePool,
     external_id: &str,
 ) -> (Option<OrgRow>, Vec<(String, String)>, Vec<String>) {
     let org = OrgId::from_external_id(external_id);
-    let ctx =
-        OrgContext::from_verified_session(org, UserId::new("test_reader").unwrap(), Role::Owner);
-    pool.with_rls_read(&ctx, async |tx| {
+    pool.with_org(org, async |tx| {
         let row: Option<(String, Option<String>, bool, Option<i64>)> = sqlx::query_as(
             "SELECT name, slug, deleted_at IS NOT NULL, external_updated_at FROM organizations",
         )
@@ -142,7 +141,10 @@ async fn each_example_payload_applies_with_the_expected_rows() {
         vec![(JANE.to_owned(), "admin".to_owned())]
     );
     // Request authorization agrees with the sync: same OrgId, role from the database.
-    let ctx = pool
+    let ctx = db
+        .app_pool(1)
+        .await
+        .unwrap()
         .authorize(&UserId::new(JANE).unwrap(), OrgId::from_external_id(ACME))
         .await
         .unwrap();
@@ -170,7 +172,10 @@ async fn each_example_payload_applies_with_the_expected_rows() {
     let org = state(&pool, ACME).await.0.unwrap();
     assert!(org.deleted);
     assert_eq!(org.slug, None, "the slug is freed");
-    let e = pool
+    let e = db
+        .app_pool(1)
+        .await
+        .unwrap()
         .authorize(&UserId::new(JANE).unwrap(), OrgId::from_external_id(ACME))
         .await
         .unwrap_err();
@@ -344,14 +349,17 @@ async fn database_failures_are_500_and_roll_back() {
     let (sync, pool) = sync_for(&db).await;
     // Another organization already holds the slug: the insert fails in the database.
     let taken = OrgId::from_external_id("org_other");
-    pool.create_organization(
-        taken,
-        "Other",
-        Some("acme-corp"),
-        &UserId::new("user_o").unwrap(),
-    )
-    .await
-    .unwrap();
+    db.app_pool(1)
+        .await
+        .unwrap()
+        .create_organization(
+            taken,
+            "Other",
+            Some("acme-corp"),
+            &UserId::new("user_o").unwrap(),
+        )
+        .await
+        .unwrap();
     let e = deliver(&sync, "m1", &example("organization.created"))
         .await
         .unwrap_err();

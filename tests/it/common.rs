@@ -53,8 +53,8 @@ pub(crate) async fn world_with(role: As, max_connections: u32) -> World {
     World { db, pool, a, b }
 }
 
-/// Creates an organization with an owner, an admin, a member and one project, through the RLS
-/// path (the new organization is the context), as an identity-provider sync would.
+/// Creates an organization with an owner, an admin, a member and one project through the
+/// request paths: the owner bootstraps it, the owner adds the others, the member adds a project.
 pub(crate) async fn seed_org(pool: &TenantPool, slug: &str) -> Org {
     let id = OrgId::from_external_id(&format!("org_{slug}"));
     let user = |r: &str| UserId::new(format!("user_{slug}_{r}")).unwrap();
@@ -65,23 +65,18 @@ pub(crate) async fn seed_org(pool: &TenantPool, slug: &str) -> Org {
         member: user("member"),
         project: Uuid::new_v4(),
     };
+    let owner = pool
+        .create_organization(id, &format!("Org {slug}"), Some(slug), &org.owner)
+        .await
+        .expect("create organization");
+    pool.add_member(&owner, &org.admin, Role::Admin)
+        .await
+        .expect("add admin");
+    pool.add_member(&owner, &org.member, Role::Member)
+        .await
+        .expect("add member");
     let o = org.clone();
-    pool.with_rls(&org.ctx(Role::Owner), async |tx| {
-        sqlx::query("INSERT INTO organizations (id, name, slug, external_id) VALUES ($1, $2, $3, $4)")
-            .bind(o.id.as_uuid())
-            .bind(format!("Org {slug}"))
-            .bind(slug)
-            .bind(format!("org_{slug}"))
-            .execute(&mut *tx)
-            .await?;
-        for (u, r) in [(&o.owner, "owner"), (&o.admin, "admin"), (&o.member, "member")] {
-            sqlx::query("INSERT INTO organization_members (organization_id, user_id, role) VALUES ($1, $2, $3)")
-                .bind(o.id.as_uuid())
-                .bind(u.as_str())
-                .bind(r)
-                .execute(&mut *tx)
-                .await?;
-        }
+    pool.with_rls(&org.ctx(Role::Member), async |tx| {
         sqlx::query("INSERT INTO projects (organization_id, id, name) VALUES ($1, $2, $3)")
             .bind(o.id.as_uuid())
             .bind(o.project)
@@ -91,7 +86,7 @@ pub(crate) async fn seed_org(pool: &TenantPool, slug: &str) -> Org {
         Ok::<_, tenancy::Error>(())
     })
     .await
-    .expect("seed organization");
+    .expect("seed project");
     org
 }
 

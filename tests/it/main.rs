@@ -10,4 +10,5 @@ mod leaks;
 mod membership;
 mod migrations;
 mod round_trips;
+mod trust;
 mod webhook;

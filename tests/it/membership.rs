@@ -253,38 +253,3 @@ fn with_rls_futures_are_send_for_web_frameworks() {
     let fut = handler(pool, ctx);
     assert_send(&fut);
 }
-
-#[tokio::test]
-async fn policies_see_the_database_role_not_a_claimed_one() {
-    let w = world(As::App).await;
-    let role_seen = async |ctx: &tenancy::OrgContext| -> Option<String> {
-        w.pool
-            .with_rls_read(ctx, async |tx| {
-                Ok::<_, Error>(
-                    sqlx::query_scalar("SELECT tenancy_current_org_role()")
-                        .fetch_one(tx)
-                        .await?,
-                )
-            })
-            .await
-            .unwrap()
-    };
-    // A member whose session claims "owner": policies still see "member".
-    let claimed =
-        tenancy::OrgContext::from_verified_session(w.a.id, w.a.member.clone(), Role::Owner);
-    assert_eq!(role_seen(&claimed).await.as_deref(), Some("member"));
-    assert_eq!(
-        role_seen(&w.a.ctx(Role::Admin)).await.as_deref(),
-        Some("admin")
-    );
-    // No membership, or a membership elsewhere: NULL (fail closed).
-    let stranger = tenancy::OrgContext::from_verified_session(
-        w.a.id,
-        UserId::new("user_x").unwrap(),
-        Role::Owner,
-    );
-    assert_eq!(role_seen(&stranger).await, None);
-    let elsewhere =
-        tenancy::OrgContext::from_verified_session(w.a.id, w.b.owner.clone(), Role::Owner);
-    assert_eq!(role_seen(&elsewhere).await, None);
-}

@@ -1,0 +1,378 @@
+-- tenancy trust: the database decides who may act, with which role, and nothing a unit of work
+-- leaves on its session carries a context into the next one.
+--
+-- - Every unit enters through a tenancy_enter* function, in the BEGIN round trip: it checks
+--   that the session is clean, that the user is a member of a live organization with at least
+--   the claimed role, and sets the context transaction-locally.
+-- - The context is bound to its transaction (app.current_unit = transaction_timestamp()): a
+--   value left at session level by `set_config(..., false)` is void in every later transaction.
+-- - Roles are enforced by policies: members need admin, owners need an owner, the last owner
+--   stays; organizations need admin to update and an owner to delete.
+-- - Service units (webhook sync, background jobs) run as members of the NOLOGIN role
+--   `tenancy_service`, through their own policies; the webhook bookkeeping tables are theirs
+--   alone.
+-- - Every function pins its name resolution (schema, pg_catalog, pg_temp last).
+--
+-- Needs the role `tenancy_service` (create it once per cluster, as a role with CREATEROLE):
+--     CREATE ROLE tenancy_service NOLOGIN;
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'tenancy_service') THEN
+        RAISE EXCEPTION 'tenancy: the role tenancy_service does not exist'
+            USING HINT = 'As a role with CREATEROLE: CREATE ROLE tenancy_service NOLOGIN; '
+                         'then GRANT tenancy_service TO <the login your webhook sync and jobs use>.';
+    END IF;
+END
+$$;
+
+-- Functions created below capture this search_path (SET search_path FROM CURRENT): the schema
+-- the migrations run in, pg_catalog, and pg_temp last, so a temporary table can never shadow a
+-- table they read. Session-level on purpose: `psql -f` runs each statement in its own
+-- transaction.
+SELECT pg_catalog.set_config('search_path',
+    pg_catalog.format('%I, pg_catalog, pg_temp', pg_catalog.current_schema()), false);
+
+-- ---------------------------------------------------------------------------------------------
+-- The context, as policies read it. Inlinable SQL, called as `(SELECT f())` so each is one
+-- InitPlan per statement. Each value counts only inside the transaction that set it.
+
+CREATE OR REPLACE FUNCTION tenancy_current_unit_is_live() RETURNS boolean
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$ SELECT pg_catalog.current_setting('app.current_unit', true)
+                 = pg_catalog.transaction_timestamp()::text $$;
+
+CREATE OR REPLACE FUNCTION tenancy_current_org_id() RETURNS uuid
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$ SELECT CASE WHEN pg_catalog.current_setting('app.current_unit', true)
+                           = pg_catalog.transaction_timestamp()::text
+                      THEN NULLIF(pg_catalog.current_setting('app.current_org_id', true), '')::uuid
+                 END $$;
+
+CREATE OR REPLACE FUNCTION tenancy_current_user_id() RETURNS text
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$ SELECT CASE WHEN pg_catalog.current_setting('app.current_unit', true)
+                           = pg_catalog.transaction_timestamp()::text
+                      THEN NULLIF(pg_catalog.current_setting('app.current_user_id', true), '')
+                 END $$;
+
+-- The role the unit acts with: checked against the membership by tenancy_enter, never more
+-- than the membership holds (and never more than the application claimed). NULL without a
+-- member unit; 'service' in a service unit. Cheap: one setting read, no table lookup.
+DROP FUNCTION tenancy_current_org_role();
+CREATE FUNCTION tenancy_current_org_role() RETURNS text
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$ SELECT CASE WHEN pg_catalog.current_setting('app.current_unit', true)
+                           = pg_catalog.transaction_timestamp()::text
+                      THEN NULLIF(pg_catalog.current_setting('app.current_org_role', true), '')
+                 END $$;
+
+CREATE FUNCTION tenancy_role_rank(role text) RETURNS int
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT CASE role WHEN 'owner' THEN 3 WHEN 'admin' THEN 2 WHEN 'member' THEN 1 END $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Entering a unit. Raised SQLSTATEs:
+--   TNC01 not a member of a live organization     TNC02 role below the required role
+--   TNC04 organization already exists (bootstrap)  TNC05 session not clean: close the connection
+--   TNC06 wrong entry for this database's mode     TNC07 not a service role
+
+-- A member unit: `member` must be a member of the live organization `org` with at least
+-- `required`. The unit then acts as `required` when `act_as_required` (an OrgContext's role:
+-- never more than the application claimed), else as the membership's role (with_member).
+--
+-- First, what a unit may not find on its session: a changed role or search path, temporary
+-- objects (which shadow unqualified table names), SQL-level prepared statements (which can
+-- replace a driver's cached statement). TNC05; the pool closes such a connection.
+--
+-- This runs once per unit, so it is kept cheap: names are schema-qualified when the function
+-- is created (no SET clause to save and restore), and one index lookup of the membership
+-- suffices because a deleted organization keeps no memberships (tenancy_forget_members).
+DO $do$
+BEGIN
+EXECUTE pg_catalog.format($fn$
+CREATE FUNCTION tenancy_enter(org uuid, member text, required text, act_as_required boolean,
+                              search_path_now text, search_path_expected text)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    AS $body$
+DECLARE
+    found_role text;
+    ignored    text;
+BEGIN
+    IF current_user <> session_user
+       OR search_path_now IS DISTINCT FROM search_path_expected
+       OR pg_catalog.pg_my_temp_schema() <> 0
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_statements WHERE from_sql) THEN
+        RAISE EXCEPTION 'tenancy: session not clean (role, search_path, temporary objects or prepared statements)'
+            USING ERRCODE = 'TNC05';
+    END IF;
+    ignored := pg_catalog.set_config('app.current_unit', pg_catalog.transaction_timestamp()::text, true);
+    ignored := pg_catalog.set_config('app.current_org_id', org::text, true);
+    ignored := pg_catalog.set_config('app.current_user_id', member, true);
+    ignored := pg_catalog.set_config('app.current_org_role', '', true);
+    SELECT m.role INTO found_role FROM %1$I.organization_members m
+     WHERE m.organization_id = org AND m.user_id = member;
+    IF found_role IS NULL THEN
+        RAISE EXCEPTION 'tenancy: not a member of this organization' USING ERRCODE = 'TNC01';
+    END IF;
+    IF %1$I.tenancy_role_rank(found_role) < %1$I.tenancy_role_rank(required) THEN
+        RAISE EXCEPTION 'tenancy: role below the required role'
+            USING ERRCODE = 'TNC02', DETAIL = found_role;
+    END IF;
+    IF %1$I.tenancy_role_rank(required) IS NULL THEN
+        RAISE EXCEPTION 'tenancy: unknown role %%', required USING ERRCODE = '22023';
+    END IF;
+    ignored := pg_catalog.set_config('app.current_org_role',
+                                     CASE WHEN act_as_required THEN required ELSE found_role END, true);
+END
+$body$
+$fn$, pg_catalog.current_schema());
+END
+$do$;
+
+-- The session check alone, for the other entries (switcher, bootstrap, service).
+CREATE FUNCTION tenancy_assert_clean_session(search_path_now text, search_path_expected text)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path FROM CURRENT
+    AS $$
+BEGIN
+    IF current_user <> session_user
+       OR search_path_now IS DISTINCT FROM search_path_expected
+       OR pg_catalog.pg_my_temp_schema() <> 0
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_statements WHERE from_sql) THEN
+        RAISE EXCEPTION 'tenancy: session not clean (role, search_path, temporary objects or prepared statements)'
+            USING ERRCODE = 'TNC05';
+    END IF;
+END
+$$;
+
+-- A user unit without an organization (the organization switcher): only the user is set, so
+-- only the switcher policies apply.
+CREATE FUNCTION tenancy_enter_user(member text, search_path_now text, search_path_expected text)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path FROM CURRENT
+    AS $$
+DECLARE
+    ignored text;
+BEGIN
+    PERFORM tenancy_assert_clean_session(search_path_now, search_path_expected);
+    ignored := pg_catalog.set_config('app.current_unit', pg_catalog.transaction_timestamp()::text, true);
+    ignored := pg_catalog.set_config('app.current_org_id', '', true);
+    ignored := pg_catalog.set_config('app.current_user_id', member, true);
+    ignored := pg_catalog.set_config('app.current_org_role', '', true);
+END
+$$;
+
+-- Organization bootstrap (TenantPool::create_organization): `member` creates `org` and
+-- becomes its owner. Refused (TNC04) when an organization with that id exists or existed.
+CREATE FUNCTION tenancy_enter_new_organization(org uuid, member text, search_path_now text,
+                                               search_path_expected text)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path FROM CURRENT
+    AS $$
+DECLARE
+    ignored text;
+BEGIN
+    PERFORM tenancy_assert_clean_session(search_path_now, search_path_expected);
+    ignored := pg_catalog.set_config('app.current_unit', pg_catalog.transaction_timestamp()::text, true);
+    ignored := pg_catalog.set_config('app.current_org_id', org::text, true);
+    ignored := pg_catalog.set_config('app.current_user_id', member, true);
+    ignored := pg_catalog.set_config('app.current_org_role', '', true);
+    IF EXISTS (SELECT 1 FROM organizations WHERE id = org) THEN
+        RAISE EXCEPTION 'tenancy: organization exists' USING ERRCODE = 'TNC04';
+    END IF;
+    ignored := pg_catalog.set_config('app.current_org_role', 'owner', true);
+END
+$$;
+
+-- A service unit: only a member of `tenancy_service` may enter. With an organization, the
+-- service policies admit that organization's rows; without one (NULL), only the cross-
+-- organization maintenance policies apply (pruning webhook deliveries).
+CREATE FUNCTION tenancy_enter_service(org uuid, search_path_now text, search_path_expected text)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path FROM CURRENT
+    AS $$
+DECLARE
+    ignored text;
+BEGIN
+    IF NOT pg_catalog.pg_has_role(current_user, 'tenancy_service', 'USAGE') THEN
+        RAISE EXCEPTION 'tenancy: % is not a member of tenancy_service', current_user
+            USING ERRCODE = 'TNC07';
+    END IF;
+    PERFORM tenancy_assert_clean_session(search_path_now, search_path_expected);
+    ignored := pg_catalog.set_config('app.current_unit', pg_catalog.transaction_timestamp()::text, true);
+    ignored := pg_catalog.set_config('app.current_org_id', coalesce(org::text, ''), true);
+    ignored := pg_catalog.set_config('app.current_user_id', '', true);
+    ignored := pg_catalog.set_config('app.current_org_role', 'service', true);
+END
+$$;
+
+-- Membership lookup for TenantPool::authorize (one autocommit round trip). It sets the
+-- context for its own lookup and restores the previous values before returning.
+CREATE OR REPLACE FUNCTION tenancy_member_role(org uuid, member text) RETURNS text
+    LANGUAGE plpgsql VOLATILE
+    SET search_path FROM CURRENT
+    AS $$
+DECLARE
+    found_role text;
+    prev_unit  text := coalesce(pg_catalog.current_setting('app.current_unit', true), '');
+    prev_org   text := coalesce(pg_catalog.current_setting('app.current_org_id', true), '');
+    prev_user  text := coalesce(pg_catalog.current_setting('app.current_user_id', true), '');
+    ignored    text;
+BEGIN
+    ignored := pg_catalog.set_config('app.current_unit', pg_catalog.transaction_timestamp()::text, true);
+    ignored := pg_catalog.set_config('app.current_org_id', org::text, true);
+    ignored := pg_catalog.set_config('app.current_user_id', member, true);
+    SELECT m.role INTO found_role FROM organization_members m
+     WHERE m.organization_id = org AND m.user_id = member;
+    ignored := pg_catalog.set_config('app.current_unit', prev_unit, true);
+    ignored := pg_catalog.set_config('app.current_org_id', prev_org, true);
+    ignored := pg_catalog.set_config('app.current_user_id', prev_user, true);
+    RETURN found_role;
+END
+$$;
+
+DROP FUNCTION tenancy_require_member(text);
+
+-- ---------------------------------------------------------------------------------------------
+-- Policies with roles. The tenant predicate stays the bare indexed column against the
+-- per-statement constant; role conditions are per-statement constants too.
+
+DROP POLICY tenant_isolation ON organizations;
+DROP POLICY tenant_isolation ON organization_members;
+
+CREATE POLICY tenant_read ON organizations FOR SELECT
+    USING (id = (SELECT tenancy_current_org_id()));
+-- Bootstrap: only the unit tenancy_enter_new_organization opened acts as owner of an
+-- organization that has no row yet.
+CREATE POLICY owner_insert ON organizations FOR INSERT
+    WITH CHECK (id = (SELECT tenancy_current_org_id())
+                AND (SELECT tenancy_current_org_role()) = 'owner');
+-- Admins update; only an owner may mark the organization deleted.
+CREATE POLICY admin_update ON organizations FOR UPDATE
+    USING      (id = (SELECT tenancy_current_org_id())
+                AND (SELECT tenancy_current_org_role()) IN ('admin', 'owner'))
+    WITH CHECK (id = (SELECT tenancy_current_org_id())
+                AND (SELECT tenancy_current_org_role()) IN ('admin', 'owner')
+                AND (deleted_at IS NULL OR (SELECT tenancy_current_org_role()) = 'owner'));
+CREATE POLICY owner_delete ON organizations FOR DELETE
+    USING (id = (SELECT tenancy_current_org_id())
+           AND (SELECT tenancy_current_org_role()) = 'owner');
+
+CREATE POLICY tenant_read ON organization_members FOR SELECT
+    USING (organization_id = (SELECT tenancy_current_org_id()));
+-- Admins add members and admins; only an owner grants, changes or removes an owner.
+CREATE POLICY admin_insert ON organization_members FOR INSERT
+    WITH CHECK (organization_id = (SELECT tenancy_current_org_id())
+                AND (SELECT tenancy_current_org_role()) IN ('admin', 'owner')
+                AND (role <> 'owner' OR (SELECT tenancy_current_org_role()) = 'owner'));
+CREATE POLICY admin_update ON organization_members FOR UPDATE
+    USING      (organization_id = (SELECT tenancy_current_org_id())
+                AND (SELECT tenancy_current_org_role()) IN ('admin', 'owner')
+                AND (role <> 'owner' OR (SELECT tenancy_current_org_role()) = 'owner'))
+    WITH CHECK (organization_id = (SELECT tenancy_current_org_id())
+                AND (SELECT tenancy_current_org_role()) IN ('admin', 'owner')
+                AND (role <> 'owner' OR (SELECT tenancy_current_org_role()) = 'owner'));
+-- Admins remove members (an owner removes owners); anyone may leave.
+CREATE POLICY admin_delete_or_leave ON organization_members FOR DELETE
+    USING (organization_id = (SELECT tenancy_current_org_id())
+           AND (((SELECT tenancy_current_org_role()) IN ('admin', 'owner')
+                 AND (role <> 'owner' OR (SELECT tenancy_current_org_role()) = 'owner'))
+                OR user_id = (SELECT tenancy_current_user_id())));
+
+-- A deleted organization keeps no memberships, so "member of a live organization" is one index
+-- lookup. Marking an organization deleted (an owner's UPDATE, or the sync) removes them; the
+-- sync already did, and the policies let only an owner mark it.
+CREATE FUNCTION tenancy_forget_members() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+    AS $$
+BEGIN
+    DELETE FROM organization_members WHERE organization_id = NEW.id;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER tenancy_forget_members
+    AFTER UPDATE OF deleted_at ON organizations
+    FOR EACH ROW WHEN (OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL)
+    EXECUTE FUNCTION tenancy_forget_members();
+-- Memberships of organizations deleted before this migration: the owner, with FORCE lifted for
+-- this one statement inside the migration's transaction.
+ALTER TABLE organization_members NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE organizations NO FORCE ROW LEVEL SECURITY;
+DELETE FROM organization_members m USING organizations o
+ WHERE o.id = m.organization_id AND o.deleted_at IS NOT NULL;
+ALTER TABLE organization_members FORCE ROW LEVEL SECURITY;
+ALTER TABLE organizations FORCE ROW LEVEL SECURITY;
+
+-- The last owner of a live organization cannot leave or be demoted. Row locks on the remaining
+-- owners serialize concurrent demotions (one of two racing transactions fails). Service units
+-- (the identity provider is the source of truth) and organizations being deleted are exempt.
+CREATE FUNCTION tenancy_keep_an_owner() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+    AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.role = 'owner' AND NEW.organization_id = OLD.organization_id THEN
+        RETURN NULL;
+    END IF;
+    IF pg_catalog.pg_has_role(current_user, 'tenancy_service', 'USAGE') THEN
+        RETURN NULL;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM organizations
+                    WHERE id = OLD.organization_id AND deleted_at IS NULL) THEN
+        RETURN NULL;
+    END IF;
+    PERFORM 1 FROM organization_members
+      WHERE organization_id = OLD.organization_id AND role = 'owner'
+      FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenancy: an organization keeps at least one owner' USING ERRCODE = 'TNC03';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER tenancy_keep_an_owner
+    AFTER UPDATE OR DELETE ON organization_members
+    FOR EACH ROW WHEN (OLD.role = 'owner')
+    EXECUTE FUNCTION tenancy_keep_an_owner();
+
+-- ---------------------------------------------------------------------------------------------
+-- Service policies: a service unit acts inside the organization it entered, on every table the
+-- sync writes. Permissive, so they add to the member policies for members of tenancy_service.
+
+CREATE POLICY service_unit ON organizations TO tenancy_service
+    USING      (id = (SELECT tenancy_current_org_id()) AND (SELECT tenancy_current_org_role()) = 'service')
+    WITH CHECK (id = (SELECT tenancy_current_org_id()) AND (SELECT tenancy_current_org_role()) = 'service');
+CREATE POLICY service_unit ON organization_members TO tenancy_service
+    USING      (organization_id = (SELECT tenancy_current_org_id()) AND (SELECT tenancy_current_org_role()) = 'service')
+    WITH CHECK (organization_id = (SELECT tenancy_current_org_id()) AND (SELECT tenancy_current_org_role()) = 'service');
+
+-- The webhook bookkeeping belongs to service units alone: no policy admits anyone else.
+DROP POLICY tenant_isolation ON membership_tombstones;
+DROP POLICY tenant_isolation ON webhook_deliveries;
+DROP POLICY prune_expired ON webhook_deliveries;
+DROP FUNCTION tenancy_webhook_prune_before();
+
+CREATE POLICY service_unit ON membership_tombstones TO tenancy_service
+    USING      (organization_id = (SELECT tenancy_current_org_id()) AND (SELECT tenancy_current_org_role()) = 'service')
+    WITH CHECK (organization_id = (SELECT tenancy_current_org_id()) AND (SELECT tenancy_current_org_role()) = 'service');
+CREATE POLICY service_unit ON webhook_deliveries TO tenancy_service
+    USING      (organization_id = (SELECT tenancy_current_org_id()) AND (SELECT tenancy_current_org_role()) = 'service')
+    WITH CHECK (organization_id = (SELECT tenancy_current_org_id()) AND (SELECT tenancy_current_org_role()) = 'service');
+-- Pruning old delivery records, across organizations: a service unit entered without an
+-- organization may read and delete them, nothing else.
+CREATE POLICY service_prune_read ON webhook_deliveries FOR SELECT TO tenancy_service
+    USING ((SELECT tenancy_current_org_id()) IS NULL AND (SELECT tenancy_current_org_role()) = 'service');
+CREATE POLICY service_prune_delete ON webhook_deliveries FOR DELETE TO tenancy_service
+    USING ((SELECT tenancy_current_org_id()) IS NULL AND (SELECT tenancy_current_org_role()) = 'service');
+
+-- Nothing in this schema is meant for PUBLIC to execute beyond what the roles need; entering
+-- functions check their callers themselves.

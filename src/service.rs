@@ -1,0 +1,116 @@
+//! [`ServicePool`]: units of work that act without a member (the webhook sync, background
+//! jobs), through a database role of their own.
+
+use std::fmt;
+
+use sqlx::{PgConnection, PgPool};
+
+use crate::error::{Error, Result};
+use crate::ids::OrgId;
+use crate::pool::{Access, Entry, TenantTransaction, Units};
+
+/// A pool for **service units**: work no member asks for, such as applying an identity
+/// provider's webhooks or a background job, inside one organization at a time.
+///
+/// It connects as a login that is a member of the NOLOGIN role `tenancy_service` (the README's
+/// set-up creates both). The database admits a service unit only for such a role
+/// (`tenancy_enter_service`), and the service policies apply only to it, so request code that
+/// connects as the application role cannot reach this path, not even with raw SQL. Neither
+/// superuser nor `BYPASSRLS` is needed, and both are refused.
+///
+/// ```no_run
+/// # async fn demo() -> tenancy::Result<()> {
+/// use tenancy::{OrgId, ServicePool};
+/// let service = ServicePool::connect("postgres://tenancy_sync@localhost/app").await?;
+/// let org = OrgId::from_external_id("org_2g7np7Hrk0SN6kj5EDMLDaKNL0S");
+/// let n: i64 = service
+///     .with_org(org, async |tx| {
+///         Ok::<_, tenancy::Error>(sqlx::query_scalar("SELECT count(*) FROM projects").fetch_one(tx).await?)
+///     })
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ServicePool {
+    units: Units,
+}
+
+impl fmt::Debug for ServicePool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServicePool")
+            .field("size", &self.units.pool.size())
+            .finish()
+    }
+}
+
+impl ServicePool {
+    /// Connects and checks the role (see [`ServicePool::new`]).
+    ///
+    /// # Errors
+    /// As [`ServicePool::new`], or a connection error.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let pool = PgPool::connect(url).await?;
+        Self::new(pool).await
+    }
+
+    /// Wraps a pool whose role is a member of `tenancy_service`.
+    ///
+    /// # Errors
+    /// [`Error::UnsafeDatabaseRole`] for a superuser or `BYPASSRLS` role,
+    /// [`Error::NotAServiceRole`] for a role outside `tenancy_service`,
+    /// [`Error::MissingSchema`] before the migrations.
+    pub async fn new(pool: PgPool) -> Result<Self> {
+        let (role, member): (String, bool) = sqlx::query_as(
+            "SELECT current_user::text, \
+                    EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'tenancy_service') \
+                    AND pg_catalog.pg_has_role(current_user, 'tenancy_service', 'USAGE')",
+        )
+        .fetch_one(&pool)
+        .await?;
+        if !member {
+            return Err(Error::NotAServiceRole { role });
+        }
+        Ok(ServicePool {
+            units: Units::inspect(pool).await?,
+        })
+    }
+
+    /// The underlying pool (no context: the policies give it no tenant rows).
+    pub fn pool(&self) -> &PgPool {
+        &self.units.pool
+    }
+
+    /// Runs `f` in a read-write service unit inside `org`; commits on `Ok`, rolls back on `Err`,
+    /// panic or a dropped future. Round trips as [`TenantPool::with_rls`](crate::TenantPool::with_rls).
+    ///
+    /// # Errors
+    /// Whatever `f` returns, or a database error.
+    pub async fn with_org<T, E, F>(&self, org: OrgId, f: F) -> Result<T, E>
+    where
+        F: AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
+        E: From<Error>,
+    {
+        let mut tx = self.begin_org(org).await?;
+        let value = f(&mut tx).await?;
+        tx.commit().await?;
+        Ok(value)
+    }
+
+    /// Starts a read-write service unit inside `org`, for flows that do not fit a closure.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn begin_org(&self, org: OrgId) -> Result<TenantTransaction> {
+        self.units
+            .start(Access::ReadWrite, Entry::Service { org: Some(org) })
+            .await
+    }
+
+    /// A service unit in no organization: only the cross-organization maintenance policies
+    /// (pruning webhook deliveries) admit anything in it.
+    pub(crate) async fn begin_maintenance(&self) -> Result<TenantTransaction> {
+        self.units
+            .start(Access::ReadWrite, Entry::Service { org: None })
+            .await
+    }
+}
