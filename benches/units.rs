@@ -219,7 +219,7 @@ async fn run(unit: Case, p: &Pools, ctx: &OrgContext, id: Uuid) -> String {
         Case::SeedPattern => seed_pattern(p, ctx, id).await,
         Case::ContextWithoutRls => {
             let batch = format!(
-                "BEGIN; SELECT tenancy_enter('{}', '{}', '{}', true, \
+                "BEGIN; CALL tenancy_enter('{}', '{}', '{}', true, \
                  pg_catalog.current_setting('search_path'), pg_catalog.current_setting('search_path'))",
                 ctx.org_id(),
                 ctx.user_id(),
@@ -582,14 +582,28 @@ fn main() {
     let f = rt.block_on(fixture());
 
     // 1. Round trips, counted at a proxy.
-    for (unit, n) in round_trips(&f, server) {
-        support::report(&format!("round_trips.{}", unit.name()), n);
+    if support::section("round_trips") {
+        for (unit, n) in round_trips(&f, server) {
+            support::report(&format!("round_trips.{}", unit.name()), n);
+        }
     }
+    if support::section("latency") {
+        latency_section(&mut c, &rt, &f, server);
+    }
+    if support::section("concurrent") {
+        concurrent_section(&rt, &f, server);
+    }
+    if support::section("policy") {
+        policy_section(&mut c, &rt, server);
+    }
+    c.final_summary();
+}
 
+fn latency_section(c: &mut criterion::Criterion, rt: &Runtime, f: &Fixture, server: SocketAddr) {
     // 1. Latency: loopback, and 1 ms round-trip time through the latency proxy.
     let proxy = TcpProxy::start(server, Duration::from_micros(500)).unwrap();
-    latency(&mut c, &rt, &f, "loopback", server);
-    latency(&mut c, &rt, &f, "rtt1ms", proxy.addr());
+    latency(c, rt, f, "loopback", server);
+    latency(c, rt, f, "rtt1ms", proxy.addr());
     let m = |label: &str, unit: Case| support::median_all(&interleaved(label, unit));
     for label in ["loopback", "rtt1ms"] {
         for unit in UNITS {
@@ -649,9 +663,11 @@ fn main() {
     ] {
         support::report_ratio(name, m(label, ours) / m(label, theirs));
     }
+}
 
+fn concurrent_section(rt: &Runtime, f: &Fixture, server: SocketAddr) {
     // 2. Concurrency: 64 tasks on a pool of 16, alternating runs, median of each.
-    let p16 = rt.block_on(pools(&f, server, 16));
+    let p16 = rt.block_on(pools(f, server, 16));
     let window = if support::fast() {
         Duration::from_millis(500)
     } else {
@@ -660,9 +676,9 @@ fn main() {
     let rounds = if support::fast() { 1 } else { 5 };
     let (mut ours, mut plain, mut context) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
-        plain.push(throughput(&rt, &p16, &f, Case::PlainTx, window));
-        context.push(throughput(&rt, &p16, &f, Case::ContextWithoutRls, window));
-        ours.push(throughput(&rt, &p16, &f, Case::WriteUnit, window));
+        plain.push(throughput(rt, &p16, f, Case::PlainTx, window));
+        context.push(throughput(rt, &p16, f, Case::ContextWithoutRls, window));
+        ours.push(throughput(rt, &p16, f, Case::WriteUnit, window));
     }
     let ours = support::median_of(&mut ours);
     let plain = support::median_of(&mut plain);
@@ -683,7 +699,9 @@ fn main() {
         "ratio.concurrent.write_unit_vs_context_without_rls",
         ours / context,
     );
+}
 
+fn policy_section(c: &mut criterion::Criterion, rt: &Runtime, server: SocketAddr) {
     // 3. Policy cost.
     let (orgs, per_org) = if support::fast() {
         (1000, 50)
@@ -700,7 +718,7 @@ fn main() {
     ] {
         let key = format!("policy/{name}");
         group.bench_function(name, |b| {
-            b.to_async(&rt).iter_custom(|iters| {
+            b.to_async(rt).iter_custom(|iters| {
                 let (p, orgs, user, key) = (
                     pf.pools.clone(),
                     pf.orgs.clone(),
@@ -758,5 +776,4 @@ fn main() {
         "ratio.policy.seed_policy_vs_rls",
         pm("seed_policy") / pm("rls"),
     );
-    c.final_summary();
 }

@@ -67,12 +67,23 @@ CREATE FUNCTION tenancy_current_org_role() RETURNS text
                       THEN NULLIF(pg_catalog.current_setting('app.current_org_role', true), '')
                  END $$;
 
+-- The user, only while no organization is chosen (the switcher policies): one InitPlan where
+-- `tenancy_current_org_id() IS NULL AND user_id = tenancy_current_user_id()` needs two.
+CREATE FUNCTION tenancy_switcher_user_id() RETURNS text
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$ SELECT CASE WHEN pg_catalog.current_setting('app.current_unit', true)
+                           = pg_catalog.transaction_timestamp()::text
+                       AND NULLIF(pg_catalog.current_setting('app.current_org_id', true), '') IS NULL
+                      THEN NULLIF(pg_catalog.current_setting('app.current_user_id', true), '')
+                 END $$;
+
 CREATE FUNCTION tenancy_role_rank(role text) RETURNS int
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$ SELECT CASE role WHEN 'owner' THEN 3 WHEN 'admin' THEN 2 WHEN 'member' THEN 1 END $$;
 
 -- ---------------------------------------------------------------------------------------------
--- Entering a unit. Raised SQLSTATEs:
+-- Entering a unit: procedures, called as `BEGIN; CALL tenancy_enter(...)` in one round trip
+-- (a CALL skips the planner and the row description a SELECT would cost). Raised SQLSTATEs:
 --   TNC01 not a member of a live organization     TNC02 role below the required role
 --   TNC04 organization already exists (bootstrap)  TNC05 session not clean: close the connection
 --   TNC06 wrong entry for this database's mode     TNC07 not a service role
@@ -91,10 +102,9 @@ CREATE FUNCTION tenancy_role_rank(role text) RETURNS int
 DO $do$
 BEGIN
 EXECUTE pg_catalog.format($fn$
-CREATE FUNCTION tenancy_enter(org uuid, member text, required text, act_as_required boolean,
-                              search_path_now text, search_path_expected text)
-    RETURNS void
-    LANGUAGE plpgsql VOLATILE
+CREATE PROCEDURE tenancy_enter(org uuid, member text, required text, act_as_required boolean,
+                               search_path_now text, search_path_expected text)
+    LANGUAGE plpgsql
     AS $body$
 DECLARE
     found_role text;
@@ -110,7 +120,6 @@ BEGIN
     ignored := pg_catalog.set_config('app.current_unit', pg_catalog.transaction_timestamp()::text, true);
     ignored := pg_catalog.set_config('app.current_org_id', org::text, true);
     ignored := pg_catalog.set_config('app.current_user_id', member, true);
-    ignored := pg_catalog.set_config('app.current_org_role', '', true);
     SELECT m.role INTO found_role FROM %1$I.organization_members m
      WHERE m.organization_id = org AND m.user_id = member;
     IF found_role IS NULL THEN
@@ -150,9 +159,8 @@ $$;
 
 -- A user unit without an organization (the organization switcher): only the user is set, so
 -- only the switcher policies apply.
-CREATE FUNCTION tenancy_enter_user(member text, search_path_now text, search_path_expected text)
-    RETURNS void
-    LANGUAGE plpgsql VOLATILE
+CREATE PROCEDURE tenancy_enter_user(member text, search_path_now text, search_path_expected text)
+    LANGUAGE plpgsql
     SET search_path FROM CURRENT
     AS $$
 DECLARE
@@ -168,10 +176,9 @@ $$;
 
 -- Organization bootstrap (TenantPool::create_organization): `member` creates `org` and
 -- becomes its owner. Refused (TNC04) when an organization with that id exists or existed.
-CREATE FUNCTION tenancy_enter_new_organization(org uuid, member text, search_path_now text,
+CREATE PROCEDURE tenancy_enter_new_organization(org uuid, member text, search_path_now text,
                                                search_path_expected text)
-    RETURNS void
-    LANGUAGE plpgsql VOLATILE
+    LANGUAGE plpgsql
     SET search_path FROM CURRENT
     AS $$
 DECLARE
@@ -192,9 +199,8 @@ $$;
 -- A service unit: only a member of `tenancy_service` may enter. With an organization, the
 -- service policies admit that organization's rows; without one (NULL), only the cross-
 -- organization maintenance policies apply (pruning webhook deliveries).
-CREATE FUNCTION tenancy_enter_service(org uuid, search_path_now text, search_path_expected text)
-    RETURNS void
-    LANGUAGE plpgsql VOLATILE
+CREATE PROCEDURE tenancy_enter_service(org uuid, search_path_now text, search_path_expected text)
+    LANGUAGE plpgsql
     SET search_path FROM CURRENT
     AS $$
 DECLARE
@@ -245,6 +251,16 @@ DROP FUNCTION tenancy_require_member(text);
 
 DROP POLICY tenant_isolation ON organizations;
 DROP POLICY tenant_isolation ON organization_members;
+DROP POLICY own_memberships ON organization_members;
+DROP POLICY own_organizations ON organizations;
+
+-- Organization switcher: with a user set and no organization chosen, the user's own
+-- memberships and their organizations. SELECT only; never applies inside an organization.
+CREATE POLICY own_memberships ON organization_members FOR SELECT
+    USING (user_id = (SELECT tenancy_switcher_user_id()));
+CREATE POLICY own_organizations ON organizations FOR SELECT
+    USING (id IN (SELECT m.organization_id FROM organization_members m
+                   WHERE m.user_id = (SELECT tenancy_switcher_user_id())));
 
 CREATE POLICY tenant_read ON organizations FOR SELECT
     USING (id = (SELECT tenancy_current_org_id()));

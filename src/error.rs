@@ -68,6 +68,31 @@ pub enum Error {
         role: String,
     },
 
+    /// A hardened-mode context key shorter than
+    /// [`ContextKey::MIN_LEN`](crate::ContextKey::MIN_LEN) bytes.
+    #[error("a context key needs at least 32 bytes")]
+    InvalidContextKey,
+
+    /// The database is in hardened mode: serve it with [`TenantPool::hardened`](crate::TenantPool::hardened).
+    #[error("the database is in hardened mode: connect with TenantPool::hardened")]
+    HardenedModeRequired,
+
+    /// [`TenantPool::hardened`](crate::TenantPool::hardened) on a database whose owner has not
+    /// run `tenancy_enable_hardened_mode`.
+    #[error("hardened mode is not enabled in the database")]
+    HardenedModeOff,
+
+    /// Hardened mode needs `track_activities = off` for the connecting role, or other sessions
+    /// of the same role could read each unit's signed context in `pg_stat_activity`
+    /// (`ALTER ROLE <app> SET track_activities = off`, as a superuser).
+    #[error(
+        "track_activities is on for role {role:?}: signed contexts would show in pg_stat_activity"
+    )]
+    ContextVisible {
+        /// The role name reported by `current_user`.
+        role: String,
+    },
+
     /// A database error. [`Error::kind`] classifies it (RLS violation, unique violation, no
     /// row, ...).
     #[error("database error: {0}")]
@@ -140,7 +165,11 @@ impl Error {
             | Error::Migrate(_)
             | Error::MissingSchema
             | Error::UnsupportedSearchPath
-            | Error::NotAServiceRole { .. } => ErrorKind::Internal,
+            | Error::NotAServiceRole { .. }
+            | Error::InvalidContextKey
+            | Error::HardenedModeRequired
+            | Error::HardenedModeOff
+            | Error::ContextVisible { .. } => ErrorKind::Internal,
             Error::Database(e) => classify(e),
         }
     }

@@ -34,6 +34,7 @@
 pub mod clerk;
 mod context;
 mod error;
+mod hardened;
 mod ids;
 pub mod migrations;
 mod pool;
@@ -46,6 +47,7 @@ pub mod webhook;
 
 pub use context::OrgContext;
 pub use error::{Error, ErrorKind, Result};
+pub use hardened::ContextKey;
 pub use ids::{OrgId, UserId};
 pub use pool::{Membership, TenantPool, TenantTransaction};
 pub use role::Role;

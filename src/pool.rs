@@ -11,6 +11,7 @@ use sqlx_core::transaction::TransactionManager;
 
 use crate::context::OrgContext;
 use crate::error::{Error, Result, sqlstate};
+use crate::hardened::{ContextKey, Signer};
 use crate::ids::{OrgId, UserId};
 use crate::role::Role;
 
@@ -51,6 +52,8 @@ pub(crate) struct Units {
     /// The session `search_path` every unit must find, as a validated SQL literal (`NULL`
     /// when unknown).
     search_path_literal: Arc<str>,
+    /// Hardened mode: signs each request unit's context.
+    signer: Option<Signer>,
 }
 
 /// One of a user's memberships, as the organization switcher lists them.
@@ -94,10 +97,46 @@ impl TenantPool {
     /// It also reads, once, the schema of tenancy's functions (so that every unit names them
     /// schema-qualified) and the session's `search_path` (which every unit then checks is
     /// unchanged). [`Error::MissingSchema`] when the migrations have not been applied.
+    ///
+    /// # Errors
+    /// [`Error::UnsafeDatabaseRole`], [`Error::MissingSchema`], and
+    /// [`Error::HardenedModeRequired`] when the database is in hardened mode (unsigned units
+    /// would see nothing there).
     pub async fn new(pool: PgPool) -> Result<Self> {
-        Ok(TenantPool {
-            units: Units::inspect(pool).await?,
-        })
+        let units = Units::inspect(pool).await?;
+        if units.hardened_mode().await? {
+            return Err(Error::HardenedModeRequired);
+        }
+        Ok(TenantPool { units })
+    }
+
+    /// Wraps a pool for a database in **hardened mode**: every unit's context is signed with
+    /// `key` and sealed by the database, so SQL injected into a unit cannot switch it with
+    /// `set_config` or `SET LOCAL` (see `docs/security.md`). Contexts expire after 60 s.
+    ///
+    /// # Errors
+    /// As [`TenantPool::new`], and [`Error::HardenedModeOff`] when the owner has not enabled
+    /// hardened mode ([`ContextKey::enable_sql`]); [`Error::ContextVisible`] when the role's
+    /// `track_activities` is on, which would show each unit's signed context to other
+    /// sessions of the role.
+    pub async fn hardened(pool: PgPool, key: ContextKey) -> Result<Self> {
+        let mut units = Units::inspect(pool).await?;
+        if !units.hardened_mode().await? {
+            return Err(Error::HardenedModeOff);
+        }
+        let (role, tracked): (String, String) = sqlx::query_as(
+            "SELECT current_user::text, pg_catalog.current_setting('track_activities')",
+        )
+        .fetch_one(&units.pool)
+        .await?;
+        if tracked != "off" {
+            return Err(Error::ContextVisible { role });
+        }
+        units.signer = Some(Signer {
+            key,
+            ttl: std::time::Duration::from_secs(60),
+        });
+        Ok(TenantPool { units })
     }
 
     /// Wraps a pool **without** checking its role. Only for tools that deliberately connect as
@@ -109,6 +148,7 @@ impl TenantPool {
                 pool,
                 schema_prefix: Arc::from(""),
                 search_path_literal: Arc::from("NULL"),
+                signer: None,
             },
         }
     }
@@ -363,7 +403,17 @@ impl Units {
             search_path_literal: Arc::from(
                 sql_literal(&search_path).ok_or(Error::UnsupportedSearchPath)?,
             ),
+            signer: None,
         })
+    }
+
+    /// Whether the database is in hardened mode.
+    async fn hardened_mode(&self) -> Result<bool> {
+        // SAFETY (SQL): the prefix is a quoted identifier read from the catalog.
+        let sql = format!("SELECT {}tenancy_hardened_mode()", self.schema_prefix);
+        Ok(sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     pub(crate) async fn start(
@@ -428,6 +478,32 @@ impl Units {
             "pg_catalog.current_setting('search_path'), {}",
             self.search_path_literal
         );
+        if let (Some(signer), Some((kind, org, user, required, act))) =
+            (&self.signer, entry.signed_parts())
+        {
+            let expiry = signer.expiry();
+            let org = org.map(|o| o.to_string()).unwrap_or_default();
+            let required = required.map(Role::as_str).unwrap_or_default();
+            let signature = signer.key.sign(&format!(
+                "enter|{kind}|{org}|{}|{required}|{act}|{expiry}",
+                user.as_str()
+            ));
+            let org = if org.is_empty() {
+                "NULL".to_owned()
+            } else {
+                format!("'{org}'")
+            };
+            let required = if required.is_empty() {
+                "NULL".to_owned()
+            } else {
+                format!("'{required}'")
+            };
+            return format!(
+                "{begin}; CALL {schema}tenancy_enter_signed('{kind}', {org}, '{}', {required}, \
+                 {act}, {path}, {expiry}, '{signature}')",
+                user.as_str()
+            );
+        }
         let call = match entry {
             Entry::Member {
                 org,
@@ -451,7 +527,7 @@ impl Units {
                 None => format!("tenancy_enter_service(NULL, {path})"),
             },
         };
-        format!("{begin}; SELECT {schema}{call}")
+        format!("{begin}; CALL {schema}{call}")
     }
 }
 
@@ -489,6 +565,25 @@ impl<'a> Entry<'a> {
             Entry::Member { org, .. } | Entry::NewOrganization { org, .. } => Some(*org),
             Entry::User { .. } => None,
             Entry::Service { org } => *org,
+        }
+    }
+
+    /// For a signed entry: the kind, organization, user, required role and whether the unit
+    /// acts as it. `None` for service units (sealed by their database role instead).
+    #[allow(clippy::type_complexity)]
+    fn signed_parts(
+        &self,
+    ) -> Option<(&'static str, Option<OrgId>, &'a UserId, Option<Role>, bool)> {
+        match *self {
+            Entry::Member {
+                org,
+                user,
+                role,
+                act_as_claimed,
+            } => Some(("member", Some(org), user, Some(role), act_as_claimed)),
+            Entry::User { user } => Some(("user", None, user, None, false)),
+            Entry::NewOrganization { org, user } => Some(("new", Some(org), user, None, false)),
+            Entry::Service { .. } => None,
         }
     }
 
@@ -644,6 +739,7 @@ mod tests {
             pool,
             schema_prefix: Arc::from("\"public\"."),
             search_path_literal: Arc::from(sql_literal("\"$user\", public").unwrap()),
+            signer: None,
         }
     }
 
@@ -657,7 +753,7 @@ mod tests {
         assert_eq!(
             units.begin_sql(Access::ReadOnly, &Entry::for_context(&ctx)),
             format!(
-                "BEGIN READ ONLY; SELECT \"public\".tenancy_enter('{org}', 'user_1', 'admin', true, {path})"
+                "BEGIN READ ONLY; CALL \"public\".tenancy_enter('{org}', 'user_1', 'admin', true, {path})"
             )
         );
         let member = Entry::Member {
@@ -669,13 +765,13 @@ mod tests {
         assert_eq!(
             units.begin_sql(Access::ReadWrite, &member),
             format!(
-                "BEGIN; SELECT \"public\".tenancy_enter('{org}', 'user_1', 'owner', false, {path})"
+                "BEGIN; CALL \"public\".tenancy_enter('{org}', 'user_1', 'owner', false, {path})"
             )
         );
         let service = units.begin_sql(Access::ReadWrite, &Entry::Service { org: None });
         assert_eq!(
             service,
-            format!("BEGIN; SELECT \"public\".tenancy_enter_service(NULL, {path})")
+            format!("BEGIN; CALL \"public\".tenancy_enter_service(NULL, {path})")
         );
         // No session-level SET anywhere: the context is set by the function, transaction-locally.
         for sql in [

@@ -13,6 +13,15 @@ pub(crate) fn fast() -> bool {
     std::env::var("TENANCY_BENCH_FAST").is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
+/// `TENANCY_BENCH_ONLY=concurrent,policy` runs only the named sections (`round_trips`,
+/// `latency`, `concurrent`, `policy`); unset, all of them.
+pub(crate) fn section(name: &str) -> bool {
+    match std::env::var("TENANCY_BENCH_ONLY") {
+        Ok(only) if !only.is_empty() => only.split(',').any(|s| s.trim() == name),
+        _ => true,
+    }
+}
+
 /// Criterion with the run's settings.
 pub(crate) fn criterion() -> Criterion {
     let c = Criterion::default().without_plots();

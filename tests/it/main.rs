@@ -5,6 +5,7 @@
 
 mod clerk;
 mod common;
+mod hardened;
 mod isolation;
 mod leaks;
 mod membership;

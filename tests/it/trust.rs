@@ -127,9 +127,9 @@ async fn forged_context_without_the_defence() {
     let mut owner = owner_conn(&w.db).await;
     owner
         .execute(
-            "CREATE OR REPLACE FUNCTION tenancy_enter(org uuid, member text, required text, \
+            "CREATE OR REPLACE PROCEDURE tenancy_enter(org uuid, member text, required text, \
              act_as_required boolean, search_path_now text, search_path_expected text) \
-             RETURNS void LANGUAGE plpgsql AS $$ DECLARE i text; BEGIN \
+             LANGUAGE plpgsql AS $$ DECLARE i text; BEGIN \
              i := set_config('app.current_unit', transaction_timestamp()::text, true); \
              i := set_config('app.current_org_id', org::text, true); \
              i := set_config('app.current_user_id', member, true); \
@@ -742,7 +742,7 @@ async fn service_units_are_out_of_reach_of_request_code() {
         &w.pool,
         &w.a.ctx(Role::Owner),
         &format!(
-            "SELECT tenancy_enter_service('{}', current_setting('search_path'), current_setting('search_path'))",
+            "CALL tenancy_enter_service('{}', current_setting('search_path'), current_setting('search_path'))",
             w.b.id
         ),
     )
@@ -784,7 +784,7 @@ async fn bootstrap_only_creates_new_organizations() {
         &w.pool,
         &w.b.ctx(Role::Member),
         &format!(
-            "SELECT tenancy_enter_new_organization('{}', '{mallory}', \
+            "CALL tenancy_enter_new_organization('{}', '{mallory}', \
              current_setting('search_path'), current_setting('search_path'))",
             w.a.id
         ),
