@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 use tenancy::testing::{TcpProxy, TestCluster, TestDatabase};
-use tenancy::{Error, OrgContext, OrgId, Role, TenantPool, UserId};
+use tenancy::{ContextKey, Error, OrgContext, OrgId, Role, TenantPool, UserId};
 use tokio::runtime::Runtime;
 use uuid::Uuid;
 
@@ -38,6 +38,8 @@ struct Fixture {
     bypass_role: (String, String),
     ctx: OrgContext,
     project: Uuid,
+    /// The same data in a second database in hardened mode, its key and its project id.
+    hardened: Option<(TestDatabase, ContextKey, Uuid)>,
 }
 
 #[derive(Clone)]
@@ -45,6 +47,8 @@ struct Pools {
     tenant: TenantPool,
     app: PgPool,
     bypass: PgPool,
+    /// A hardened pool on the hardened copy, and the project id there.
+    hardened: Option<(TenantPool, Uuid)>,
     /// The article's membership lookup runs on a connection of its own (as a bypassing role:
     /// the article's lookup ran without a tenant context), so that its pool's release ping,
     /// which runs concurrently and off the caller's path, does not enter the round-trip count.
@@ -67,7 +71,17 @@ async fn pools(f: &Fixture, addr: SocketAddr, max: u32) -> Pools {
         f.db.app_options_at(addr)
             .username(&f.bypass_role.0)
             .password(&f.bypass_role.1);
+    let hardened = match &f.hardened {
+        Some((db, key, project)) => Some((
+            TenantPool::hardened(pool(db.app_options_at(addr), max).await, key.clone())
+                .await
+                .unwrap(),
+            *project,
+        )),
+        None => None,
+    };
     Pools {
+        hardened,
         tenant: TenantPool::new(app.clone()).await.unwrap(),
         app,
         lookup: Arc::new(tokio::sync::Mutex::new(
@@ -101,6 +115,15 @@ async fn bypass_role(db: &TestDatabase) -> (String, String) {
 }
 
 async fn fixture() -> Fixture {
+    let mut f = unhardened_fixture().await;
+    let copy = unhardened_fixture().await;
+    let key = ContextKey::generate();
+    copy.db.harden(&key, 1).await.unwrap();
+    f.hardened = Some((copy.db, key, copy.project));
+    f
+}
+
+async fn unhardened_fixture() -> Fixture {
     let db = TestDatabase::create().await.unwrap();
     let tenant = db.app_pool(2).await.unwrap();
     let user = UserId::new("user_bench").unwrap();
@@ -143,6 +166,7 @@ async fn fixture() -> Fixture {
         bypass_role,
         ctx: ctx.unwrap(),
         project,
+        hardened: None,
     }
 }
 
@@ -161,9 +185,17 @@ enum Case {
     /// query and role, i.e. the context without RLS. Splits `write_unit`'s extra cost over
     /// `plain_tx` into the batch and the policy.
     ContextWithoutRls,
+    /// `read_unit` on the hardened copy: signed entry, sealed context.
+    HardenedRead,
+    /// `write_unit` on the hardened copy.
+    HardenedWrite,
+    /// A realistic unit: list 20 rows, insert one, update it (`with_rls`, no filters).
+    RealisticUnit,
+    /// The same work in a plain transaction of the bypassing role, filtered explicitly.
+    RealisticPlain,
 }
 
-const UNITS: [Case; 8] = [
+const UNITS: [Case; 12] = [
     Case::Autocommit,
     Case::PlainTx,
     Case::SeedPattern,
@@ -172,6 +204,10 @@ const UNITS: [Case; 8] = [
     Case::AuthorizedUnit,
     Case::SeedAuthorized,
     Case::ContextWithoutRls,
+    Case::HardenedRead,
+    Case::HardenedWrite,
+    Case::RealisticUnit,
+    Case::RealisticPlain,
 ];
 
 impl Case {
@@ -185,6 +221,10 @@ impl Case {
             Case::AuthorizedUnit => "authorized_unit",
             Case::SeedAuthorized => "seed_authorized",
             Case::ContextWithoutRls => "context_without_rls",
+            Case::HardenedRead => "hardened_read",
+            Case::HardenedWrite => "hardened_write",
+            Case::RealisticUnit => "realistic_unit",
+            Case::RealisticPlain => "realistic_plain_tx",
         }
     }
 }
@@ -226,6 +266,29 @@ async fn run(unit: Case, p: &Pools, ctx: &OrgContext, id: Uuid) -> String {
                 ctx.role(),
             );
             explicit_tx(p, Some(batch), org, id).await
+        }
+        Case::HardenedRead | Case::HardenedWrite => {
+            let (pool, id) = p.hardened.as_ref().expect("hardened pool");
+            if unit == Case::HardenedRead {
+                pool.with_rls_read(ctx, async |tx| point_query(tx, *id).await)
+                    .await
+                    .unwrap()
+            } else {
+                pool.with_rls(ctx, async |tx| point_query(tx, *id).await)
+                    .await
+                    .unwrap()
+            }
+        }
+        Case::RealisticUnit => p
+            .tenant
+            .with_rls(ctx, async |tx| realistic(tx, None).await)
+            .await
+            .unwrap(),
+        Case::RealisticPlain => {
+            let mut tx = p.bypass.begin().await.unwrap();
+            let name = realistic(&mut tx, Some(org)).await.unwrap();
+            tx.commit().await.unwrap();
+            name
         }
         Case::WriteUnit => p
             .tenant
@@ -275,6 +338,58 @@ async fn explicit_tx(p: &Pools, begin: Option<String>, org: Uuid, id: Uuid) -> S
         .unwrap();
     tx.commit().await.unwrap();
     name
+}
+
+/// The realistic unit's work: list 20 projects, insert one, rename it. `org` filters and
+/// supplies the organization explicitly (the plain transaction); `None` leaves both to the
+/// policy and the context (the tenancy unit).
+async fn realistic(tx: &mut PgConnection, org: Option<Uuid>) -> Result<String, Error> {
+    let listed: Vec<(Uuid, String)> = match org {
+        Some(org) => {
+            sqlx::query_as(
+                "SELECT id, name FROM projects WHERE organization_id = $1 ORDER BY id LIMIT 20",
+            )
+            .bind(org)
+            .fetch_all(&mut *tx)
+            .await?
+        }
+        None => {
+            sqlx::query_as("SELECT id, name FROM projects ORDER BY id LIMIT 20")
+                .fetch_all(&mut *tx)
+                .await?
+        }
+    };
+    let id: Uuid = match org {
+        Some(org) => {
+            sqlx::query_scalar(
+                "INSERT INTO projects (organization_id, name) VALUES ($1, 'new') RETURNING id",
+            )
+            .bind(org)
+            .fetch_one(&mut *tx)
+            .await?
+        }
+        None => {
+            sqlx::query_scalar(
+                "INSERT INTO projects (organization_id, name) \
+                 VALUES (tenancy_current_org_id(), 'new') RETURNING id",
+            )
+            .fetch_one(&mut *tx)
+            .await?
+        }
+    };
+    let renamed = match org {
+        Some(org) => sqlx::query(
+            "UPDATE projects SET name = 'renamed' WHERE organization_id = $1 AND id = $2",
+        )
+        .bind(org)
+        .bind(id),
+        None => sqlx::query("UPDATE projects SET name = 'renamed' WHERE id = $1").bind(id),
+    }
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    assert_eq!((listed.len(), renamed), (20, 1));
+    Ok(listed[0].1.clone())
 }
 
 /// The units' one query, with no tenant filter: the policy supplies it.
@@ -456,6 +571,16 @@ async fn policy_fixture(server: SocketAddr, orgs: usize, per_org: usize) -> Poli
          USING (organization_id::text = current_setting('app.current_org_id', true))"
             .to_owned(),
         format!("GRANT SELECT ON projects_seed_policy TO {app_role}"),
+        "CREATE TABLE projects_role_policy AS SELECT * FROM projects".to_owned(),
+        "ALTER TABLE projects_role_policy ADD PRIMARY KEY (organization_id, id)".to_owned(),
+        "ALTER TABLE projects_role_policy ENABLE ROW LEVEL SECURITY".to_owned(),
+        "ALTER TABLE projects_role_policy FORCE ROW LEVEL SECURITY".to_owned(),
+        "CREATE POLICY role_policy ON projects_role_policy \
+         USING (organization_id = (SELECT tenancy_current_org_id()) \
+                AND (SELECT tenancy_current_org_role()) IN ('member', 'admin', 'owner'))"
+            .to_owned(),
+        format!("GRANT SELECT ON projects_role_policy TO {app_role}"),
+        "VACUUM ANALYZE projects_role_policy".to_owned(),
         "VACUUM ANALYZE projects".to_owned(),
         "VACUUM ANALYZE projects_seed_policy".to_owned(),
     ] {
@@ -468,6 +593,7 @@ async fn policy_fixture(server: SocketAddr, orgs: usize, per_org: usize) -> Poli
         bypass_role,
         ctx: OrgContext::from_verified_session(ids[0], user.clone(), Role::Member),
         project: Uuid::nil(),
+        hardened: None,
     };
     PolicyFixture {
         pools: pools(&f, server, 4).await,
@@ -481,20 +607,22 @@ enum Listing {
     Rls,
     ExplicitWhere,
     SeedPolicy,
+    /// The tenant policy and a role condition (`tenancy_current_org_role()`), on a copy.
+    RolePolicy,
 }
 
 async fn listing(kind: Listing, p: &Pools, org: OrgId, user: &UserId) -> usize {
     match kind {
-        Listing::Rls => {
+        Listing::Rls | Listing::RolePolicy => {
             let ctx = OrgContext::from_verified_session(org, user.clone(), Role::Member);
+            let sql = if matches!(kind, Listing::Rls) {
+                "SELECT id, name FROM projects"
+            } else {
+                "SELECT id, name FROM projects_role_policy"
+            };
             p.tenant
                 .with_rls_read(&ctx, async |tx| {
-                    Ok::<_, Error>(
-                        sqlx::query("SELECT id, name FROM projects")
-                            .fetch_all(tx)
-                            .await?
-                            .len(),
-                    )
+                    Ok::<_, Error>(sqlx::query(sql).fetch_all(tx).await?.len())
                 })
                 .await
                 .unwrap()
@@ -540,6 +668,11 @@ async fn plan(p: &Pools, kind: Listing, org: OrgId) -> String {
         Listing::SeedPolicy => (
             &p.app,
             "EXPLAIN (FORMAT JSON) SELECT id, name FROM projects_seed_policy",
+            true,
+        ),
+        Listing::RolePolicy => (
+            &p.app,
+            "EXPLAIN (FORMAT JSON) SELECT id, name FROM projects_role_policy",
             true,
         ),
     };
@@ -660,6 +793,30 @@ fn latency_section(c: &mut criterion::Criterion, rt: &Runtime, f: &Fixture, serv
             Case::WriteUnit,
             Case::ContextWithoutRls,
         ),
+        (
+            "ratio.rtt1ms.hardened_read_vs_read_unit",
+            "rtt1ms",
+            Case::HardenedRead,
+            Case::ReadUnit,
+        ),
+        (
+            "ratio.loopback.hardened_read_vs_read_unit",
+            "loopback",
+            Case::HardenedRead,
+            Case::ReadUnit,
+        ),
+        (
+            "ratio.rtt1ms.realistic_unit_vs_plain_tx",
+            "rtt1ms",
+            Case::RealisticUnit,
+            Case::RealisticPlain,
+        ),
+        (
+            "ratio.loopback.realistic_unit_vs_plain_tx",
+            "loopback",
+            Case::RealisticUnit,
+            Case::RealisticPlain,
+        ),
     ] {
         support::report_ratio(name, m(label, ours) / m(label, theirs));
     }
@@ -674,15 +831,49 @@ fn concurrent_section(rt: &Runtime, f: &Fixture, server: SocketAddr) {
         Duration::from_secs(5)
     };
     let rounds = if support::fast() { 1 } else { 5 };
-    let (mut ours, mut plain, mut context) = (Vec::new(), Vec::new(), Vec::new());
+    let cases = [
+        Case::PlainTx,
+        Case::ContextWithoutRls,
+        Case::WriteUnit,
+        Case::HardenedWrite,
+        Case::RealisticPlain,
+        Case::RealisticUnit,
+    ];
+    let mut runs: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for _ in 0..rounds {
-        plain.push(throughput(rt, &p16, f, Case::PlainTx, window));
-        context.push(throughput(rt, &p16, f, Case::ContextWithoutRls, window));
-        ours.push(throughput(rt, &p16, f, Case::WriteUnit, window));
+        for (i, case) in cases.iter().enumerate() {
+            runs[i].push(throughput(rt, &p16, f, *case, window));
+        }
     }
-    let ours = support::median_of(&mut ours);
-    let plain = support::median_of(&mut plain);
-    let context = support::median_of(&mut context);
+    let median = |case: Case| {
+        let i = cases.iter().position(|c| *c == case).unwrap();
+        support::median_of(&mut runs[i].clone())
+    };
+    let (ours, plain, context) = (
+        median(Case::WriteUnit),
+        median(Case::PlainTx),
+        median(Case::ContextWithoutRls),
+    );
+    let (hardened, realistic, realistic_plain) = (
+        median(Case::HardenedWrite),
+        median(Case::RealisticUnit),
+        median(Case::RealisticPlain),
+    );
+    for (case, value) in [
+        (Case::HardenedWrite, hardened),
+        (Case::RealisticUnit, realistic),
+        (Case::RealisticPlain, realistic_plain),
+    ] {
+        support::report(
+            &format!("throughput.concurrent.{}", case.name()),
+            format!("{value:.0}/s"),
+        );
+    }
+    support::report_ratio("ratio.concurrent.hardened_vs_write_unit", hardened / ours);
+    support::report_ratio(
+        "ratio.concurrent.realistic_unit_vs_plain_tx",
+        realistic / realistic_plain,
+    );
     support::report("throughput.concurrent.write_unit", format!("{ours:.0}/s"));
     support::report("throughput.concurrent.plain_tx", format!("{plain:.0}/s"));
     support::report(
@@ -690,7 +881,7 @@ fn concurrent_section(rt: &Runtime, f: &Fixture, server: SocketAddr) {
         format!("{context:.0}/s"),
     );
     support::report_ratio("ratio.concurrent.write_unit_vs_plain_tx", ours / plain);
-    // Where the difference goes: the SET LOCAL statements, then the policy.
+    // Where the difference goes: the checked entry (as a role without RLS), then the policies.
     support::report_ratio(
         "ratio.concurrent.context_without_rls_vs_plain_tx",
         context / plain,
@@ -715,6 +906,7 @@ fn policy_section(c: &mut criterion::Criterion, rt: &Runtime, server: SocketAddr
         ("rls", Listing::Rls),
         ("explicit_where", Listing::ExplicitWhere),
         ("seed_policy", Listing::SeedPolicy),
+        ("role_policy", Listing::RolePolicy),
     ] {
         let key = format!("policy/{name}");
         group.bench_function(name, |b| {
@@ -748,6 +940,7 @@ fn policy_section(c: &mut criterion::Criterion, rt: &Runtime, server: SocketAddr
         ("rls", Listing::Rls, 50),
         ("explicit_where", Listing::ExplicitWhere, 50),
         ("seed_policy", Listing::SeedPolicy, 2),
+        ("role_policy", Listing::RolePolicy, 50),
     ];
     let rounds = if support::fast() { 5 } else { 21 };
     rt.block_on(async {
@@ -765,7 +958,7 @@ fn policy_section(c: &mut criterion::Criterion, rt: &Runtime, server: SocketAddr
         }
     });
     let pm = |n: &str| support::median_all(&format!("policy/{n}/interleaved"));
-    for n in ["rls", "explicit_where", "seed_policy"] {
+    for n in ["rls", "explicit_where", "seed_policy", "role_policy"] {
         support::report_time(&format!("time.policy.{n}"), pm(n));
     }
     support::report_ratio(
@@ -775,5 +968,9 @@ fn policy_section(c: &mut criterion::Criterion, rt: &Runtime, server: SocketAddr
     support::report_ratio(
         "ratio.policy.seed_policy_vs_rls",
         pm("seed_policy") / pm("rls"),
+    );
+    support::report_ratio(
+        "ratio.policy.role_policy_vs_rls",
+        pm("role_policy") / pm("rls"),
     );
 }
