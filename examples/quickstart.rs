@@ -206,6 +206,40 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
         ),
     );
 
+    // The database does not take the application's word for it: a context for a user who is
+    // not a member (a bug, a stale session) is refused before any query runs, and raw SQL in
+    // a member's unit cannot promote that member.
+    let forged =
+        OrgContext::from_verified_session(acme.org_id(), UserId::new("user_mallory")?, Role::Owner);
+    let refused = project_names(&pool, &forged).await;
+    check(
+        matches!(refused, Err(Error::NotAMember)),
+        "The database refuses a context its membership does not back",
+        match &refused {
+            Err(e) => format!(
+                "mallory as owner of Acme -> HTTP {} ({e})",
+                e.kind().http_status()
+            ),
+            Ok(names) => format!("mallory saw {names:?}"),
+        },
+    );
+    let promoted = pool
+        .with_rls(&carol_ctx, async |tx| {
+            Ok::<_, Error>(
+                sqlx::query("UPDATE organization_members SET role = 'owner' WHERE user_id = $1")
+                    .bind(carol.as_str())
+                    .execute(tx)
+                    .await?
+                    .rows_affected(),
+            )
+        })
+        .await?;
+    check(
+        promoted == 0,
+        "Raw SQL in a member's unit cannot promote the member",
+        format!("UPDATE organization_members SET role = 'owner' as carol -> {promoted} rows"),
+    );
+
     let switcher = pool.memberships(&alice).await?;
     check(
         switcher.len() == 1 && switcher[0].org_id == acme.org_id(),

@@ -1,9 +1,11 @@
 //! A throwaway PostgreSQL for tests and examples (feature `testing`).
 //!
-//! [`TestDatabase::create`] gives each test a fresh database, migrated, with two login roles:
+//! [`TestDatabase::create`] gives each test a fresh database, migrated, with three login roles:
 //! the database **owner** (ran the migrations; subject to the policies only because every table
-//! is `FORCE ROW LEVEL SECURITY`) and an **application** role (neither superuser nor
-//! `BYPASSRLS`). Test your own isolation through both.
+//! is `FORCE ROW LEVEL SECURITY`), an **application** role (neither superuser nor `BYPASSRLS`),
+//! and a **service** role (a member of the cluster-wide NOLOGIN role `tenancy_service`, which
+//! the harness creates when missing). `TEMP` is revoked from `PUBLIC`, as in production. Test
+//! your own isolation through the owner and the application role.
 //!
 //! Where the server comes from:
 //! - `DATABASE_URL`, if set: a role that may create databases and roles (`CREATEDB`,
