@@ -157,20 +157,30 @@ BEGIN
 END
 $$;
 
+-- Sets the four context settings for the current transaction (the entries below; the hot
+-- tenancy_enter inlines the same four lines to spare a call per unit).
+CREATE FUNCTION tenancy_set_context(org uuid, member text, role text) RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    AS $$
+DECLARE
+    ignored text;
+BEGIN
+    ignored := pg_catalog.set_config('app.current_unit', pg_catalog.transaction_timestamp()::text, true);
+    ignored := pg_catalog.set_config('app.current_org_id', coalesce(org::text, ''), true);
+    ignored := pg_catalog.set_config('app.current_user_id', coalesce(member, ''), true);
+    ignored := pg_catalog.set_config('app.current_org_role', coalesce(role, ''), true);
+END
+$$;
+
 -- A user unit without an organization (the organization switcher): only the user is set, so
 -- only the switcher policies apply.
 CREATE PROCEDURE tenancy_enter_user(member text, search_path_now text, search_path_expected text)
     LANGUAGE plpgsql
     SET search_path FROM CURRENT
     AS $$
-DECLARE
-    ignored text;
 BEGIN
     PERFORM tenancy_assert_clean_session(search_path_now, search_path_expected);
-    ignored := pg_catalog.set_config('app.current_unit', pg_catalog.transaction_timestamp()::text, true);
-    ignored := pg_catalog.set_config('app.current_org_id', '', true);
-    ignored := pg_catalog.set_config('app.current_user_id', member, true);
-    ignored := pg_catalog.set_config('app.current_org_role', '', true);
+    PERFORM tenancy_set_context(NULL, member, NULL);
 END
 $$;
 
@@ -185,61 +195,11 @@ DECLARE
     ignored text;
 BEGIN
     PERFORM tenancy_assert_clean_session(search_path_now, search_path_expected);
-    ignored := pg_catalog.set_config('app.current_unit', pg_catalog.transaction_timestamp()::text, true);
-    ignored := pg_catalog.set_config('app.current_org_id', org::text, true);
-    ignored := pg_catalog.set_config('app.current_user_id', member, true);
-    ignored := pg_catalog.set_config('app.current_org_role', '', true);
+    PERFORM tenancy_set_context(org, member, NULL);
     IF EXISTS (SELECT 1 FROM organizations WHERE id = org) THEN
         RAISE EXCEPTION 'tenancy: organization exists' USING ERRCODE = 'TNC04';
     END IF;
     ignored := pg_catalog.set_config('app.current_org_role', 'owner', true);
-END
-$$;
-
--- A service unit: only a member of `tenancy_service` may enter. With an organization, the
--- service policies admit that organization's rows; without one (NULL), only the cross-
--- organization maintenance policies apply (pruning webhook deliveries).
-CREATE PROCEDURE tenancy_enter_service(org uuid, search_path_now text, search_path_expected text)
-    LANGUAGE plpgsql
-    SET search_path FROM CURRENT
-    AS $$
-DECLARE
-    ignored text;
-BEGIN
-    IF NOT pg_catalog.pg_has_role(current_user, 'tenancy_service', 'USAGE') THEN
-        RAISE EXCEPTION 'tenancy: % is not a member of tenancy_service', current_user
-            USING ERRCODE = 'TNC07';
-    END IF;
-    PERFORM tenancy_assert_clean_session(search_path_now, search_path_expected);
-    ignored := pg_catalog.set_config('app.current_unit', pg_catalog.transaction_timestamp()::text, true);
-    ignored := pg_catalog.set_config('app.current_org_id', coalesce(org::text, ''), true);
-    ignored := pg_catalog.set_config('app.current_user_id', '', true);
-    ignored := pg_catalog.set_config('app.current_org_role', 'service', true);
-END
-$$;
-
--- Membership lookup for TenantPool::authorize (one autocommit round trip). It sets the
--- context for its own lookup and restores the previous values before returning.
-CREATE OR REPLACE FUNCTION tenancy_member_role(org uuid, member text) RETURNS text
-    LANGUAGE plpgsql VOLATILE
-    SET search_path FROM CURRENT
-    AS $$
-DECLARE
-    found_role text;
-    prev_unit  text := coalesce(pg_catalog.current_setting('app.current_unit', true), '');
-    prev_org   text := coalesce(pg_catalog.current_setting('app.current_org_id', true), '');
-    prev_user  text := coalesce(pg_catalog.current_setting('app.current_user_id', true), '');
-    ignored    text;
-BEGIN
-    ignored := pg_catalog.set_config('app.current_unit', pg_catalog.transaction_timestamp()::text, true);
-    ignored := pg_catalog.set_config('app.current_org_id', org::text, true);
-    ignored := pg_catalog.set_config('app.current_user_id', member, true);
-    SELECT m.role INTO found_role FROM organization_members m
-     WHERE m.organization_id = org AND m.user_id = member;
-    ignored := pg_catalog.set_config('app.current_unit', prev_unit, true);
-    ignored := pg_catalog.set_config('app.current_org_id', prev_org, true);
-    ignored := pg_catalog.set_config('app.current_user_id', prev_user, true);
-    RETURN found_role;
 END
 $$;
 
@@ -392,3 +352,291 @@ CREATE POLICY service_prune_delete ON webhook_deliveries FOR DELETE TO tenancy_s
 
 -- Nothing in this schema is meant for PUBLIC to execute beyond what the roles need; entering
 -- functions check their callers themselves.
+
+-- ---------------------------------------------------------------------------------------------
+-- Hardened mode (opt-in): inside a unit for organization A, SQL that calls set_config or SET
+-- LOCAL (an injection) still cannot reach organization B's rows.
+--
+-- The application holds a key the database roles that serve requests cannot read. For each unit
+-- it signs (kind, organization, user, role, how the role applies, expiry) with HMAC-SHA-256 and
+-- enters through tenancy_enter_signed. A SECURITY DEFINER function checks that signature, then
+-- seals the settings the unit runs with (bound to the transaction and the expiry) with the
+-- same key. In hardened mode the context functions verify the seal on every statement: a
+-- setting an injection changed no longer matches, and the context is NULL (no rows, no writes).
+--
+-- Off until the owner runs `SELECT tenancy_enable_hardened_mode('\x<32+ random bytes>')`;
+-- `tenancy_disable_hardened_mode()` goes back. Both are the owner's alone. The service entry and
+-- authorize's lookup below serve both modes.
+
+-- The key, as HMAC's inner and outer padded blocks. No grant to anyone: only the SECURITY
+-- DEFINER functions below (owned by the owner) read it.
+CREATE TABLE tenancy_context_key (
+    id   boolean PRIMARY KEY DEFAULT true CHECK (id),
+    ikey bytea   NOT NULL CHECK (length(ikey) = 64),
+    okey bytea   NOT NULL CHECK (length(okey) = 64)
+);
+REVOKE ALL ON tenancy_context_key FROM PUBLIC;
+
+CREATE FUNCTION tenancy_hmac(message text) RETURNS text
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path FROM CURRENT
+    AS $$ SELECT pg_catalog.encode(pg_catalog.sha256(k.okey
+                 || pg_catalog.sha256(k.ikey || pg_catalog.convert_to(message, 'UTF8'))), 'hex')
+            FROM tenancy_context_key k $$;
+REVOKE ALL ON FUNCTION tenancy_hmac(text) FROM PUBLIC;
+
+-- Whether hardened mode is on (TenantPool refuses to serve unsigned units when it is).
+CREATE FUNCTION tenancy_hardened_mode() RETURNS boolean
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path FROM CURRENT
+    AS $$ SELECT EXISTS (SELECT 1 FROM tenancy_context_key) $$;
+
+-- The seal over the settings a unit runs with: valid only in its transaction, until its expiry.
+CREATE FUNCTION tenancy_context_seal() RETURNS text
+    LANGUAGE sql STABLE
+    AS $$ SELECT pg_catalog.concat_ws('|',
+                 pg_catalog.current_setting('app.current_unit', true),
+                 pg_catalog.current_setting('app.current_org_id', true),
+                 pg_catalog.current_setting('app.current_user_id', true),
+                 pg_catalog.current_setting('app.current_org_role', true),
+                 pg_catalog.current_setting('app.context_expiry', true)) $$;
+
+-- Per statement (hardened mode): the settings are the ones the signed entry sealed, in this
+-- transaction, and not expired.
+CREATE FUNCTION tenancy_context_is_sealed() RETURNS boolean
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path FROM CURRENT
+    AS $$
+DECLARE
+    expiry bigint;
+BEGIN
+    IF pg_catalog.current_setting('app.current_unit', true)
+       IS DISTINCT FROM pg_catalog.transaction_timestamp()::text THEN
+        RETURN false;
+    END IF;
+    expiry := NULLIF(pg_catalog.current_setting('app.context_expiry', true), '')::bigint;
+    IF expiry IS NULL OR expiry < extract(epoch FROM pg_catalog.statement_timestamp()) THEN
+        RETURN false;
+    END IF;
+    RETURN tenancy_hmac('seal|' || tenancy_context_seal())
+           = pg_catalog.current_setting('app.context_seal', true);
+END
+$$;
+
+-- Seals the settings as they stand. Only the functions below call it.
+CREATE FUNCTION tenancy_seal(expiry bigint) RETURNS void
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path FROM CURRENT
+    AS $$
+DECLARE
+    ignored text;
+BEGIN
+    ignored := pg_catalog.set_config('app.context_expiry', expiry::text, true);
+    ignored := pg_catalog.set_config('app.context_seal', tenancy_hmac('seal|' || tenancy_context_seal()), true);
+END
+$$;
+REVOKE ALL ON FUNCTION tenancy_seal(bigint) FROM PUBLIC;
+
+-- The signed entry, for every request unit: `kind` is 'member' (tenancy_enter's checks),
+-- 'user' (the switcher) or 'new' (bootstrap). The application's signature covers the kind, the
+-- organization, the user, the required role, how it applies and the expiry. Runs as the owner
+-- (it reads the key), so the caller's session is checked first by tenancy_enter_signed.
+-- TNC06: hardened mode is off, or the signature is bad or expired.
+CREATE FUNCTION tenancy_enter_sealed(kind text, org uuid, member text, required text,
+                                     act_as_required boolean, expiry bigint, signature text)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path FROM CURRENT
+    AS $$
+DECLARE
+    found_role text;
+    ignored    text;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM tenancy_context_key) THEN
+        RAISE EXCEPTION 'tenancy: hardened mode is not enabled' USING ERRCODE = 'TNC06';
+    END IF;
+    IF expiry < extract(epoch FROM pg_catalog.statement_timestamp())
+       OR tenancy_hmac(pg_catalog.concat_ws('|', 'enter', kind, coalesce(org::text, ''), member,
+                                            coalesce(required, ''), act_as_required::text, expiry::text))
+          IS DISTINCT FROM signature THEN
+        RAISE EXCEPTION 'tenancy: bad or expired context signature' USING ERRCODE = 'TNC06';
+    END IF;
+    PERFORM tenancy_set_context(org, member, NULL);
+    PERFORM tenancy_seal(expiry);
+    IF kind = 'user' THEN
+        RETURN;
+    ELSIF kind = 'new' THEN
+        IF EXISTS (SELECT 1 FROM organizations WHERE id = org) THEN
+            RAISE EXCEPTION 'tenancy: organization exists' USING ERRCODE = 'TNC04';
+        END IF;
+        found_role := 'owner';
+    ELSIF kind = 'member' THEN
+        SELECT m.role INTO found_role FROM organization_members m
+         WHERE m.organization_id = org AND m.user_id = member;
+        IF found_role IS NULL THEN
+            RAISE EXCEPTION 'tenancy: not a member of this organization' USING ERRCODE = 'TNC01';
+        END IF;
+        IF tenancy_role_rank(found_role) < tenancy_role_rank(required) THEN
+            RAISE EXCEPTION 'tenancy: role below the required role'
+                USING ERRCODE = 'TNC02', DETAIL = found_role;
+        END IF;
+        IF act_as_required THEN
+            found_role := required;
+        END IF;
+    ELSE
+        RAISE EXCEPTION 'tenancy: unknown entry %', kind USING ERRCODE = '22023';
+    END IF;
+    ignored := pg_catalog.set_config('app.current_org_role', found_role, true);
+    PERFORM tenancy_seal(expiry);
+END
+$$;
+
+CREATE PROCEDURE tenancy_enter_signed(kind text, org uuid, member text, required text,
+                                      act_as_required boolean, search_path_now text,
+                                      search_path_expected text, expiry bigint, signature text)
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+    AS $$
+BEGIN
+    PERFORM tenancy_assert_clean_session(search_path_now, search_path_expected);
+    PERFORM tenancy_enter_sealed(kind, org, member, required, act_as_required, expiry, signature);
+END
+$$;
+
+-- Service units in hardened mode: sealed for a member of tenancy_service (checked on the
+-- session's login, since this runs as the owner), for a short expiry.
+CREATE FUNCTION tenancy_seal_service() RETURNS void
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path FROM CURRENT
+    AS $$
+BEGIN
+    IF NOT pg_catalog.pg_has_role(session_user, 'tenancy_service', 'USAGE') THEN
+        RAISE EXCEPTION 'tenancy: % is not a member of tenancy_service', session_user
+            USING ERRCODE = 'TNC07';
+    END IF;
+    IF EXISTS (SELECT 1 FROM tenancy_context_key)
+       AND pg_catalog.current_setting('app.current_org_role', true) = 'service' THEN
+        PERFORM tenancy_seal((extract(epoch FROM pg_catalog.statement_timestamp()) + 300)::bigint);
+    END IF;
+END
+$$;
+
+-- A service unit: only a member of `tenancy_service` may enter. With an organization, the
+-- service policies admit that organization's rows; without one (NULL), only the cross-
+-- organization maintenance policies apply (pruning webhook deliveries). In hardened mode it
+-- is sealed by tenancy_seal_service.
+CREATE PROCEDURE tenancy_enter_service(org uuid, search_path_now text, search_path_expected text)
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+    AS $$
+BEGIN
+    IF NOT pg_catalog.pg_has_role(current_user, 'tenancy_service', 'USAGE') THEN
+        RAISE EXCEPTION 'tenancy: % is not a member of tenancy_service', current_user
+            USING ERRCODE = 'TNC07';
+    END IF;
+    PERFORM tenancy_assert_clean_session(search_path_now, search_path_expected);
+    PERFORM tenancy_set_context(org, NULL, 'service');
+    PERFORM tenancy_seal_service();
+END
+$$;
+
+-- Membership lookup for TenantPool::authorize (one autocommit round trip). It sets the
+-- context for its own lookup (sealed in hardened mode: it runs as the owner to do so) and
+-- restores the previous values before returning. It answers only the role of the
+-- (organization, user) pair it is asked about.
+CREATE OR REPLACE FUNCTION tenancy_member_role(org uuid, member text) RETURNS text
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path FROM CURRENT
+    AS $$
+DECLARE
+    found_role text;
+    names      text[] := ARRAY['app.current_unit', 'app.current_org_id', 'app.current_user_id',
+                               'app.current_org_role', 'app.context_expiry', 'app.context_seal'];
+    previous   text[];
+    ignored    text;
+BEGIN
+    SELECT pg_catalog.array_agg(coalesce(pg_catalog.current_setting(n, true), '') ORDER BY o)
+      INTO previous FROM pg_catalog.unnest(names) WITH ORDINALITY AS t(n, o);
+    PERFORM tenancy_set_context(org, member, NULL);
+    IF EXISTS (SELECT 1 FROM tenancy_context_key) THEN
+        PERFORM tenancy_seal((extract(epoch FROM pg_catalog.statement_timestamp()) + 60)::bigint);
+    END IF;
+    SELECT m.role INTO found_role FROM organization_members m
+     WHERE m.organization_id = org AND m.user_id = member;
+    FOR i IN 1..6 LOOP
+        ignored := pg_catalog.set_config(names[i], previous[i], true);
+    END LOOP;
+    RETURN found_role;
+END
+$$;
+
+-- Switching modes replaces the three context functions that every policy calls, so users' own
+-- policies written with them are hardened too.
+CREATE FUNCTION tenancy_enable_hardened_mode(key bytea) RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path FROM CURRENT
+    AS $$
+DECLARE
+    block bytea := '\x'::bytea;
+    ipad  bytea;
+    opad  bytea;
+    s     text := pg_catalog.quote_ident(pg_catalog.current_schema());
+BEGIN
+    IF key IS NULL OR pg_catalog.length(key) < 32 THEN
+        RAISE EXCEPTION 'tenancy: the context key needs at least 32 bytes' USING ERRCODE = '22023';
+    END IF;
+    block := CASE WHEN pg_catalog.length(key) > 64 THEN pg_catalog.sha256(key) ELSE key END;
+    block := block || pg_catalog.decode(pg_catalog.repeat('00', 64 - pg_catalog.length(block)), 'hex');
+    ipad := block;
+    opad := block;
+    FOR i IN 0..63 LOOP
+        ipad := pg_catalog.set_byte(ipad, i, pg_catalog.get_byte(block, i) # 54);
+        opad := pg_catalog.set_byte(opad, i, pg_catalog.get_byte(block, i) # 92);
+    END LOOP;
+    DELETE FROM tenancy_context_key;
+    INSERT INTO tenancy_context_key (ikey, okey) VALUES (ipad, opad);
+    EXECUTE pg_catalog.format($f$
+        CREATE OR REPLACE FUNCTION %1$s.tenancy_current_org_id() RETURNS uuid
+            LANGUAGE sql STABLE
+            AS $b$ SELECT CASE WHEN %1$s.tenancy_context_is_sealed()
+                               THEN NULLIF(pg_catalog.current_setting('app.current_org_id', true), '')::uuid END $b$;
+        CREATE OR REPLACE FUNCTION %1$s.tenancy_current_user_id() RETURNS text
+            LANGUAGE sql STABLE
+            AS $b$ SELECT CASE WHEN %1$s.tenancy_context_is_sealed()
+                               THEN NULLIF(pg_catalog.current_setting('app.current_user_id', true), '') END $b$;
+        CREATE OR REPLACE FUNCTION %1$s.tenancy_current_org_role() RETURNS text
+            LANGUAGE sql STABLE
+            AS $b$ SELECT CASE WHEN %1$s.tenancy_context_is_sealed()
+                               THEN NULLIF(pg_catalog.current_setting('app.current_org_role', true), '') END $b$;
+    $f$, s);
+END
+$$;
+
+CREATE FUNCTION tenancy_disable_hardened_mode() RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path FROM CURRENT
+    AS $$
+DECLARE
+    s text := pg_catalog.quote_ident(pg_catalog.current_schema());
+    live text := $l$pg_catalog.current_setting('app.current_unit', true) = pg_catalog.transaction_timestamp()::text$l$;
+BEGIN
+    DELETE FROM tenancy_context_key;
+    EXECUTE pg_catalog.format($f$
+        CREATE OR REPLACE FUNCTION %1$s.tenancy_current_org_id() RETURNS uuid
+            LANGUAGE sql STABLE PARALLEL SAFE
+            AS $b$ SELECT CASE WHEN %2$s
+                               THEN NULLIF(pg_catalog.current_setting('app.current_org_id', true), '')::uuid END $b$;
+        CREATE OR REPLACE FUNCTION %1$s.tenancy_current_user_id() RETURNS text
+            LANGUAGE sql STABLE PARALLEL SAFE
+            AS $b$ SELECT CASE WHEN %2$s
+                               THEN NULLIF(pg_catalog.current_setting('app.current_user_id', true), '') END $b$;
+        CREATE OR REPLACE FUNCTION %1$s.tenancy_current_org_role() RETURNS text
+            LANGUAGE sql STABLE PARALLEL SAFE
+            AS $b$ SELECT CASE WHEN %2$s
+                               THEN NULLIF(pg_catalog.current_setting('app.current_org_role', true), '') END $b$;
+    $f$, s, live);
+END
+$$;
+
+REVOKE ALL ON FUNCTION tenancy_enable_hardened_mode(bytea) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenancy_disable_hardened_mode() FROM PUBLIC;

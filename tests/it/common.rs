@@ -1,6 +1,6 @@
 use sqlx::PgPool;
 use tenancy::testing::TestDatabase;
-use tenancy::{OrgContext, OrgId, Role, TenantPool, UserId};
+use tenancy::{Error, OrgContext, OrgId, Role, ServicePool, TenantPool, UserId};
 use uuid::Uuid;
 
 /// Which role the pool under test connects as.
@@ -88,6 +88,34 @@ pub(crate) async fn seed_org(pool: &TenantPool, slug: &str) -> Org {
     .await
     .expect("seed project");
     org
+}
+
+/// The organization of every project a read unit as `ctx` sees, with no `WHERE`: what the
+/// policies let through.
+pub(crate) async fn visible_project_orgs(
+    pool: &TenantPool,
+    ctx: &OrgContext,
+) -> Result<Vec<Uuid>, Error> {
+    pool.with_rls_read(ctx, async |tx| {
+        Ok(sqlx::query_scalar("SELECT organization_id FROM projects")
+            .fetch_all(tx)
+            .await?)
+    })
+    .await
+}
+
+/// The same through a service unit inside `org`.
+pub(crate) async fn service_project_orgs(service: &ServicePool, org: OrgId) -> Vec<Uuid> {
+    service
+        .with_org(org, async |tx| {
+            Ok::<_, Error>(
+                sqlx::query_scalar("SELECT organization_id FROM projects")
+                    .fetch_all(tx)
+                    .await?,
+            )
+        })
+        .await
+        .unwrap()
 }
 
 /// What a connection carries between units: the org setting and the rows it can see.

@@ -3,7 +3,7 @@
 use sqlx::{Connection, Executor, PgConnection};
 use tenancy::{ContextKey, Error, ErrorKind, OrgId, Role, TenantPool, UserId};
 
-use crate::common::{As, World, world};
+use crate::common::{As, World, service_project_orgs, visible_project_orgs, world};
 
 /// A world whose database is then hardened; `pool` stays the unhardened one (now refused),
 /// the hardened pool is returned beside it.
@@ -123,17 +123,10 @@ async fn hardened_mode_keeps_an_injection_in_its_organization() {
     assert_eq!(n, 1);
     // Service units are sealed by their role.
     let service = w.db.service_pool(1).await.unwrap();
-    let n: i64 = service
-        .with_org(w.b.id, async |tx| {
-            Ok::<_, Error>(
-                sqlx::query_scalar("SELECT count(*) FROM projects")
-                    .fetch_one(tx)
-                    .await?,
-            )
-        })
-        .await
-        .unwrap();
-    assert_eq!(n, 1);
+    assert_eq!(
+        service_project_orgs(&service, w.b.id).await,
+        vec![*w.b.id.as_uuid()]
+    );
 }
 
 #[tokio::test]
@@ -142,17 +135,12 @@ async fn hardened_mode_refuses_unsigned_pools_bad_signatures_and_visible_context
     // An unhardened pool is refused at construction...
     let e = TenantPool::new(w.pool.pool().clone()).await.unwrap_err();
     assert!(matches!(e, Error::HardenedModeRequired), "{e}");
-    // ...and its units, if it existed, would see nothing: the old pool object still works
-    // against the database but every statement finds no context.
-    let n: Result<i64, Error> = w
-        .pool
-        .with_rls_read(&w.a.ctx(Role::Member), async |tx| {
-            Ok(sqlx::query_scalar("SELECT count(*) FROM projects")
-                .fetch_one(tx)
-                .await?)
-        })
-        .await;
-    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    // ...and a pool made before the switch fails closed: its unsigned entry finds no sealed
+    // context, so not even the membership is visible to it.
+    let e = visible_project_orgs(&w.pool, &w.a.ctx(Role::Member))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::NotAMember), "{e}");
     // A pool with another key is refused by the database.
     let wrong = TenantPool::hardened(pool.pool().clone(), ContextKey::generate())
         .await
@@ -183,16 +171,9 @@ async fn hardened_mode_refuses_unsigned_pools_bad_signatures_and_visible_context
     ));
     let plain = TenantPool::new(pool.pool().clone()).await.unwrap();
     assert_eq!(
-        plain
-            .with_rls_read(&w.a.ctx(Role::Member), async |tx| {
-                Ok::<i64, Error>(
-                    sqlx::query_scalar("SELECT count(*) FROM projects")
-                        .fetch_one(tx)
-                        .await?,
-                )
-            })
+        visible_project_orgs(&plain, &w.a.ctx(Role::Member))
             .await
             .unwrap(),
-        1
+        vec![*w.a.id.as_uuid()]
     );
 }

@@ -14,7 +14,9 @@ use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 use tenancy::testing::TestDatabase;
 use tenancy::{Error, ErrorKind, OrgContext, OrgId, Role, TenantPool, UserId};
 
-use crate::common::{As, World, both_roles, world, world_with};
+use crate::common::{
+    As, World, both_roles, service_project_orgs, visible_project_orgs, world, world_with,
+};
 
 both_roles!(
     forged_context_is_refused_before_the_closure_runs,
@@ -580,18 +582,12 @@ async fn a_session_level_context_is_void_after_its_transaction() {
     assert_eq!(seen, 0);
     drop(conn);
     // And the next unit sees its own organization only.
-    let orgs: Vec<uuid::Uuid> = w
-        .pool
-        .with_rls_read(&w.a.ctx(Role::Member), async |tx| {
-            Ok::<_, Error>(
-                sqlx::query_scalar("SELECT organization_id FROM projects")
-                    .fetch_all(tx)
-                    .await?,
-            )
-        })
-        .await
-        .unwrap();
-    assert_eq!(orgs, vec![*w.a.id.as_uuid()]);
+    assert_eq!(
+        visible_project_orgs(&w.pool, &w.a.ctx(Role::Member))
+            .await
+            .unwrap(),
+        vec![*w.a.id.as_uuid()]
+    );
 }
 
 #[tokio::test]
@@ -756,17 +752,10 @@ async fn service_units_are_out_of_reach_of_request_code() {
     assert!(matches!(e, Error::NotAServiceRole { .. }), "{e}");
     // Positive control: the service role acts inside one organization, and only there.
     let service = w.db.service_pool(1).await.unwrap();
-    let orgs: Vec<uuid::Uuid> = service
-        .with_org(w.b.id, async |tx| {
-            Ok::<_, Error>(
-                sqlx::query_scalar("SELECT organization_id FROM projects")
-                    .fetch_all(tx)
-                    .await?,
-            )
-        })
-        .await
-        .unwrap();
-    assert_eq!(orgs, vec![*w.b.id.as_uuid()]);
+    assert_eq!(
+        service_project_orgs(&service, w.b.id).await,
+        vec![*w.b.id.as_uuid()]
+    );
 }
 
 #[tokio::test]
