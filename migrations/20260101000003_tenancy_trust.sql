@@ -378,11 +378,19 @@ CREATE TABLE tenancy_context_key (
 REVOKE ALL ON tenancy_context_key FROM PUBLIC;
 
 CREATE FUNCTION tenancy_hmac(message text) RETURNS text
-    LANGUAGE sql STABLE SECURITY DEFINER
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path FROM CURRENT
-    AS $$ SELECT pg_catalog.encode(pg_catalog.sha256(k.okey
-                 || pg_catalog.sha256(k.ikey || pg_catalog.convert_to(message, 'UTF8'))), 'hex')
-            FROM tenancy_context_key k $$;
+    AS $$
+DECLARE
+    k record;
+BEGIN
+    -- PL/pgSQL rather than SQL: its plan for the key lookup is cached per session (a SQL
+    -- function that reads a table is planned at every call before PostgreSQL 18).
+    SELECT ikey, okey INTO k FROM tenancy_context_key;
+    RETURN pg_catalog.encode(pg_catalog.sha256(k.okey
+           || pg_catalog.sha256(k.ikey || pg_catalog.convert_to(message, 'UTF8'))), 'hex');
+END
+$$;
 REVOKE ALL ON FUNCTION tenancy_hmac(text) FROM PUBLIC;
 
 -- Whether hardened mode is on (TenantPool refuses to serve unsigned units when it is).
