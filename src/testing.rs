@@ -256,6 +256,20 @@ impl TestDatabase {
         self.login(&self.service, self.base.clone())
     }
 
+    /// A connection URL for the application role, password included: for handing to another
+    /// process (a program under test). Never print it.
+    pub fn app_url(&self) -> String {
+        let (role, password, name) = (&self.app.role, &self.app.password, &self.name);
+        let host = self.base.get_host();
+        let port = self.base.get_port();
+        // Role, password and database name are generated from letters, digits and '_'.
+        if host.starts_with('/') {
+            format!("postgres://{role}:{password}@localhost/{name}?host={host}&port={port}")
+        } else {
+            format!("postgres://{role}:{password}@{host}:{port}/{name}")
+        }
+    }
+
     /// Options for the application role over TCP at `addr` (the cluster's
     /// [`tcp_address`](TestCluster::tcp_address), or a proxy in front of it).
     pub fn app_options_at(&self, addr: SocketAddr) -> PgConnectOptions {

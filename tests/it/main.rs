@@ -5,6 +5,7 @@
 
 mod clerk;
 mod common;
+mod downstream;
 mod hardened;
 mod isolation;
 mod leaks;
