@@ -9,7 +9,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pool = TenantPool::connect(&url).await?;
     let user = UserId::new("user_downstream")?;
     let org = OrgId::from_external_id("org_downstream");
-    let ctx = pool.create_organization(org, "Downstream", None, &user).await?;
+    let ctx = pool
+        .create_organization(org, "Downstream", None, &user)
+        .await?;
     let memberships = pool.memberships(&user).await?;
     let authorized = pool.authorize(&user, org).await?;
     assert_eq!(memberships.len(), 1);
