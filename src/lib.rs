@@ -40,6 +40,7 @@ pub mod migrations;
 mod pool;
 mod role;
 mod service;
+mod sql_types;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;

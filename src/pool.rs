@@ -210,7 +210,7 @@ impl TenantPool {
             )
             .await?;
         sqlx::query("INSERT INTO organizations (id, name, slug) VALUES ($1, $2, $3)")
-            .bind(org.as_uuid())
+            .bind(org)
             .bind(name)
             .bind(slug)
             .execute(&mut *tx)
@@ -345,24 +345,23 @@ impl TenantPool {
             .units
             .start(Access::ReadOnly, Entry::User { user })
             .await?;
-        let rows: Vec<(uuid::Uuid, String, Option<String>, String)> = sqlx::query_as(
+        let rows: Vec<(OrgId, String, Option<String>, Role)> = sqlx::query_as(
             "SELECT o.id, o.name, o.slug, m.role FROM organization_members m \
              JOIN organizations o ON o.id = m.organization_id \
              WHERE m.user_id = $1 AND o.deleted_at IS NULL ORDER BY o.name, o.id",
         )
-        .bind(user.as_str())
+        .bind(user)
         .fetch_all(&mut *tx)
         .await?;
-        rows.into_iter()
-            .map(|(id, name, slug, role)| {
-                Ok(Membership {
-                    org_id: OrgId::from_uuid(id),
-                    name,
-                    slug,
-                    role: role.parse()?,
-                })
+        Ok(rows
+            .into_iter()
+            .map(|(org_id, name, slug, role)| Membership {
+                org_id,
+                name,
+                slug,
+                role,
             })
-            .collect()
+            .collect())
     }
 }
 
@@ -619,9 +618,9 @@ async fn insert_member(tx: &mut PgConnection, org: OrgId, user: &UserId, role: R
     sqlx::query(
         "INSERT INTO organization_members (organization_id, user_id, role) VALUES ($1, $2, $3)",
     )
-    .bind(org.as_uuid())
-    .bind(user.as_str())
-    .bind(role.as_str())
+    .bind(org)
+    .bind(user)
+    .bind(role)
     .execute(tx)
     .await?;
     Ok(())

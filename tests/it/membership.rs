@@ -253,3 +253,53 @@ fn with_rls_futures_are_send_for_web_frameworks() {
     let fut = handler(pool, ctx);
     assert_send(&fut);
 }
+
+#[tokio::test]
+async fn ids_and_roles_bind_and_decode_directly() {
+    let w = world(As::App).await;
+    let rows: Vec<(OrgId, UserId, Role)> = w
+        .pool
+        .with_rls_read(&w.a.ctx(Role::Admin), async |tx| {
+            Ok::<_, Error>(
+                sqlx::query_as(
+                    "SELECT organization_id, user_id, role FROM organization_members \
+                     WHERE organization_id = $1 AND role <> $2 ORDER BY user_id",
+                )
+                .bind(w.a.id)
+                .bind(Role::Member)
+                .fetch_all(tx)
+                .await?,
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            (w.a.id, w.a.admin.clone(), Role::Admin),
+            (w.a.id, w.a.owner.clone(), Role::Owner)
+        ]
+    );
+    // Decoding validates: a text that is not a usable user id or role is an error, not a value.
+    let mut conn = w.pool.pool().acquire().await.unwrap();
+    let bad_user = sqlx::query_scalar::<_, UserId>("SELECT 'o''hara'")
+        .fetch_one(&mut *conn)
+        .await;
+    assert!(
+        matches!(bad_user, Err(sqlx::Error::ColumnDecode { .. })),
+        "{bad_user:?}"
+    );
+    let bad_role = sqlx::query_scalar::<_, Role>("SELECT 'superuser'")
+        .fetch_one(&mut *conn)
+        .await;
+    assert!(
+        matches!(bad_role, Err(sqlx::Error::ColumnDecode { .. })),
+        "{bad_role:?}"
+    );
+    let user: UserId = sqlx::query_scalar("SELECT $1::text")
+        .bind(&w.a.member)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(user, w.a.member);
+}
