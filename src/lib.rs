@@ -31,6 +31,8 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "clerk")]
+#[cfg_attr(docsrs, doc(cfg(feature = "clerk")))]
 pub mod clerk;
 mod context;
 mod error;
@@ -44,6 +46,8 @@ mod sql_types;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+#[cfg(feature = "webhook")]
+#[cfg_attr(docsrs, doc(cfg(feature = "webhook")))]
 pub mod webhook;
 
 pub use context::OrgContext;

@@ -108,6 +108,7 @@ impl ServicePool {
 
     /// A service unit in no organization: only the cross-organization maintenance policies
     /// (pruning webhook deliveries) admit anything in it.
+    #[cfg(feature = "clerk")]
     pub(crate) async fn begin_maintenance(&self) -> Result<TenantTransaction> {
         self.units
             .start(Access::ReadWrite, Entry::Service { org: None })
