@@ -174,11 +174,6 @@ impl Error {
         }
     }
 
-    /// Shorthand for `self.kind() == ErrorKind::Forbidden`.
-    pub fn is_forbidden(&self) -> bool {
-        self.kind() == ErrorKind::Forbidden
-    }
-
     /// Whether a database error is a row-level security refusal (`WITH CHECK` failed, or a
     /// write aimed outside the current organization).
     pub fn is_rls_violation(&self) -> bool {

@@ -664,8 +664,12 @@ enum State {
 
 /// A unit of work in progress, with the tenant context set transaction-locally.
 ///
+/// Dropping it rolls back, which is how a read unit ends; a write unit must call
+/// [`commit`](Self::commit).
+///
 /// Dereferences to [`PgConnection`], so `&mut *tx` is an executor. Ends with
 /// [`commit`](Self::commit) or [`rollback`](Self::rollback); dropped, it rolls back.
+#[must_use = "dropping a unit of work rolls it back: call commit() to keep its writes"]
 pub struct TenantTransaction {
     conn: PoolConnection<Postgres>,
     state: State,

@@ -34,11 +34,6 @@ impl Role {
             Role::Owner => "owner",
         }
     }
-
-    /// Whether this role is at least `min`.
-    pub fn at_least(self, min: Role) -> bool {
-        self >= min
-    }
 }
 
 impl fmt::Display for Role {
@@ -74,6 +69,5 @@ mod tests {
             );
         }
         assert!(matches!("Admin".parse::<Role>(), Err(Error::InvalidRole(s)) if s == "Admin"));
-        assert!(Role::Owner.at_least(Role::Admin) && !Role::Member.at_least(Role::Admin));
     }
 }
