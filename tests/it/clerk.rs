@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use tenancy::clerk::{ClerkSync, Outcome, SyncError, parse};
+use tenancy::clerk::{ClerkSync, Event, Outcome, SyncError};
 use tenancy::testing::TestDatabase;
 use tenancy::webhook::{Verifier, WebhookHeaders};
 use tenancy::{Error, OrgId, Role, ServicePool, UserId};
@@ -502,7 +502,7 @@ proptest! {
             assert_eq!(o1, o2, "organization, seed {seed}");
             assert_eq!(m1, m2, "members, seed {seed}");
             assert_eq!(t1, t2, "tombstones, seed {seed}");
-            assert!(parse(h_perm[0].to_string().as_bytes()).is_ok());
+            assert!(Event::parse(h_perm[0].to_string().as_bytes()).is_ok());
         });
     }
 }

@@ -1,0 +1,36 @@
+//! Keeping organizations and memberships in step with Clerk, through its (Svix-signed)
+//! webhooks.
+//!
+//! [`ClerkSync::handle`] verifies, parses and applies one delivery and returns an [`Outcome`]
+//! (answer 2xx) or a [`SyncError`] whose [`http_status`](SyncError::http_status) is 400 for a
+//! bad signature or payload and 500 for a database failure, so that Svix retries.
+//!
+//! | event | effect | status |
+//! |---|---|---|
+//! | `organization.created` / `.updated` | organization inserted, or updated if the event's `updated_at` is newer than the stored one; a deleted organization stays deleted (only its name is refreshed) | 200 |
+//! | `organization.deleted` | tombstone: `deleted_at` set, slug freed, memberships removed; tenant data kept; permanent | 200 |
+//! | `organizationMembership.created` / `.updated` | the embedded organization is created or refreshed as above; the membership (Clerk `orgmem_...` id) is inserted or updated with the mapped role if its `updated_at` is newer, or if it is a newer membership of the same user (re-invited); ignored if that membership id was deleted | 200 |
+//! | `organizationMembership.deleted` | that membership removed, and its id remembered so a late `created`/`updated` cannot restore it; a newer membership of the same user stays | 200 |
+//! | the same `svix-id` again | nothing ([`Outcome::Duplicate`]) | 200 |
+//! | any other event type | nothing ([`Outcome::Ignored`]) | 200 |
+//! | missing header, bad timestamp, no matching signature | nothing | 400 |
+//! | malformed JSON, missing field, wrong type, unusable id | nothing | 400 |
+//! | database failure | nothing (rolled back) | 500 |
+//!
+//! Every change runs through the RLS path with the event's organization as the context
+//! ([`OrgId::from_external_id`](crate::OrgId::from_external_id), the same mapping request authorization uses); no role bypasses
+//! Row-Level Security.
+//!
+//! **Owners.** Clerk has no owner role. By default the organization's creator (`created_by`)
+//! becomes [`Role::Owner`](crate::Role::Owner) while Clerk gives them `org:admin`; turn that off with
+//! [`RoleMapping::with_creator_as_owner`].
+
+mod event;
+mod roles;
+mod session;
+mod sync;
+
+pub use event::{Change, Event, Organization, OrganizationMembership, PayloadError};
+pub use roles::RoleMapping;
+pub use session::SessionClaims;
+pub use sync::{ClerkSync, Outcome, SyncError};

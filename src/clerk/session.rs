@@ -1,0 +1,129 @@
+//! The user and active organization from a verified Clerk session token.
+
+use serde_json::Value;
+
+use super::event::PayloadError;
+use super::roles::RoleMapping;
+use crate::{OrgContext, OrgId, Role, UserId};
+
+/// The user and active organization from a Clerk session token's claims (v1 `org_id` /
+/// `org_role`, or v2 `o: { id, rol }`), read **after** your JWT library verified the token.
+///
+/// ```
+/// use tenancy::clerk::SessionClaims;
+///
+/// let claims = serde_json::json!({
+///     "sub": "user_2h8op3Isl1QR7tKu5FGNfaLKEoU", "v": 2,
+///     "o": { "id": "org_2g7np7Hrk0SN6kj5EDMLDaKNL0S", "rol": "admin" }
+/// });
+/// let session = SessionClaims::from_verified_claims(&claims)?;
+/// let (user, org) = session.user_and_org().expect("an active organization");
+/// // Then: let ctx = pool.authorize(&user, org).await?;  (the role from the database)
+/// # Ok::<(), tenancy::clerk::PayloadError>(())
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionClaims {
+    /// `sub`.
+    pub user_id: UserId,
+    /// The active organization's Clerk id, if one is active.
+    pub org_external_id: Option<String>,
+    /// The active organization's role key as Clerk names it (`org:admin`; v2's `admin` is
+    /// given its `org:` prefix back).
+    pub org_role: Option<String>,
+}
+
+impl SessionClaims {
+    /// Reads the claims of a verified token. Never call this on an unverified token: the
+    /// result is trusted.
+    pub fn from_verified_claims(claims: &Value) -> Result<Self, PayloadError> {
+        let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
+        let sub = text(claims, "sub").ok_or(PayloadError::Invalid {
+            field: "sub",
+            reason: "absent",
+        })?;
+        let user_id = UserId::new(sub).map_err(|_| PayloadError::Invalid {
+            field: "sub",
+            reason: "not a usable user id",
+        })?;
+        let (org, role) = match claims.get("o") {
+            // v2: compact, the role without its `org:` prefix.
+            Some(o) => (text(o, "id"), text(o, "rol").map(|r| format!("org:{r}"))),
+            None => (text(claims, "org_id"), text(claims, "org_role")),
+        };
+        Ok(SessionClaims {
+            user_id,
+            org_external_id: org.filter(|o| !o.is_empty()),
+            org_role: role,
+        })
+    }
+
+    /// The user and the active organization's `OrgId` (the same mapping the webhook sync
+    /// uses), to pass to [`TenantPool::authorize`](crate::TenantPool::authorize) or [`TenantPool::with_member`](crate::TenantPool::with_member).
+    pub fn user_and_org(&self) -> Option<(UserId, OrgId)> {
+        let org = self.org_external_id.as_deref()?;
+        Some((self.user_id.clone(), OrgId::from_external_id(org)))
+    }
+
+    /// A context with the role **as the token states it**, mapped by `roles`, without a
+    /// database round trip. The token cannot know that the creator is the owner (see
+    /// [`RoleMapping`]), so this never yields [`Role::Owner`]; and it is as fresh as the
+    /// token. Use [`TenantPool::authorize`](crate::TenantPool::authorize) when the role must come from the database.
+    pub fn org_context_trusting_token_role(&self, roles: &RoleMapping) -> Option<OrgContext> {
+        let (user, org) = self.user_and_org()?;
+        let role = roles
+            .role_for(self.org_role.as_deref()?, false)
+            .min(Role::Admin);
+        Some(OrgContext::from_verified_session(org, user, role))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_claims_v1_and_v2_read_alike() {
+        let v1: Value = serde_json::from_str(include_str!(
+            "../../tests/data/clerk-events/session_claims.v1.json"
+        ))
+        .unwrap();
+        let v2: Value = serde_json::from_str(include_str!(
+            "../../tests/data/clerk-events/session_claims.v2.json"
+        ))
+        .unwrap();
+        let (a, b) = (
+            SessionClaims::from_verified_claims(&v1).unwrap(),
+            SessionClaims::from_verified_claims(&v2).unwrap(),
+        );
+        assert_eq!(a, b);
+        assert_eq!(a.org_role.as_deref(), Some("org:admin"));
+        let (user, org) = a.user_and_org().unwrap();
+        assert_eq!(user.as_str(), "user_2h8op3Isl1QR7tKu5FGNfaLKEoU");
+        assert_eq!(
+            org,
+            OrgId::from_external_id("org_2g7np7Hrk0SN6kj5EDMLDaKNL0S")
+        );
+        let ctx = a
+            .org_context_trusting_token_role(&RoleMapping::default())
+            .unwrap();
+        assert_eq!(ctx.role(), Role::Admin);
+        // No active organization: no context. No subject: an error.
+        let personal = serde_json::json!({"sub": "user_1"});
+        assert_eq!(
+            SessionClaims::from_verified_claims(&personal)
+                .unwrap()
+                .user_and_org(),
+            None
+        );
+        assert!(
+            SessionClaims::from_verified_claims(&serde_json::json!({"org_id": "org_1"})).is_err()
+        );
+        // A custom role in the token maps to least privilege by default.
+        let custom = serde_json::json!({"sub": "user_1", "o": {"id": "org_1", "rol": "billing"}});
+        let ctx = SessionClaims::from_verified_claims(&custom)
+            .unwrap()
+            .org_context_trusting_token_role(&RoleMapping::default())
+            .unwrap();
+        assert_eq!(ctx.role(), Role::Member);
+    }
+}

@@ -1,0 +1,381 @@
+//! Applying Clerk's events to the database, as service units: idempotent by message id and
+//! tolerant of any delivery order.
+
+use std::time::Duration;
+
+use sqlx::PgConnection;
+
+use super::event::{Event, Organization, OrganizationMembership, PayloadError};
+use super::roles::RoleMapping;
+use crate::error::Error;
+use crate::webhook::{Verifier, WebhookError, WebhookHeaders};
+use crate::{OrgId, ServicePool};
+
+/// What applying a delivery did. Every outcome means: answer 2xx.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The database changed.
+    Applied,
+    /// Valid, but older than (or the same as) the stored state, or about a deleted
+    /// organization: nothing to change.
+    Unchanged,
+    /// This message id was applied before.
+    Duplicate,
+    /// An event type the sync does not handle.
+    Ignored,
+}
+
+impl Outcome {
+    /// The status to answer with: 200.
+    pub const fn http_status(self) -> u16 {
+        200
+    }
+}
+
+/// Why a delivery was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// Signature verification failed (HTTP 400).
+    #[error(transparent)]
+    Signature(#[from] WebhookError),
+    /// The payload is unusable (HTTP 400).
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    /// The database failed; nothing was written (HTTP 500, so that Svix retries).
+    #[error(transparent)]
+    Database(#[from] Error),
+}
+
+impl SyncError {
+    /// 400 for signature and payload problems, 500 for database failures.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            SyncError::Signature(_) | SyncError::Payload(_) => 400,
+            SyncError::Database(_) => 500,
+        }
+    }
+}
+
+impl From<sqlx::Error> for SyncError {
+    fn from(e: sqlx::Error) -> Self {
+        SyncError::Database(Error::Database(e))
+    }
+}
+
+/// Applies Clerk's organization and membership events to the database, as service units.
+#[derive(Debug, Clone)]
+pub struct ClerkSync {
+    service: ServicePool,
+    verifier: Verifier,
+    roles: RoleMapping,
+}
+
+impl ClerkSync {
+    /// A sync writing through `service` (a login in `tenancy_service`), accepting deliveries
+    /// signed for `verifier`.
+    pub fn new(service: ServicePool, verifier: Verifier) -> Self {
+        ClerkSync {
+            service,
+            verifier,
+            roles: RoleMapping::default(),
+        }
+    }
+
+    /// Replaces the role mapping.
+    pub fn with_roles(mut self, roles: RoleMapping) -> Self {
+        self.roles = roles;
+        self
+    }
+
+    /// Verifies (system clock), parses and applies one delivery.
+    pub async fn handle(
+        &self,
+        headers: &WebhookHeaders<'_>,
+        body: &[u8],
+    ) -> Result<Outcome, SyncError> {
+        let verified = self.verifier.verify(headers, body)?;
+        let event = Event::parse(body)?;
+        self.apply(verified.id, &event).await
+    }
+
+    /// [`ClerkSync::handle`] with an explicit clock (unix seconds).
+    pub async fn handle_at(
+        &self,
+        headers: &WebhookHeaders<'_>,
+        body: &[u8],
+        now: i64,
+    ) -> Result<Outcome, SyncError> {
+        let verified = self.verifier.verify_at(headers, body, now)?;
+        let event = Event::parse(body)?;
+        self.apply(verified.id, &event).await
+    }
+
+    /// Applies an event already verified and parsed, recording `message_id` (the `svix-id`) in
+    /// the same transaction so that a second delivery changes nothing.
+    pub async fn apply(&self, message_id: &str, event: &Event) -> Result<Outcome, SyncError> {
+        let Some(org) = event.org_id() else {
+            return Ok(Outcome::Ignored);
+        };
+        // The signed delivery is the verified source: a service unit inside its organization.
+        self.service
+            .with_org(org, async |tx| {
+                let fresh = sqlx::query(
+                    "INSERT INTO webhook_deliveries (organization_id, message_id, event_type) \
+                     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                )
+                .bind(org.as_uuid())
+                .bind(message_id)
+                .bind(event.type_name())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if fresh == 0 {
+                    return Ok(Outcome::Duplicate);
+                }
+                apply_event(tx, org, event, &self.roles).await
+            })
+            .await
+    }
+
+    /// Deletes delivery records received more than `older_than` ago, across organizations,
+    /// in a service unit entered without an organization (whose policies admit reading and
+    /// deleting delivery records, nothing else). Keep more than Svix's retry window (days); a
+    /// month is a sensible default. Returns how many were deleted.
+    pub async fn prune_deliveries(&self, older_than: Duration) -> Result<u64, Error> {
+        let mut tx = self.service.begin_maintenance().await?;
+        let n = sqlx::query(
+            "DELETE FROM webhook_deliveries WHERE received_at < now() - make_interval(secs => $1)",
+        )
+        .bind(older_than.as_secs_f64())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+}
+
+async fn apply_event(
+    tx: &mut PgConnection,
+    org: OrgId,
+    event: &Event,
+    roles: &RoleMapping,
+) -> Result<Outcome, SyncError> {
+    match event {
+        Event::Organization(_, o) => Ok(upsert_organization(tx, org, o, Source::OrganizationEvent)
+            .await?
+            .outcome()),
+        Event::OrganizationDeleted { external_id } => {
+            delete_organization(tx, org, external_id).await
+        }
+        Event::OrganizationMembership(_, m) | Event::MembershipDeleted(m) => {
+            let org_state = upsert_organization(tx, org, &m.organization, Source::Snapshot).await?;
+            if org_state == OrgState::Deleted {
+                return Ok(Outcome::Unchanged);
+            }
+            let changed = if matches!(event, Event::MembershipDeleted(_)) {
+                delete_membership(tx, org, m).await?
+            } else {
+                upsert_membership(tx, org, m, roles).await?
+            };
+            Ok(if changed || org_state == OrgState::Changed {
+                Outcome::Applied
+            } else {
+                Outcome::Unchanged
+            })
+        }
+        Event::Other { .. } => Ok(Outcome::Ignored),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OrgState {
+    Changed,
+    Unchanged,
+    Deleted,
+}
+
+impl OrgState {
+    fn outcome(self) -> Outcome {
+        match self {
+            OrgState::Changed => Outcome::Applied,
+            OrgState::Unchanged | OrgState::Deleted => Outcome::Unchanged,
+        }
+    }
+}
+
+/// Where an organization's state came from: at equal `updated_at`, an organization event wins
+/// over the snapshot embedded in a membership event.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Snapshot = 1,
+    OrganizationEvent = 2,
+}
+
+/// Inserts the organization, or updates it if `o` is newer. A deleted organization keeps its
+/// tombstone: only its name and creator follow newer events, never its slug or deletion.
+async fn upsert_organization(
+    tx: &mut PgConnection,
+    org: OrgId,
+    o: &Organization,
+    source: Source,
+) -> Result<OrgState, SyncError> {
+    // Insert, or update if newer. RETURNING yields a row only when something was written.
+    let written: Option<bool> = sqlx::query_scalar(
+        "INSERT INTO organizations AS cur \
+             (id, name, slug, external_id, created_by, external_updated_at, external_source) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (id) DO UPDATE \
+         SET name = EXCLUDED.name, \
+             slug = CASE WHEN cur.deleted_at IS NULL THEN EXCLUDED.slug END, \
+             created_by = EXCLUDED.created_by, \
+             external_updated_at = EXCLUDED.external_updated_at, \
+             external_source = EXCLUDED.external_source \
+         WHERE cur.external_updated_at IS NULL \
+            OR (cur.external_updated_at, cur.external_source) \
+               < (EXCLUDED.external_updated_at, EXCLUDED.external_source) \
+         RETURNING cur.deleted_at IS NOT NULL",
+    )
+    .bind(org.as_uuid())
+    .bind(&o.name)
+    .bind(&o.slug)
+    .bind(&o.external_id)
+    .bind(&o.created_by)
+    .bind(o.updated_at)
+    .bind(source as i16)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(deleted) = written {
+        return Ok(if deleted {
+            OrgState::Deleted
+        } else {
+            OrgState::Changed
+        });
+    }
+    let deleted: bool =
+        sqlx::query_scalar("SELECT deleted_at IS NOT NULL FROM organizations WHERE id = $1")
+            .bind(org.as_uuid())
+            .fetch_one(&mut *tx)
+            .await?;
+    Ok(if deleted {
+        OrgState::Deleted
+    } else {
+        OrgState::Unchanged
+    })
+}
+
+async fn delete_organization(
+    tx: &mut PgConnection,
+    org: OrgId,
+    external_id: &str,
+) -> Result<Outcome, SyncError> {
+    let already: Option<bool> =
+        sqlx::query_scalar("SELECT deleted_at IS NOT NULL FROM organizations WHERE id = $1")
+            .bind(org.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await?;
+    if already == Some(true) {
+        return Ok(Outcome::Unchanged);
+    }
+    sqlx::query(
+        "INSERT INTO organizations (id, name, slug, external_id, deleted_at) VALUES ($1, '', NULL, $2, now()) \
+         ON CONFLICT (id) DO UPDATE SET deleted_at = now(), slug = NULL",
+    )
+    .bind(org.as_uuid())
+    .bind(external_id)
+    .execute(&mut *tx)
+    .await?;
+    for table in ["organization_members", "membership_tombstones"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE organization_id = $1"
+        )))
+        .bind(org.as_uuid())
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(Outcome::Applied)
+}
+
+/// Inserts or updates the membership if `m` is newer (same membership, later `updated_at`; or a
+/// later membership of the same user), unless `m`'s membership was deleted. Returns whether
+/// anything changed.
+async fn upsert_membership(
+    tx: &mut PgConnection,
+    org: OrgId,
+    m: &OrganizationMembership,
+    roles: &RoleMapping,
+) -> Result<bool, SyncError> {
+    let deleted: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM membership_tombstones \
+         WHERE organization_id = $1 AND external_id = $2)",
+    )
+    .bind(org.as_uuid())
+    .bind(&m.external_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if deleted {
+        return Ok(false);
+    }
+    let is_creator = m.organization.created_by.as_deref() == Some(m.user_id.as_str());
+    let role = roles.role_for(&m.role, is_creator);
+    // Insert, or take over the row when `m` is newer: the same membership at a later version,
+    // a later membership of the user (re-invited), or a row the application added itself.
+    let changed = sqlx::query(
+        "INSERT INTO organization_members AS cur \
+             (organization_id, user_id, role, external_id, external_created_at, external_updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (organization_id, user_id) DO UPDATE \
+         SET role = EXCLUDED.role, external_id = EXCLUDED.external_id, \
+             external_created_at = EXCLUDED.external_created_at, \
+             external_updated_at = EXCLUDED.external_updated_at \
+         WHERE cur.external_id IS NULL \
+            OR (cur.external_id = EXCLUDED.external_id \
+                AND (cur.external_updated_at IS NULL \
+                     OR cur.external_updated_at < EXCLUDED.external_updated_at)) \
+            OR (cur.external_id <> EXCLUDED.external_id \
+                AND (cur.external_created_at, cur.external_id) \
+                    < (EXCLUDED.external_created_at, EXCLUDED.external_id))",
+    )
+    .bind(org.as_uuid())
+    .bind(m.user_id.as_str())
+    .bind(role.as_str())
+    .bind(&m.external_id)
+    .bind(m.created_at)
+    .bind(m.updated_at)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    Ok(changed == 1)
+}
+
+/// Remembers that `m`'s membership was deleted and removes it (or a row the application added
+/// for the same user); a newer membership of the user stays. Returns whether anything changed.
+async fn delete_membership(
+    tx: &mut PgConnection,
+    org: OrgId,
+    m: &OrganizationMembership,
+) -> Result<bool, SyncError> {
+    let recorded = sqlx::query(
+        "INSERT INTO membership_tombstones (organization_id, external_id, user_id) VALUES ($1, $2, $3) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(org.as_uuid())
+    .bind(&m.external_id)
+    .bind(m.user_id.as_str())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let removed = sqlx::query(
+        "DELETE FROM organization_members WHERE organization_id = $1 AND user_id = $2 \
+         AND (external_id = $3 OR external_id IS NULL)",
+    )
+    .bind(org.as_uuid())
+    .bind(m.user_id.as_str())
+    .bind(&m.external_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    Ok(recorded + removed > 0)
+}
