@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::PgPoolOptions;
 use tenancy::testing::{TcpProxy, TestCluster};
-use tenancy::{Error, Role, TenantPool};
+use tenancy::{Error, Role};
 
 use crate::common::{As, leftover_context, world_with};
 
@@ -142,16 +141,7 @@ async fn nothing_survives_a_begin_cancelled_at_any_point() {
     let w = one_connection_world().await;
     let server = TestCluster::global().unwrap().tcp_address().unwrap();
     let proxy = TcpProxy::start(server, Duration::from_millis(20)).unwrap();
-    let pool = TenantPool::new(
-        PgPoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .connect_with(w.db.app_options_at(proxy.addr()))
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let pool = w.db.app_pool_at(proxy.addr(), 1).await.unwrap();
     let ctx = w.a.ctx(Role::Member);
     let mut cancelled = 0;
     for ms in [1, 5, 10, 25, 30, 35, 39, 45, 60, 100] {

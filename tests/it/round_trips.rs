@@ -2,9 +2,8 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::PgPoolOptions;
 use tenancy::testing::{TcpProxy, TestCluster};
-use tenancy::{Error, Role, TenantPool};
+use tenancy::{Error, Role};
 
 use crate::common::{As, world};
 
@@ -18,16 +17,7 @@ async fn units_of_work_cost_the_designed_round_trips() {
         .tcp_address()
         .expect("harness TCP listener");
     let proxy = TcpProxy::start(server, Duration::ZERO).unwrap();
-    let pool = TenantPool::new(
-        PgPoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .connect_with(w.db.app_options_at(proxy.addr()))
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let pool = w.db.app_pool_at(proxy.addr(), 1).await.unwrap();
     let ctx = w.a.ctx(Role::Member);
     let id = w.a.project;
     let query = "SELECT name FROM projects WHERE id = $1";

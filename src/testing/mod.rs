@@ -1,0 +1,53 @@
+//! A throwaway PostgreSQL for tests and examples (feature `testing`).
+//!
+//! [`TestDatabase::create`] gives each test a fresh database, migrated, with three login roles:
+//! the database **owner** (ran the migrations; subject to the policies only because every table
+//! is `FORCE ROW LEVEL SECURITY`), an **application** role (neither superuser nor `BYPASSRLS`),
+//! and a **service** role (a member of the cluster-wide NOLOGIN role `tenancy_service`, which
+//! the harness creates when missing). `TEMP` is revoked from `PUBLIC`, as in production. Test
+//! your own isolation through the owner and the application role.
+//!
+//! Where the server comes from:
+//! - `DATABASE_URL`, if set: a role that may create databases and roles (`CREATEDB`,
+//!   `CREATEROLE`). The suite's BYPASSRLS-refusal test and the benches' baselines also create
+//!   a `BYPASSRLS` role, which needs a superuser. Databases and roles created there are left
+//!   in place (their names start with `tenancy_<pid>_`).
+//! - Otherwise one cluster per process, started on first use: the server binaries are found
+//!   through `TENANCY_PG_BINDIR`, `PATH`, `pg_config --bindir`, or `/usr/lib/postgresql/*/bin`;
+//!   `initdb` runs in a temporary directory, the server listens on a unix socket in it (and on a
+//!   free loopback port, password-protected), and when the process runs as root the server runs
+//!   as the unprivileged `postgres` user (or `TENANCY_PG_USER`). A watchdog process stops the
+//!   server and deletes the directory when the test process exits, however it exits.
+
+mod cluster;
+mod database;
+mod proxy;
+
+pub use cluster::TestCluster;
+pub use database::TestDatabase;
+pub use proxy::{ProxyStats, TcpProxy};
+
+/// Why a test database could not be had.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HarnessError {
+    /// No PostgreSQL server binaries were found.
+    #[error(
+        "no PostgreSQL server binaries (initdb, postgres) found: install them \
+         (Debian/Ubuntu: `apt-get install postgresql`), set TENANCY_PG_BINDIR to their directory, \
+         or set DATABASE_URL to a server whose role may create databases and roles"
+    )]
+    NoBinaries,
+    /// Starting the throwaway cluster failed.
+    #[error("could not start the throwaway PostgreSQL: {0}")]
+    Start(String),
+    /// A database statement failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// `tenancy` refused the pool.
+    #[error(transparent)]
+    Tenancy(#[from] crate::Error),
+}
