@@ -112,7 +112,8 @@ pub enum ErrorKind {
     /// No authenticated user (HTTP 401).
     Unauthenticated,
     /// Authenticated, but not allowed: not a member, role too low, or a write the policies
-    /// refuse (HTTP 403).
+    /// refuse (HTTP 403). A missing `GRANT` is not this but [`ErrorKind::Internal`]: the
+    /// operator's mistake, not the client's.
     Forbidden,
     /// No such row for this organization (HTTP 404).
     NotFound,
@@ -178,22 +179,31 @@ impl Error {
     /// write aimed outside the current organization).
     pub fn is_rls_violation(&self) -> bool {
         match self {
-            Error::Database(sqlx::Error::Database(db)) => {
-                db.code().as_deref() == Some(sqlstate::INSUFFICIENT_PRIVILEGE)
-                    && db.message().contains("row-level security")
-            }
+            Error::Database(sqlx::Error::Database(db)) => is_rls_check(db.as_ref()),
             _ => false,
         }
     }
 }
 
+/// A row-level security `WITH CHECK` failure. It shares SQLSTATE 42501 with a missing `GRANT`;
+/// the server's `routine` field tells them apart (`ExecWithCheckOptions` against
+/// `aclcheck_error`), where the message text would break on a localized server.
+fn is_rls_check(db: &dyn sqlx::error::DatabaseError) -> bool {
+    db.code().as_deref() == Some(sqlstate::INSUFFICIENT_PRIVILEGE)
+        && db
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .and_then(|e| e.routine())
+            == Some("ExecWithCheckOptions")
+}
+
 fn classify(error: &sqlx::Error) -> ErrorKind {
     match error {
         sqlx::Error::RowNotFound => ErrorKind::NotFound,
+        // A write the policies refuse is the client's; a missing GRANT (also 42501) is the
+        // operator's mistake: 500.
+        sqlx::Error::Database(db) if is_rls_check(db.as_ref()) => ErrorKind::Forbidden,
         sqlx::Error::Database(db) => match db.code().as_deref() {
-            Some(sqlstate::INSUFFICIENT_PRIVILEGE)
-            | Some(sqlstate::NOT_A_MEMBER)
-            | Some(sqlstate::ROLE_TOO_LOW) => ErrorKind::Forbidden,
+            Some(sqlstate::NOT_A_MEMBER) | Some(sqlstate::ROLE_TOO_LOW) => ErrorKind::Forbidden,
             Some(sqlstate::UNIQUE_VIOLATION)
             | Some(sqlstate::FOREIGN_KEY_VIOLATION)
             | Some(sqlstate::LAST_OWNER)

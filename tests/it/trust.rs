@@ -494,8 +494,19 @@ async fn webhook_bookkeeping_is_closed_to_request_units(role: As) {
          SELECT id, 'orgmem_forged', 'user_x' FROM organizations",
     ] {
         let e = run(&w.pool, &o, sql).await.unwrap_err();
-        // The application role has no grant; the owner has no policy.
-        assert_eq!(e.kind(), ErrorKind::Forbidden, "{sql}: {e}");
+        // The application role has no grant: a refusal, classified as the operator's
+        // configuration (500), not the client's (403). The owner has the grant but no policy:
+        // a row-level security refusal (403).
+        match role {
+            As::App => {
+                assert!(!e.is_rls_violation(), "{sql}: {e}");
+                assert_eq!(e.kind(), ErrorKind::Internal, "{sql}: {e}");
+            }
+            As::Owner => {
+                assert!(e.is_rls_violation(), "{sql}: {e}");
+                assert_eq!(e.kind(), ErrorKind::Forbidden, "{sql}: {e}");
+            }
+        }
     }
     // The old prune setting opens nothing.
     let r = w
@@ -513,7 +524,7 @@ async fn webhook_bookkeeping_is_closed_to_request_units(role: As) {
         })
         .await;
     match role {
-        As::App => assert_eq!(r.unwrap_err().kind(), ErrorKind::Forbidden),
+        As::App => assert_eq!(r.unwrap_err().kind(), ErrorKind::Internal),
         As::Owner => assert_eq!(r.unwrap(), 0),
     }
 }
@@ -694,7 +705,13 @@ async fn temp_tables_cannot_shadow_tenancy_lookups() {
     )
     .await
     .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Forbidden, "{e}");
+    // Permission denied (42501 from the privilege check): the set-up's decision, not a
+    // policy refusal.
+    assert!(
+        matches!(&e, Error::Database(sqlx::Error::Database(d)) if d.code().as_deref() == Some("42501")),
+        "{e}"
+    );
+    assert!(!e.is_rls_violation());
 }
 
 #[tokio::test]
