@@ -379,7 +379,13 @@ impl Units {
             Option<String>,
             String,
         ) = sqlx::query_as(
-            "SELECT r.rolname::text, r.rolsuper, r.rolbypassrls,                     (SELECT n.nspname::text FROM pg_catalog.pg_proc p                        JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace                       WHERE p.proname = 'tenancy_enter'                       ORDER BY pg_catalog.pg_function_is_visible(p.oid) DESC, n.nspname LIMIT 1),                     pg_catalog.current_setting('search_path')                FROM pg_catalog.pg_roles r WHERE r.rolname = current_user",
+            "SELECT r.rolname::text, r.rolsuper, r.rolbypassrls, \
+                    (SELECT n.nspname::text FROM pg_catalog.pg_proc p \
+                       JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+                      WHERE p.proname = 'tenancy_enter' \
+                      ORDER BY pg_catalog.pg_function_is_visible(p.oid) DESC, n.nspname LIMIT 1), \
+                    pg_catalog.current_setting('search_path') \
+               FROM pg_catalog.pg_roles r WHERE r.rolname = current_user",
         )
         .fetch_one(&pool)
         .await?;
@@ -442,7 +448,8 @@ impl Units {
                     return Ok(tx);
                 }
                 Err(error) => {
-                    let dirty = sqlstate_of(&error).as_deref() == Some(sqlstate::DIRTY_SESSION);
+                    let dirty = matches!(&error, sqlx::Error::Database(db)
+                        if db.code().as_deref() == Some(sqlstate::DIRTY_SESSION));
                     // A server error inside the BEGIN batch leaves an aborted transaction that
                     // sqlx does not count (its depth is still 0). Roll it back here; if that
                     // fails the state stays `Beginning` and the connection is closed, never
@@ -481,22 +488,14 @@ impl Units {
             (&self.signer, entry.signed_parts())
         {
             let expiry = signer.expiry();
-            let org = org.map(|o| o.to_string()).unwrap_or_default();
-            let required = required.map(Role::as_str).unwrap_or_default();
             let signature = signer.key.sign(&format!(
-                "enter|{kind}|{org}|{}|{required}|{act}|{expiry}",
-                user.as_str()
+                "enter|{kind}|{}|{}|{}|{act}|{expiry}",
+                org.map(|o| o.to_string()).unwrap_or_default(),
+                user.as_str(),
+                required.map(Role::as_str).unwrap_or_default(),
             ));
-            let org = if org.is_empty() {
-                "NULL".to_owned()
-            } else {
-                format!("'{org}'")
-            };
-            let required = if required.is_empty() {
-                "NULL".to_owned()
-            } else {
-                format!("'{required}'")
-            };
+            let org = org.map_or_else(|| "NULL".to_owned(), |o| format!("'{o}'"));
+            let required = required.map_or_else(|| "NULL".to_owned(), |r| format!("'{r}'"));
             return format!(
                 "{begin}; CALL {schema}tenancy_enter_signed('{kind}', {org}, '{}', {required}, \
                  {act}, {path}, {expiry}, '{signature}')",
@@ -605,13 +604,6 @@ fn sql_literal(text: &str) -> Option<String> {
     text.bytes()
         .all(|b| (0x20..=0x7e).contains(&b) && b != b'\'' && b != b'\\')
         .then(|| format!("'{text}'"))
-}
-
-fn sqlstate_of(error: &sqlx::Error) -> Option<String> {
-    match error {
-        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
-        _ => None,
-    }
 }
 
 async fn insert_member(tx: &mut PgConnection, org: OrgId, user: &UserId, role: Role) -> Result<()> {
