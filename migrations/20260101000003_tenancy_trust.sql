@@ -34,48 +34,59 @@ SELECT pg_catalog.set_config('search_path',
     pg_catalog.format('%I, pg_catalog, pg_temp', pg_catalog.current_schema()), false);
 
 -- ---------------------------------------------------------------------------------------------
--- The context, as policies read it. Inlinable SQL, called as `(SELECT f())` so each is one
--- InitPlan per statement. Each value counts only inside the transaction that set it.
+-- The context, as policies read it. Each value counts only inside the transaction that set it.
 
 CREATE OR REPLACE FUNCTION tenancy_current_unit_is_live() RETURNS boolean
     LANGUAGE sql STABLE PARALLEL SAFE
     AS $$ SELECT pg_catalog.current_setting('app.current_unit', true)
                  = pg_catalog.transaction_timestamp()::text $$;
 
-CREATE OR REPLACE FUNCTION tenancy_current_org_id() RETURNS uuid
-    LANGUAGE sql STABLE PARALLEL SAFE
-    AS $$ SELECT CASE WHEN pg_catalog.current_setting('app.current_unit', true)
-                           = pg_catalog.transaction_timestamp()::text
-                      THEN NULLIF(pg_catalog.current_setting('app.current_org_id', true), '')::uuid
-                 END $$;
+-- Writes the four context functions every policy calls, for one mode: in the default mode
+-- they read the current unit's settings (inlinable SQL, one InitPlan per statement as
+-- `(SELECT f())`); in hardened mode the same, only while the unit's seal holds
+-- (tenancy_context_is_sealed, below). Replacing them switches users' own policies written
+-- with them too. The owner's alone (tenancy_enable_hardened_mode and _disable_ call it).
+--
+-- - tenancy_current_org_id(), tenancy_current_user_id();
+-- - tenancy_current_org_role(): the role the unit acts with, checked against the membership
+--   by the entry (never more than the membership holds, nor than the application claimed);
+--   'service' in a service unit; one setting read, no table lookup;
+-- - tenancy_switcher_user_id(): the user, only while no organization is chosen (the switcher
+--   policies: one InitPlan where `org IS NULL AND user_id = user` needs two).
+CREATE FUNCTION tenancy_install_context_functions(hardened boolean) RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path FROM CURRENT
+    AS $$
+DECLARE
+    s        text := pg_catalog.quote_ident(pg_catalog.current_schema());
+    live     text := CASE WHEN hardened THEN 'tenancy_context_is_sealed()'
+                          ELSE 'tenancy_current_unit_is_live()' END;
+    parallel text := CASE WHEN hardened THEN '' ELSE 'PARALLEL SAFE' END;
+BEGIN
+    EXECUTE pg_catalog.format($f$
+        CREATE OR REPLACE FUNCTION %1$s.tenancy_current_org_id() RETURNS uuid
+            LANGUAGE sql STABLE %3$s
+            AS $b$ SELECT CASE WHEN %1$s.%2$s
+                               THEN NULLIF(pg_catalog.current_setting('app.current_org_id', true), '')::uuid END $b$;
+        CREATE OR REPLACE FUNCTION %1$s.tenancy_current_user_id() RETURNS text
+            LANGUAGE sql STABLE %3$s
+            AS $b$ SELECT CASE WHEN %1$s.%2$s
+                               THEN NULLIF(pg_catalog.current_setting('app.current_user_id', true), '') END $b$;
+        CREATE OR REPLACE FUNCTION %1$s.tenancy_current_org_role() RETURNS text
+            LANGUAGE sql STABLE %3$s
+            AS $b$ SELECT CASE WHEN %1$s.%2$s
+                               THEN NULLIF(pg_catalog.current_setting('app.current_org_role', true), '') END $b$;
+        CREATE OR REPLACE FUNCTION %1$s.tenancy_switcher_user_id() RETURNS text
+            LANGUAGE sql STABLE %3$s
+            AS $b$ SELECT CASE WHEN %1$s.%2$s
+                                AND NULLIF(pg_catalog.current_setting('app.current_org_id', true), '') IS NULL
+                               THEN NULLIF(pg_catalog.current_setting('app.current_user_id', true), '') END $b$;
+    $f$, s, live, parallel);
+END
+$$;
+REVOKE ALL ON FUNCTION tenancy_install_context_functions(boolean) FROM PUBLIC;
 
-CREATE OR REPLACE FUNCTION tenancy_current_user_id() RETURNS text
-    LANGUAGE sql STABLE PARALLEL SAFE
-    AS $$ SELECT CASE WHEN pg_catalog.current_setting('app.current_unit', true)
-                           = pg_catalog.transaction_timestamp()::text
-                      THEN NULLIF(pg_catalog.current_setting('app.current_user_id', true), '')
-                 END $$;
-
--- The role the unit acts with: checked against the membership by tenancy_enter, never more
--- than the membership holds (and never more than the application claimed). NULL without a
--- member unit; 'service' in a service unit. Cheap: one setting read, no table lookup.
-DROP FUNCTION tenancy_current_org_role();
-CREATE FUNCTION tenancy_current_org_role() RETURNS text
-    LANGUAGE sql STABLE PARALLEL SAFE
-    AS $$ SELECT CASE WHEN pg_catalog.current_setting('app.current_unit', true)
-                           = pg_catalog.transaction_timestamp()::text
-                      THEN NULLIF(pg_catalog.current_setting('app.current_org_role', true), '')
-                 END $$;
-
--- The user, only while no organization is chosen (the switcher policies): one InitPlan where
--- `tenancy_current_org_id() IS NULL AND user_id = tenancy_current_user_id()` needs two.
-CREATE FUNCTION tenancy_switcher_user_id() RETURNS text
-    LANGUAGE sql STABLE PARALLEL SAFE
-    AS $$ SELECT CASE WHEN pg_catalog.current_setting('app.current_unit', true)
-                           = pg_catalog.transaction_timestamp()::text
-                       AND NULLIF(pg_catalog.current_setting('app.current_org_id', true), '') IS NULL
-                      THEN NULLIF(pg_catalog.current_setting('app.current_user_id', true), '')
-                 END $$;
+SELECT tenancy_install_context_functions(false);
 
 CREATE FUNCTION tenancy_role_rank(role text) RETURNS int
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -578,8 +589,8 @@ BEGIN
 END
 $$;
 
--- Switching modes replaces the three context functions that every policy calls, so users' own
--- policies written with them are hardened too.
+-- Switching modes stores or forgets the key and rewrites the context functions
+-- (tenancy_install_context_functions), so users' own policies written with them follow.
 CREATE FUNCTION tenancy_enable_hardened_mode(key bytea) RETURNS void
     LANGUAGE plpgsql VOLATILE
     SET search_path FROM CURRENT
@@ -588,7 +599,6 @@ DECLARE
     block bytea := '\x'::bytea;
     ipad  bytea;
     opad  bytea;
-    s     text := pg_catalog.quote_ident(pg_catalog.current_schema());
 BEGIN
     IF key IS NULL OR pg_catalog.length(key) < 32 THEN
         RAISE EXCEPTION 'tenancy: the context key needs at least 32 bytes' USING ERRCODE = '22023';
@@ -603,20 +613,7 @@ BEGIN
     END LOOP;
     DELETE FROM tenancy_context_key;
     INSERT INTO tenancy_context_key (ikey, okey) VALUES (ipad, opad);
-    EXECUTE pg_catalog.format($f$
-        CREATE OR REPLACE FUNCTION %1$s.tenancy_current_org_id() RETURNS uuid
-            LANGUAGE sql STABLE
-            AS $b$ SELECT CASE WHEN %1$s.tenancy_context_is_sealed()
-                               THEN NULLIF(pg_catalog.current_setting('app.current_org_id', true), '')::uuid END $b$;
-        CREATE OR REPLACE FUNCTION %1$s.tenancy_current_user_id() RETURNS text
-            LANGUAGE sql STABLE
-            AS $b$ SELECT CASE WHEN %1$s.tenancy_context_is_sealed()
-                               THEN NULLIF(pg_catalog.current_setting('app.current_user_id', true), '') END $b$;
-        CREATE OR REPLACE FUNCTION %1$s.tenancy_current_org_role() RETURNS text
-            LANGUAGE sql STABLE
-            AS $b$ SELECT CASE WHEN %1$s.tenancy_context_is_sealed()
-                               THEN NULLIF(pg_catalog.current_setting('app.current_org_role', true), '') END $b$;
-    $f$, s);
+    PERFORM tenancy_install_context_functions(true);
 END
 $$;
 
@@ -624,25 +621,9 @@ CREATE FUNCTION tenancy_disable_hardened_mode() RETURNS void
     LANGUAGE plpgsql VOLATILE
     SET search_path FROM CURRENT
     AS $$
-DECLARE
-    s text := pg_catalog.quote_ident(pg_catalog.current_schema());
-    live text := $l$pg_catalog.current_setting('app.current_unit', true) = pg_catalog.transaction_timestamp()::text$l$;
 BEGIN
     DELETE FROM tenancy_context_key;
-    EXECUTE pg_catalog.format($f$
-        CREATE OR REPLACE FUNCTION %1$s.tenancy_current_org_id() RETURNS uuid
-            LANGUAGE sql STABLE PARALLEL SAFE
-            AS $b$ SELECT CASE WHEN %2$s
-                               THEN NULLIF(pg_catalog.current_setting('app.current_org_id', true), '')::uuid END $b$;
-        CREATE OR REPLACE FUNCTION %1$s.tenancy_current_user_id() RETURNS text
-            LANGUAGE sql STABLE PARALLEL SAFE
-            AS $b$ SELECT CASE WHEN %2$s
-                               THEN NULLIF(pg_catalog.current_setting('app.current_user_id', true), '') END $b$;
-        CREATE OR REPLACE FUNCTION %1$s.tenancy_current_org_role() RETURNS text
-            LANGUAGE sql STABLE PARALLEL SAFE
-            AS $b$ SELECT CASE WHEN %2$s
-                               THEN NULLIF(pg_catalog.current_setting('app.current_org_role', true), '') END $b$;
-    $f$, s, live);
+    PERFORM tenancy_install_context_functions(false);
 END
 $$;
 

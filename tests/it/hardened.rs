@@ -177,3 +177,37 @@ async fn hardened_mode_refuses_unsigned_pools_bad_signatures_and_visible_context
         vec![*w.a.id.as_uuid()]
     );
 }
+
+/// An injection inside a unit of A that turns the unit into B's owner's switcher view
+/// (no organization, another user): the memberships it sees.
+async fn injected_switcher(pool: &TenantPool, w: &World) -> i64 {
+    pool.with_rls(&w.a.ctx(Role::Member), async |tx| {
+        sqlx::query(
+            "SELECT set_config('app.current_org_id', '', true), \
+                    set_config('app.current_user_id', $1, true), \
+                    set_config('app.current_unit', transaction_timestamp()::text, true)",
+        )
+        .bind(w.b.owner.as_str())
+        .execute(&mut *tx)
+        .await?;
+        Ok::<_, Error>(
+            sqlx::query_scalar("SELECT count(*) FROM organization_members")
+                .fetch_one(&mut *tx)
+                .await?,
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn hardened_mode_seals_the_switcher_too() {
+    // Default mode: the injection reads B's owner's memberships through the switcher policy.
+    let w = world(As::App).await;
+    assert_eq!(injected_switcher(&w.pool, &w).await, 1);
+    // Hardened mode: the switched user is not sealed, so the switcher sees nothing.
+    let (w, pool) = hardened_world().await;
+    assert_eq!(injected_switcher(&pool, &w).await, 0);
+    // Positive control: the signed switcher unit lists the real user's memberships.
+    assert_eq!(pool.memberships(&w.b.owner).await.unwrap().len(), 1);
+}
