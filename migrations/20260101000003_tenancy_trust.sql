@@ -28,8 +28,11 @@ $$;
 
 -- Functions created below capture this search_path (SET search_path FROM CURRENT): the schema
 -- the migrations run in, pg_catalog, and pg_temp last, so a temporary table can never shadow a
--- table they read. Session-level on purpose: `psql -f` runs each statement in its own
--- transaction.
+-- table they read. Session-level because `psql -f` runs each statement in its own transaction;
+-- the caller's value is saved here and restored at the end of the file, so a pooled connection
+-- that ran the migration goes back as it came.
+SELECT pg_catalog.set_config('tenancy.migration_search_path',
+                             pg_catalog.current_setting('search_path'), false);
 SELECT pg_catalog.set_config('search_path',
     pg_catalog.format('%I, pg_catalog, pg_temp', pg_catalog.current_schema()), false);
 
@@ -629,3 +632,8 @@ $$;
 
 REVOKE ALL ON FUNCTION tenancy_enable_hardened_mode(bytea) FROM PUBLIC;
 REVOKE ALL ON FUNCTION tenancy_disable_hardened_mode() FROM PUBLIC;
+
+-- The caller's search_path back, and no trace of the saved value.
+SELECT pg_catalog.set_config('search_path',
+                             pg_catalog.current_setting('tenancy.migration_search_path'), false);
+RESET tenancy.migration_search_path;

@@ -24,6 +24,13 @@ async fn files_apply_as_plain_sql_in_name_order_as_a_non_superuser_owner() {
         .collect();
     files.sort();
     assert_eq!(files.len(), MIGRATOR.iter().count());
+    let search_path = async |conn: &mut PgConnection| -> String {
+        sqlx::query_scalar("SELECT current_setting('search_path')")
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    };
+    let before = search_path(&mut conn).await;
     for file in files {
         // What `psql -f` does: send the file's statements, outside any migration tool.
         let sql = std::fs::read_to_string(&file).unwrap();
@@ -32,14 +39,20 @@ async fn files_apply_as_plain_sql_in_name_order_as_a_non_superuser_owner() {
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     }
+    // The session goes back as it came: a pooled connection that ran the migrations keeps
+    // the caller's search_path.
+    assert_eq!(search_path(&mut conn).await, before);
     // The owner has neither SUPERUSER nor CREATEROLE (asserted above), so files that applied
     // cannot have created roles.
     assert_catalog(&mut conn).await;
-    // The embedded migrator produces the same catalog.
-    let migrated = TestDatabase::create().await.unwrap();
+    // The embedded migrator produces the same catalog, and leaves the search_path alone too.
+    let migrated = TestDatabase::create_empty().await.unwrap();
     let mut conn = PgConnection::connect_with(&migrated.owner_options())
         .await
         .unwrap();
+    let before = search_path(&mut conn).await;
+    MIGRATOR.run(&mut conn).await.unwrap();
+    assert_eq!(search_path(&mut conn).await, before);
     assert_catalog(&mut conn).await;
 }
 
