@@ -106,13 +106,18 @@ CREATE FUNCTION tenancy_role_rank(role text) RETURNS int
 -- `required`. The unit then acts as `required` when `act_as_required` (an OrgContext's role:
 -- never more than the application claimed), else as the membership's role (with_member).
 --
--- First, what a unit may not find on its session: a changed role or search path, temporary
--- objects (which shadow unqualified table names), SQL-level prepared statements (which can
--- replace a driver's cached statement). TNC05; the pool closes such a connection.
+-- First, what a unit may not find on its session: a changed role or search path, or
+-- temporary objects (which shadow unqualified table names). TNC05; the pool closes such a
+-- connection. SQL-level prepared statements (which can replace a driver's cached statement)
+-- are looked for by the other entries and by the signed entry of hardened mode, not here: the
+-- scan materializes every statement of the session (the driver's cache included) and cost
+-- about 0.09 of saturated throughput, and in the default mode the SQL that could plant one
+-- can already switch its own context with set_config (docs/security.md).
 --
--- This runs once per unit, so it is kept cheap: names are schema-qualified when the function
--- is created (no SET clause to save and restore), and one index lookup of the membership
--- suffices because a deleted organization keeps no memberships (tenancy_forget_members).
+-- This runs once per unit, so it is kept cheap: the session check is one simple expression
+-- (no query), names are schema-qualified when the function is created (no SET clause to save
+-- and restore), and one index lookup of the membership suffices because a deleted
+-- organization keeps no memberships (tenancy_forget_members).
 DO $do$
 BEGIN
 EXECUTE pg_catalog.format($fn$
@@ -126,25 +131,26 @@ DECLARE
 BEGIN
     IF current_user <> session_user
        OR search_path_now IS DISTINCT FROM search_path_expected
-       OR pg_catalog.pg_my_temp_schema() <> 0
-       OR EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_statements WHERE from_sql) THEN
-        RAISE EXCEPTION 'tenancy: session not clean (role, search_path, temporary objects or prepared statements)'
+       OR pg_catalog.pg_my_temp_schema() <> 0 THEN
+        RAISE EXCEPTION 'tenancy: session not clean (role, search_path or temporary objects)'
             USING ERRCODE = 'TNC05';
     END IF;
-    ignored := pg_catalog.set_config('app.current_unit', pg_catalog.transaction_timestamp()::text, true);
-    ignored := pg_catalog.set_config('app.current_org_id', org::text, true);
-    ignored := pg_catalog.set_config('app.current_user_id', member, true);
+    -- One expression per step: PL/pgSQL prepares each expression once per transaction.
+    ignored := pg_catalog.set_config('app.current_unit', pg_catalog.transaction_timestamp()::text, true)
+            || pg_catalog.set_config('app.current_org_id', org::text, true)
+            || pg_catalog.set_config('app.current_user_id', member, true);
     SELECT m.role INTO found_role FROM %1$I.organization_members m
      WHERE m.organization_id = org AND m.user_id = member;
-    IF found_role IS NULL THEN
-        RAISE EXCEPTION 'tenancy: not a member of this organization' USING ERRCODE = 'TNC01';
-    END IF;
-    IF %1$I.tenancy_role_rank(found_role) < %1$I.tenancy_role_rank(required) THEN
+    IF found_role IS NULL
+       OR %1$I.tenancy_role_rank(required) IS NULL
+       OR %1$I.tenancy_role_rank(found_role) < %1$I.tenancy_role_rank(required) THEN
+        IF found_role IS NULL THEN
+            RAISE EXCEPTION 'tenancy: not a member of this organization' USING ERRCODE = 'TNC01';
+        ELSIF %1$I.tenancy_role_rank(required) IS NULL THEN
+            RAISE EXCEPTION 'tenancy: unknown role %%', required USING ERRCODE = '22023';
+        END IF;
         RAISE EXCEPTION 'tenancy: role below the required role'
             USING ERRCODE = 'TNC02', DETAIL = found_role;
-    END IF;
-    IF %1$I.tenancy_role_rank(required) IS NULL THEN
-        RAISE EXCEPTION 'tenancy: unknown role %%', required USING ERRCODE = '22023';
     END IF;
     ignored := pg_catalog.set_config('app.current_org_role',
                                      CASE WHEN act_as_required THEN required ELSE found_role END, true);
@@ -154,7 +160,8 @@ $fn$, pg_catalog.current_schema());
 END
 $do$;
 
--- The session check alone, for the other entries (switcher, bootstrap, service).
+-- The session check alone, for the other entries (switcher, bootstrap, service, and every
+-- signed entry of hardened mode), prepared statements included.
 CREATE FUNCTION tenancy_assert_clean_session(search_path_now text, search_path_expected text)
     RETURNS void
     LANGUAGE plpgsql VOLATILE

@@ -121,11 +121,16 @@ pub(crate) async fn service_project_orgs(service: &ServicePool, org: OrgId) -> V
 /// What a connection carries between units: the org setting and the rows it can see.
 pub(crate) async fn leftover_context(pool: &PgPool) -> (Option<String>, i64) {
     let mut conn = pool.acquire().await.expect("acquire");
-    let setting: Option<String> =
-        sqlx::query_scalar("SELECT nullif(current_setting('app.current_org_id', true), '')")
-            .fetch_one(&mut *conn)
-            .await
-            .expect("setting");
+    // Every context setting a unit sets, not only the organization.
+    let setting: Option<String> = sqlx::query_scalar(
+        "SELECT nullif(concat_ws(',', \
+                    nullif(current_setting('app.current_org_id', true), ''), \
+                    nullif(current_setting('app.current_user_id', true), ''), \
+                    nullif(current_setting('app.current_org_role', true), '')), '')",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .expect("setting");
     let visible: i64 = sqlx::query_scalar("SELECT count(*) FROM projects")
         .fetch_one(&mut *conn)
         .await
@@ -145,3 +150,16 @@ macro_rules! both_roles {
     };
 }
 pub(crate) use both_roles;
+
+/// The backend serving the next unit of a pool of one.
+pub(crate) async fn backend_pid(pool: &TenantPool, ctx: &OrgContext) -> i32 {
+    pool.with_rls_read(ctx, async |tx| {
+        Ok::<_, Error>(
+            sqlx::query_scalar("SELECT pg_backend_pid()")
+                .fetch_one(tx)
+                .await?,
+        )
+    })
+    .await
+    .unwrap()
+}

@@ -3,7 +3,9 @@
 use sqlx::{Connection, Executor, PgConnection};
 use tenancy::{ContextKey, Error, ErrorKind, OrgId, Role, TenantPool, UserId};
 
-use crate::common::{As, World, service_project_orgs, visible_project_orgs, world};
+use crate::common::{
+    As, World, backend_pid, service_project_orgs, visible_project_orgs, world, world_with,
+};
 
 /// A world whose database is then hardened; `pool` stays the unhardened one (now refused),
 /// the hardened pool is returned beside it.
@@ -210,4 +212,36 @@ async fn hardened_mode_seals_the_switcher_too() {
     assert_eq!(injected_switcher(&pool, &w).await, 0);
     // Positive control: the signed switcher unit lists the real user's memberships.
     assert_eq!(pool.memberships(&w.b.owner).await.unwrap().len(), 1);
+}
+
+/// Plants a SQL-level prepared statement (which could later replace one the driver prepared)
+/// in a unit of `pool` (a pool of one), and tells whether the next unit ran on another backend.
+async fn planted_statement_closes_the_session(pool: &TenantPool, w: &World) -> bool {
+    let ctx = w.a.ctx(Role::Member);
+    let before = backend_pid(pool, &ctx).await;
+    // Positive control: a clean unit keeps its connection.
+    assert_eq!(backend_pid(pool, &ctx).await, before);
+    pool.with_rls(&ctx, async |tx| {
+        tx.execute("PREPARE sqlx_s_99 AS SELECT 1").await?;
+        Ok::<_, Error>(())
+    })
+    .await
+    .unwrap();
+    backend_pid(pool, &ctx).await != before
+}
+
+#[tokio::test]
+async fn hardened_mode_closes_a_session_with_a_planted_statement() {
+    let w = world(As::App).await;
+    let key = ContextKey::generate();
+    let pool = w.db.harden(&key, 1).await.unwrap();
+    assert!(planted_statement_closes_the_session(&pool, &w).await);
+}
+
+#[tokio::test]
+async fn default_mode_does_not_look_for_planted_statements() {
+    // The same defence absent: the default mode's entry skips the scan (its cost, and what the
+    // SQL that plants one can do anyway there: docs/security.md), so the session is kept.
+    let w = world_with(As::App, 1).await;
+    assert!(!planted_statement_closes_the_session(&w.pool, &w).await);
 }

@@ -15,7 +15,8 @@ use tenancy::testing::TestDatabase;
 use tenancy::{Error, ErrorKind, OrgContext, OrgId, Role, TenantPool, UserId};
 
 use crate::common::{
-    As, World, both_roles, service_project_orgs, visible_project_orgs, world, world_with,
+    As, World, backend_pid, both_roles, service_project_orgs, visible_project_orgs, world,
+    world_with,
 };
 
 both_roles!(
@@ -626,29 +627,16 @@ async fn a_session_level_context_without_the_defence() {
     assert_eq!(seen, 1);
 }
 
-/// The backend serving the next unit of a pool of one.
-async fn backend_pid(pool: &TenantPool, ctx: &OrgContext) -> i32 {
-    pool.with_rls_read(ctx, async |tx| {
-        Ok::<_, Error>(
-            sqlx::query_scalar("SELECT pg_backend_pid()")
-                .fetch_one(tx)
-                .await?,
-        )
-    })
-    .await
-    .unwrap()
-}
-
 #[tokio::test]
 async fn a_poisoned_session_is_closed_before_the_next_unit() {
-    // As the owner, who (unlike the application role) may create temporary tables.
+    // As the owner, who (unlike the application role) may create temporary tables. SQL-level
+    // prepared statements: hardened::hardened_mode_closes_a_session_with_a_planted_statement.
     let w = world_with(As::Owner, 1).await;
     let ctx = w.a.ctx(Role::Member);
     for poison in [
         "CREATE TEMP TABLE organization_members \
          (organization_id uuid, user_id text, role text, created_at timestamptz)",
         "SET search_path = pg_catalog",
-        "PREPARE sqlx_s_99 AS SELECT 1",
     ] {
         let before = backend_pid(&w.pool, &ctx).await;
         // A clean unit keeps its connection.
