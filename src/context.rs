@@ -6,12 +6,18 @@ use crate::role::Role;
 
 /// The organization, user and role a unit of work runs as.
 ///
-/// The fields are private and there are exactly two ways to get one:
-/// - [`TenantPool::authorize`](crate::TenantPool::authorize), which checks the membership in
+/// The fields are private. The ways to get one:
+/// - [`TenantPool::authorize`](crate::TenantPool::authorize), which reads the membership in
 ///   the database;
+/// - [`TenantPool::create_organization`](crate::TenantPool::create_organization), for the
+///   owner of the organization it creates;
 /// - [`OrgContext::from_verified_session`], whose caller vouches that all three values come
 ///   from a session the server verified (for example the `org_id` / `org_role` claims of a
-///   session token whose signature was checked).
+///   session token whose signature was checked), and, with the `clerk` feature,
+///   `SessionClaims::org_context_trusting_token_role`, which does that for Clerk's claims.
+///
+/// Whichever way, every unit of work it starts is admitted by the database only for a live
+/// membership with at least its role.
 ///
 /// Never build one from anything the client sends: a request body, query string, cookie or
 /// header.

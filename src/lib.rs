@@ -43,8 +43,8 @@ mod pool;
 mod role;
 mod service;
 mod sql_types;
-#[cfg(feature = "testing")]
-#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+#[cfg(all(feature = "testing", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "testing", unix))))]
 pub mod testing;
 #[cfg(feature = "webhook")]
 #[cfg_attr(docsrs, doc(cfg(feature = "webhook")))]

@@ -30,6 +30,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::ErrorKind;
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// Default tolerance between the signature's timestamp and the clock, both ways: 300 s.
@@ -60,7 +62,11 @@ impl fmt::Display for Header {
     }
 }
 
-/// Why a webhook was not accepted. Every variant means HTTP 400 to the sender.
+/// Why a webhook was not accepted, or a verifier could not be built.
+///
+/// [`WebhookError::kind`] tells them apart: a delivery that fails verification is the
+/// sender's problem ([`ErrorKind::BadRequest`], 400); an empty or invalid secret is the
+/// operator's ([`ErrorKind::Internal`], 500).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum WebhookError {
@@ -85,6 +91,22 @@ pub enum WebhookError {
     /// The secret is not valid base64.
     #[error("invalid webhook secret")]
     InvalidSecret,
+}
+
+impl WebhookError {
+    /// What the error means: [`ErrorKind::Internal`] for a configuration mistake
+    /// ([`WebhookError::EmptySecret`], [`WebhookError::InvalidSecret`]), else
+    /// [`ErrorKind::BadRequest`].
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            WebhookError::EmptySecret | WebhookError::InvalidSecret => ErrorKind::Internal,
+            WebhookError::MissingHeader(_)
+            | WebhookError::InvalidTimestamp
+            | WebhookError::TimestampTooOld
+            | WebhookError::TimestampTooNew
+            | WebhookError::NoMatchingSignature => ErrorKind::BadRequest,
+        }
+    }
 }
 
 /// A signing secret. `Debug` is redacted and there is no `Display`.
@@ -222,6 +244,17 @@ impl Verifier {
             .into_iter()
             .map(|s| Secret::new(s.as_ref()))
             .collect::<Result<Vec<_>, _>>()?;
+        Self::from_secrets(secrets)
+    }
+
+    /// A verifier for secrets already parsed, or made from raw key bytes with
+    /// [`Secret::from_bytes`] (a key kept in a vault rather than as `whsec_` text). An empty
+    /// list is [`WebhookError::EmptySecret`].
+    pub fn from_secrets<I>(secrets: I) -> Result<Self, WebhookError>
+    where
+        I: IntoIterator<Item = Secret>,
+    {
+        let secrets: Vec<Secret> = secrets.into_iter().collect();
         if secrets.is_empty() {
             return Err(WebhookError::EmptySecret);
         }

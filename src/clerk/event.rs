@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::{OrgId, UserId};
+use crate::{ErrorKind, OrgId, UserId};
 
 /// An organization as Clerk's events carry it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,13 +105,14 @@ impl Event {
     }
 }
 
-/// Why a payload could not be used. Nothing was written. HTTP 400.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a payload could not be used. Nothing was written. Its [`kind`](PayloadError::kind) is
+/// [`ErrorKind::BadRequest`].
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PayloadError {
-    /// Not JSON, or not the shape of a Clerk event (the message names the field).
-    #[error("malformed event: {0}")]
-    Malformed(String),
+    /// Not JSON, or not the shape of a Clerk event (the source names the field).
+    #[error("malformed event")]
+    Malformed(#[source] serde_json::Error),
     /// A field is present but unusable (empty id, invalid user id).
     #[error("invalid {field}: {reason}")]
     Invalid {
@@ -120,6 +121,13 @@ pub enum PayloadError {
         /// Why.
         reason: &'static str,
     },
+}
+
+impl PayloadError {
+    /// Always [`ErrorKind::BadRequest`]: the sender's payload is unusable.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::BadRequest
+    }
 }
 
 impl Event {
@@ -173,7 +181,7 @@ impl Event {
 }
 
 fn malformed(e: serde_json::Error) -> PayloadError {
-    PayloadError::Malformed(e.to_string())
+    PayloadError::Malformed(e)
 }
 
 fn non_empty(s: String, field: &'static str) -> Result<String, PayloadError> {
@@ -254,7 +262,12 @@ mod tests {
             br#"{"type": 7, "data": {}}"#,
             br#"{"type": "organizationMembership.created", "data": {"role": "org:admin", "updated_at": 1}}"#,
         ] {
-            assert!(matches!(Event::parse(body), Err(PayloadError::Malformed(_))), "{}", String::from_utf8_lossy(body));
+            let e = Event::parse(body).unwrap_err();
+            assert!(matches!(e, PayloadError::Malformed(_)), "{}", String::from_utf8_lossy(body));
+            // The JSON error stays the source, not flattened into the message.
+            let source = std::error::Error::source(&e).expect("source");
+            assert!(source.is::<serde_json::Error>());
+            assert_eq!(e.kind(), ErrorKind::BadRequest);
         }
         let empty_id = br#"{"type": "organization.deleted", "data": {"id": "", "deleted": true}}"#;
         assert!(matches!(
@@ -271,10 +284,10 @@ mod tests {
             Err(PayloadError::Invalid { .. })
         ));
         assert_eq!(
-            Event::parse(br#"{"type": "user.created", "data": {"id": "user_1"}}"#),
-            Ok(Event::Other {
+            Event::parse(br#"{"type": "user.created", "data": {"id": "user_1"}}"#).unwrap(),
+            Event::Other {
                 event_type: "user.created".into()
-            })
+            }
         );
     }
 }

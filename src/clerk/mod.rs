@@ -2,8 +2,9 @@
 //! webhooks.
 //!
 //! [`ClerkSync::handle`] verifies, parses and applies one delivery and returns an [`Outcome`]
-//! (answer 2xx) or a [`SyncError`] whose [`http_status`](SyncError::http_status) is 400 for a
-//! bad signature or payload and 500 for a database failure, so that Svix retries.
+//! (answer 2xx) or a [`SyncError`] whose [`kind`](SyncError::kind) maps to 400 for a bad
+//! signature or payload and to 500 for a database failure (so that Svix retries), through
+//! [`ErrorKind::http_status`](crate::ErrorKind::http_status) like every error of the crate.
 //!
 //! | event | effect | status |
 //! |---|---|---|

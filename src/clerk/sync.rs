@@ -7,15 +7,16 @@ use sqlx::PgConnection;
 
 use super::event::{Event, Organization, OrganizationMembership, PayloadError};
 use super::roles::RoleMapping;
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::webhook::{Verifier, WebhookError, WebhookHeaders};
 use crate::{OrgId, ServicePool};
 
-/// What applying a delivery did. Every outcome means: answer 2xx.
+/// What applying a delivery did. Every outcome means: answer 2xx (Svix counts the delivery
+/// as done).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Outcome {
-    /// The database changed.
+    /// Written: the event's state is now stored (an insert, or an update to a newer state).
     Applied,
     /// Valid, but older than (or the same as) the stored state, or about a deleted
     /// organization: nothing to change.
@@ -26,34 +27,34 @@ pub enum Outcome {
     Ignored,
 }
 
-impl Outcome {
-    /// The status to answer with: 200.
-    pub const fn http_status(self) -> u16 {
-        200
-    }
-}
-
-/// Why a delivery was refused.
+/// Why a delivery was refused. Nothing was written.
+///
+/// Answer with [`SyncError::kind`]'s status, the one mapping every error of the crate uses:
+/// 400 for a delivery that fails verification or parsing (Svix does not retry those
+/// usefully), 500 for a database failure or a misconfigured verifier (Svix retries).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SyncError {
-    /// Signature verification failed (HTTP 400).
-    #[error(transparent)]
+    /// Signature verification failed.
+    #[error("webhook refused")]
     Signature(#[from] WebhookError),
-    /// The payload is unusable (HTTP 400).
-    #[error(transparent)]
+    /// The payload is unusable.
+    #[error("payload refused")]
     Payload(#[from] PayloadError),
-    /// The database failed; nothing was written (HTTP 500, so that Svix retries).
-    #[error(transparent)]
+    /// The database failed; nothing was written.
+    #[error("sync failed in the database")]
     Database(#[from] Error),
 }
 
 impl SyncError {
-    /// 400 for signature and payload problems, 500 for database failures.
-    pub fn http_status(&self) -> u16 {
+    /// [`ErrorKind::BadRequest`] for the sender's mistakes, [`ErrorKind::Internal`] for a
+    /// database failure (whatever its own kind: the sender is not at fault, a retry may
+    /// succeed) or a configuration mistake in the verifier.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            SyncError::Signature(_) | SyncError::Payload(_) => 400,
-            SyncError::Database(_) => 500,
+            SyncError::Signature(e) => e.kind(),
+            SyncError::Payload(e) => e.kind(),
+            SyncError::Database(_) => ErrorKind::Internal,
         }
     }
 }

@@ -318,7 +318,7 @@ async fn bad_signatures_and_malformed_payloads_leave_the_database_unchanged() {
     {
         let e = deliver(&sync, &format!("bad{i}"), &body).await.unwrap_err();
         assert!(matches!(e, SyncError::Payload(_)), "{i}: {e}");
-        assert_eq!(e.http_status(), 400);
+        assert_eq!(e.kind().http_status(), 400);
     }
     // Properly shaped but signed with another secret.
     let body = example("organization.updated");
@@ -333,7 +333,7 @@ async fn bad_signatures_and_malformed_payloads_leave_the_database_unchanged() {
     };
     let e = sync.handle_at(&h, &body, NOW).await.unwrap_err();
     assert!(matches!(e, SyncError::Signature(_)));
-    assert_eq!(e.http_status(), 400);
+    assert_eq!(e.kind().http_status(), 400);
     // Other event types: acknowledged, nothing written.
     let user_created = br#"{"type": "user.created", "object": "event", "data": {"id": "user_1"}}"#;
     assert_eq!(
@@ -364,7 +364,7 @@ async fn database_failures_are_500_and_roll_back() {
         .await
         .unwrap_err();
     assert!(matches!(e, SyncError::Database(_)), "{e}");
-    assert_eq!(e.http_status(), 500);
+    assert_eq!(e.kind().http_status(), 500);
     // Rolled back: no organization, and the delivery was not recorded, so a retry may apply.
     assert_eq!(state(&pool, ACME).await.0, None);
 }

@@ -16,6 +16,134 @@ both_roles!(
     read_unit_refuses_writes,
 );
 
+/// The two webhook tables, with what a row of each needs.
+const WEBHOOK_TABLES: [(&str, &str); 2] = [
+    (
+        "membership_tombstones",
+        "INSERT INTO membership_tombstones (organization_id, external_id, user_id) \
+         VALUES ($1, 'orgmem_' || gen_random_uuid(), 'user_gone')",
+    ),
+    (
+        "webhook_deliveries",
+        "INSERT INTO webhook_deliveries (organization_id, message_id, event_type) \
+         VALUES ($1, 'msg_' || gen_random_uuid(), 'organization.updated')",
+    ),
+];
+
+/// One row of each webhook table for A and for B, written by service units (the only path
+/// that writes them).
+async fn seed_webhook_rows(w: &crate::common::World) -> tenancy::ServicePool {
+    let service = w.db.service_pool(1).await.unwrap();
+    for org in [w.a.id, w.b.id] {
+        service
+            .with_org(org, async |tx| {
+                for (_, insert) in WEBHOOK_TABLES {
+                    sqlx::query(insert)
+                        .bind(org.as_uuid())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Ok::<_, Error>(())
+            })
+            .await
+            .unwrap();
+    }
+    service
+}
+
+/// The webhook tables' rows a unit sees, by table, with no WHERE.
+async fn webhook_rows(tx: &mut sqlx::PgConnection) -> Result<Vec<Vec<Uuid>>, Error> {
+    let mut seen = Vec::new();
+    for (table, _) in WEBHOOK_TABLES {
+        seen.push(
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT organization_id FROM {table}"
+            )))
+            .fetch_all(&mut *tx)
+            .await?,
+        );
+    }
+    Ok(seen)
+}
+
+/// A missing GRANT: the application role has none on the webhook tables (by design), so the
+/// database refuses before any policy runs.
+fn assert_no_grant(r: Result<(), Error>, what: &str) {
+    let e = r.expect_err(what);
+    assert!(
+        matches!(&e, Error::Database(sqlx::Error::Database(d)) if d.code().as_deref() == Some("42501")),
+        "{what}: {e}"
+    );
+    assert!(!e.is_rls_violation(), "{what}");
+}
+
+#[tokio::test]
+async fn webhook_tables_isolate_service_units_and_close_to_members() {
+    let w = world(As::Owner).await;
+    let service = seed_webhook_rows(&w).await;
+    let a = *w.a.id.as_uuid();
+    // A service unit for A sees A's rows only, and cannot write B's.
+    let seen = service
+        .with_org(w.a.id, async |tx| webhook_rows(tx).await)
+        .await
+        .unwrap();
+    assert_eq!(seen, vec![vec![a], vec![a]]);
+    for (table, insert) in WEBHOOK_TABLES {
+        let r = service
+            .with_org(w.a.id, async |tx| {
+                sqlx::query(insert)
+                    .bind(w.b.id.as_uuid())
+                    .execute(tx)
+                    .await?;
+                Ok::<_, Error>(())
+            })
+            .await;
+        assert_rls_refused(r, table);
+    }
+    // A member unit of A, even an owner's, as the tables' owner: the policies admit nothing.
+    let ctx = w.a.ctx(Role::Owner);
+    let seen = w
+        .pool
+        .with_rls_read(&ctx, async |tx| webhook_rows(tx).await)
+        .await
+        .unwrap();
+    assert_eq!(seen, vec![Vec::<Uuid>::new(), Vec::new()]);
+    for (table, insert) in WEBHOOK_TABLES {
+        let r = w
+            .pool
+            .with_rls(&ctx, async |tx| {
+                sqlx::query(insert)
+                    .bind(w.a.id.as_uuid())
+                    .execute(tx)
+                    .await?;
+                Ok::<_, Error>(())
+            })
+            .await;
+        assert_rls_refused(r, table);
+    }
+    // As the application role: no GRANT at all, for reads and writes alike.
+    let app = world(As::App).await;
+    let ctx = app.a.ctx(Role::Owner);
+    for (table, insert) in WEBHOOK_TABLES {
+        let read = app
+            .pool
+            .with_rls_read(&ctx, async |tx| webhook_rows(tx).await.map(drop))
+            .await;
+        assert_no_grant(read, table);
+        let write = app
+            .pool
+            .with_rls(&ctx, async |tx| {
+                sqlx::query(insert)
+                    .bind(app.a.id.as_uuid())
+                    .execute(tx)
+                    .await?;
+                Ok::<_, Error>(())
+            })
+            .await;
+        assert_no_grant(write, table);
+    }
+}
+
 async fn project_orgs(w: &crate::common::World, ctx: &tenancy::OrgContext) -> Vec<(Uuid, Uuid)> {
     w.pool
         .with_rls(ctx, async |tx| {
@@ -187,14 +315,27 @@ async fn delete_aimed_at_another_org_affects_nothing(role: As) {
 
 async fn no_context_sees_no_rows_and_writes_nothing(role: As) {
     let w = world(role).await;
+    seed_webhook_rows(&w).await;
     let pool = w.pool.pool();
-    for table in ["organizations", "organization_members", "projects"] {
-        let n: i64 =
-            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-                .fetch_one(pool)
-                .await
-                .unwrap();
-        assert_eq!(n, 0, "{table} without context");
+    for table in [
+        "organizations",
+        "organization_members",
+        "projects",
+        "membership_tombstones",
+        "webhook_deliveries",
+    ] {
+        let n = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {table}"
+        )))
+        .fetch_one(pool)
+        .await;
+        match (role, table) {
+            // The application role has no GRANT on the webhook tables at all.
+            (As::App, "membership_tombstones" | "webhook_deliveries") => {
+                assert_no_grant(n.map(drop).map_err(Error::from), table)
+            }
+            _ => assert_eq!(n.unwrap(), 0, "{table} without context"),
+        }
     }
     let e = sqlx::query("INSERT INTO projects (organization_id, name) VALUES ($1, 'x')")
         .bind(w.a.id.as_uuid())

@@ -1,5 +1,6 @@
 //! No tenant context survives a unit of work on a pooled connection, whatever way it ends.
-//! Every case uses a pool of ONE connection, so the next borrower gets the same session.
+//! Every case but `concurrent_units_see_only_their_own_org` (four connections shared by 48
+//! tasks) uses a pool of ONE connection, so the next borrower gets the same session.
 
 use std::time::Duration;
 

@@ -215,8 +215,14 @@ async fn connect_refuses_a_superuser_and_a_bypassrls_role() {
         matches!(&e, Error::UnsafeDatabaseRole { reason: "bypassrls", role: r } if *r == role),
         "{e}"
     );
-    // Only the explicitly named escape hatch accepts it.
-    let _tools_only = TenantPool::dangerously_skip_role_check(pool);
+    // Only the explicitly named escape hatch accepts it, and keeps the role as it is.
+    let tools_only = TenantPool::dangerously_skip_role_check(pool);
+    let bypasses: bool =
+        sqlx::query_scalar("SELECT rolbypassrls FROM pg_roles WHERE rolname = current_user")
+            .fetch_one(tools_only.pool())
+            .await
+            .unwrap();
+    assert!(bypasses);
 
     // The harness's own roles pass.
     db.app_pool(1).await.unwrap();

@@ -7,6 +7,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
+use tenancy::ErrorKind;
 use tenancy::webhook::{Header, Secret, Verifier, WebhookError, WebhookHeaders};
 
 fn vectors() -> Vec<Value> {
@@ -148,6 +149,49 @@ fn rotation_accepts_any_configured_secret() {
     assert_eq!(
         Verifier::with_secrets([new, "whsec_%"]).unwrap_err(),
         WebhookError::InvalidSecret
+    );
+}
+
+#[test]
+fn configuration_mistakes_are_internal_and_bad_deliveries_are_bad_requests() {
+    // The operator's mistakes: 500, never "400 to the sender".
+    for e in [
+        Verifier::new("").unwrap_err(),
+        Verifier::new("whsec_").unwrap_err(),
+        Verifier::new("whsec_%").unwrap_err(),
+        Verifier::from_secrets([]).unwrap_err(),
+    ] {
+        assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+    }
+    // The sender's: 400.
+    let v = Verifier::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    let no_headers = v
+        .verify_at(&WebhookHeaders::default(), b"{}", 10)
+        .unwrap_err();
+    assert_eq!(no_headers.kind(), ErrorKind::BadRequest);
+    let forged = WebhookHeaders {
+        id: Some("m"),
+        timestamp: Some("10"),
+        signature: Some("v1,AAAA"),
+    };
+    let e = v.verify_at(&forged, b"{}", 10).unwrap_err();
+    assert_eq!(
+        (e.clone(), e.kind()),
+        (WebhookError::NoMatchingSignature, ErrorKind::BadRequest)
+    );
+    // Raw key bytes (a vault) verify what the same key as `whsec_` text signed.
+    let raw =
+        Verifier::from_secrets([Secret::from_bytes(b"raw key from a vault").unwrap()]).unwrap();
+    let text = format!("whsec_{}", B64.encode(b"raw key from a vault"));
+    let sig = Verifier::new(&text).unwrap().sign("m", 10, b"{}");
+    let signed = WebhookHeaders {
+        signature: Some(&sig),
+        ..forged
+    };
+    assert!(raw.verify_at(&signed, b"{}", 10).is_ok());
+    assert_eq!(
+        v.verify_at(&signed, b"{}", 10).unwrap_err(),
+        WebhookError::NoMatchingSignature
     );
 }
 
