@@ -255,10 +255,13 @@ impl TenantPool {
         F: AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
         E: From<Error>,
     {
-        let mut tx = self.begin(ctx).await?;
-        let value = f(&mut tx).await?;
-        tx.commit().await?;
-        Ok(value)
+        crate::trace::unit("write", Some(ctx.org_id()), async {
+            let mut tx = self.begin(ctx).await?;
+            let value = f(&mut tx).await?;
+            tx.commit().await?;
+            Ok(value)
+        })
+        .await
     }
 
     /// Runs `f` in a `READ ONLY` transaction with `ctx` set, and ends it by dropping it: sqlx
@@ -271,8 +274,11 @@ impl TenantPool {
         F: AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
         E: From<Error>,
     {
-        let mut tx = self.begin_read(ctx).await?;
-        f(&mut tx).await
+        crate::trace::unit("read", Some(ctx.org_id()), async {
+            let mut tx = self.begin_read(ctx).await?;
+            f(&mut tx).await
+        })
+        .await
     }
 
     /// Checks membership and role **in the same round trip as `BEGIN`**, then runs `f` like
@@ -292,21 +298,24 @@ impl TenantPool {
         F: AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
         E: From<Error>,
     {
-        let mut tx = self
-            .units
-            .start(
-                Access::ReadWrite,
-                Entry::Member {
-                    org,
-                    user,
-                    role: min_role,
-                    act_as_claimed: false,
-                },
-            )
-            .await?;
-        let value = f(&mut tx).await?;
-        tx.commit().await?;
-        Ok(value)
+        crate::trace::unit("member", Some(org), async {
+            let mut tx = self
+                .units
+                .start(
+                    Access::ReadWrite,
+                    Entry::Member {
+                        org,
+                        user,
+                        role: min_role,
+                        act_as_claimed: false,
+                    },
+                )
+                .await?;
+            let value = f(&mut tx).await?;
+            tx.commit().await?;
+            Ok(value)
+        })
+        .await
     }
 
     /// Starts a read-write unit of work with `ctx` set, for flows that do not fit a closure.

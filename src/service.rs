@@ -90,10 +90,13 @@ impl ServicePool {
         F: AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
         E: From<Error>,
     {
-        let mut tx = self.begin_org(org).await?;
-        let value = f(&mut tx).await?;
-        tx.commit().await?;
-        Ok(value)
+        crate::trace::unit("service", Some(org), async {
+            let mut tx = self.begin_org(org).await?;
+            let value = f(&mut tx).await?;
+            tx.commit().await?;
+            Ok(value)
+        })
+        .await
     }
 
     /// Starts a read-write service unit inside `org`, for flows that do not fit a closure.

@@ -96,9 +96,13 @@ impl ClerkSync {
         headers: &WebhookHeaders<'_>,
         body: &[u8],
     ) -> Result<Outcome, SyncError> {
-        let verified = self.verifier.verify(headers, body)?;
-        let event = Event::parse(body)?;
-        self.apply(verified.id, &event).await
+        let delivery = crate::trace::Delivery::start();
+        delivery
+            .run(async {
+                let verified = self.verifier.verify(headers, body)?;
+                self.apply_traced(&delivery, verified.id, body).await
+            })
+            .await
     }
 
     /// [`ClerkSync::handle`] with an explicit clock (unix seconds).
@@ -108,9 +112,26 @@ impl ClerkSync {
         body: &[u8],
         now: i64,
     ) -> Result<Outcome, SyncError> {
-        let verified = self.verifier.verify_at(headers, body, now)?;
+        let delivery = crate::trace::Delivery::start();
+        delivery
+            .run(async {
+                let verified = self.verifier.verify_at(headers, body, now)?;
+                self.apply_traced(&delivery, verified.id, body).await
+            })
+            .await
+    }
+
+    /// Parses and applies a verified delivery, filling in its span.
+    async fn apply_traced(
+        &self,
+        delivery: &crate::trace::Delivery,
+        message_id: &str,
+        body: &[u8],
+    ) -> Result<Outcome, SyncError> {
+        delivery.verified(message_id);
         let event = Event::parse(body)?;
-        self.apply(verified.id, &event).await
+        delivery.parsed(event.type_name());
+        self.apply(message_id, &event).await
     }
 
     /// Applies an event already verified and parsed, recording `message_id` (the `svix-id`) in

@@ -506,3 +506,44 @@ proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn every_delivery_has_a_span_with_its_message_event_and_outcome() {
+    use crate::spans::{Spans, field};
+    let db = TestDatabase::create().await.unwrap();
+    let (sync, _) = sync_for(&db).await;
+    let spans = Spans::default();
+    let _guard = tracing::subscriber::set_default(spans.clone());
+    let body = example("organization.created");
+    deliver(&sync, "msg_1", &body).await.unwrap();
+    deliver(&sync, "msg_1", &body).await.unwrap();
+    let forged = WebhookHeaders {
+        id: Some("msg_2"),
+        timestamp: Some("1"),
+        signature: Some("v1,AAAA"),
+    };
+    assert!(sync.handle_at(&forged, &body, NOW).await.is_err());
+    let summary: Vec<_> = spans
+        .named("tenancy.webhook")
+        .iter()
+        .map(|f| {
+            (
+                field(f, "message_id").map(str::to_owned),
+                field(f, "event_type").map(str::to_owned),
+                field(f, "outcome").map(str::to_owned),
+            )
+        })
+        .collect();
+    let s = |v: &str| Some(v.to_owned());
+    assert_eq!(
+        summary,
+        vec![
+            (s("msg_1"), s("organization.created"), s("Applied")),
+            (s("msg_1"), s("organization.created"), s("Duplicate")),
+            // Refused before verification: no message id is trusted, none recorded.
+            (None, None, s("BadRequest")),
+        ]
+    );
+    // The delivery's service unit nests its own span.
+    assert!(!spans.named("tenancy.unit").is_empty());
+}

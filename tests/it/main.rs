@@ -12,5 +12,6 @@ mod leaks;
 mod membership;
 mod migrations;
 mod round_trips;
+mod spans;
 mod trust;
 mod webhook;
