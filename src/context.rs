@@ -54,6 +54,9 @@ impl OrgContext {
     }
 
     /// Succeeds if the role is at least `min`, else [`Error::InsufficientRole`] (HTTP 403).
+    ///
+    /// # Errors
+    /// [`Error::InsufficientRole`] when the context's role is below `min`.
     pub fn require_role(&self, min: Role) -> Result<()> {
         if self.role >= min {
             Ok(())

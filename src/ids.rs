@@ -84,6 +84,10 @@ impl UserId {
     pub const MAX_LEN: usize = 255;
 
     /// Validates and wraps a user id.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUserId`] for an empty id, one longer than [`UserId::MAX_LEN`] bytes, or
+    /// one with characters outside printable ASCII, a quote or a backslash.
     pub fn new(id: impl Into<String>) -> Result<Self, Error> {
         let id = id.into();
         let ok = !id.is_empty()

@@ -42,6 +42,10 @@ pub const SERVICE_TABLES: &[&str] = &[
 
 /// Applies the embedded migrations. Connect as the database owner, not as the application
 /// role.
+///
+/// # Errors
+/// [`Error::Migrate`](crate::Error::Migrate) when a migration fails (for example: the role `tenancy_service` does not
+/// exist yet, or the connecting role may not create the objects).
 pub async fn migrate(pool: &PgPool) -> Result<()> {
     MIGRATOR.run(pool).await?;
     Ok(())

@@ -76,12 +76,18 @@ impl TenantPool {
     /// Defaults: `test_before_acquire(false)`. sqlx already pings every connection when it is
     /// released (which also flushes the queued `ROLLBACK` of a dropped transaction); a second
     /// ping on acquire would add a round trip to every unit of work.
+    ///
+    /// # Errors
+    /// As [`TenantPool::connect_with`].
     pub async fn connect(url: &str) -> Result<Self> {
         let options: PgConnectOptions = url.parse()?;
         Self::connect_with(options).await
     }
 
     /// [`TenantPool::connect`] with explicit connect options.
+    ///
+    /// # Errors
+    /// A database error when no connection can be made, else as [`TenantPool::new`].
     pub async fn connect_with(options: PgConnectOptions) -> Result<Self> {
         let pool = PgPoolOptions::new()
             .test_before_acquire(false)
@@ -164,6 +170,10 @@ impl TenantPool {
     /// One round trip (an autocommit call of `tenancy_member_role`, which sets the context
     /// transaction-locally for its own lookup). [`Error::NotAMember`] when there is no such
     /// membership, or no such organization.
+    ///
+    /// # Errors
+    /// [`Error::NotAMember`] when `user` is not a member of the live organization `org`; a
+    /// database error otherwise.
     pub async fn authorize(&self, user: &UserId, org: OrgId) -> Result<OrgContext> {
         // One simple-protocol message with validated literals (the prefix is a quoted
         // identifier read from the catalog, `OrgId` a uuid, `UserId` without quote or
@@ -227,6 +237,11 @@ impl TenantPool {
     /// Adds `user` to `ctx`'s organization with `role`. Needs an admin, and an owner to add an
     /// owner ([`Error::InsufficientRole`] otherwise). The policies on `organization_members`
     /// enforce the same rule in the database.
+    ///
+    /// # Errors
+    /// [`Error::NotAMember`] / [`Error::InsufficientRole`] when the database does not admit
+    /// `ctx` with admin rights (owner rights to add an owner); a database error (a refused
+    /// write, or `user` already a member: [`ErrorKind::Conflict`](crate::ErrorKind::Conflict)).
     pub async fn add_member(&self, ctx: &OrgContext, user: &UserId, role: Role) -> Result<()> {
         ctx.require_role(Role::Admin.max(role))?;
         self.with_rls(ctx, async |tx| {
@@ -250,6 +265,10 @@ impl TenantPool {
     ///     .await?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    /// As [`TenantPool::begin`] before `f` runs; then whatever `f` returns, or a database error
+    /// from `COMMIT`.
     pub async fn with_rls<T, E, F>(&self, ctx: &OrgContext, f: F) -> Result<T, E>
     where
         F: AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
@@ -269,6 +288,9 @@ impl TenantPool {
     /// the connection can be handed out again.
     ///
     /// Round trips: one for `BEGIN` with the context, then yours.
+    ///
+    /// # Errors
+    /// As [`TenantPool::begin_read`] before `f` runs; then whatever `f` returns.
     pub async fn with_rls_read<T, E, F>(&self, ctx: &OrgContext, f: F) -> Result<T, E>
     where
         F: AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
@@ -287,6 +309,10 @@ impl TenantPool {
     ///
     /// [`Error::NotAMember`] or [`Error::InsufficientRole`] if the check fails (the
     /// transaction is rolled back and `f` never runs). Round trips: three for one query.
+    ///
+    /// # Errors
+    /// [`Error::NotAMember`] / [`Error::InsufficientRole`] before `f` runs; then whatever `f`
+    /// returns, or a database error from `COMMIT`.
     pub async fn with_member<T, E, F>(
         &self,
         user: &UserId,
@@ -349,6 +375,9 @@ impl TenantPool {
     /// organization is chosen: a `READ ONLY` unit with only `app.current_user_id` set, which
     /// the `own_memberships` / `own_organizations` policies allow to read the user's own
     /// memberships and nothing else.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn memberships(&self, user: &UserId) -> Result<Vec<Membership>> {
         let mut tx = self
             .units
@@ -693,6 +722,9 @@ impl TenantTransaction {
     }
 
     /// Commits. On error the transaction is rolled back.
+    ///
+    /// # Errors
+    /// A database error; the transaction is then rolled back by the server.
     pub async fn commit(mut self) -> Result<()> {
         Tm::commit(&mut self.conn).await?;
         self.state = State::Finished;
@@ -700,6 +732,9 @@ impl TenantTransaction {
     }
 
     /// Rolls back now, waiting for the server (dropping does the same off your path).
+    ///
+    /// # Errors
+    /// A database error; the connection is then closed rather than reused.
     pub async fn rollback(mut self) -> Result<()> {
         Tm::rollback(&mut self.conn).await?;
         self.state = State::Finished;

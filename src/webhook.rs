@@ -124,6 +124,10 @@ impl fmt::Debug for Secret {
 
 impl Secret {
     /// Parses `whsec_<base64>` or bare base64 (standard alphabet, padded).
+    ///
+    /// # Errors
+    /// [`WebhookError::EmptySecret`] for an empty secret, [`WebhookError::InvalidSecret`] for
+    /// one that is not base64.
     pub fn new(secret: &str) -> Result<Self, WebhookError> {
         let encoded = secret.strip_prefix(SECRET_PREFIX).unwrap_or(secret);
         if encoded.is_empty() {
@@ -136,6 +140,9 @@ impl Secret {
     }
 
     /// Uses raw key bytes.
+    ///
+    /// # Errors
+    /// [`WebhookError::EmptySecret`] for an empty key.
     pub fn from_bytes(key: &[u8]) -> Result<Self, WebhookError> {
         if key.is_empty() {
             return Err(WebhookError::EmptySecret);
@@ -229,12 +236,18 @@ pub struct Verifier {
 
 impl Verifier {
     /// A verifier for one secret, with the default tolerance of 300 s.
+    ///
+    /// # Errors
+    /// As [`Secret::new`].
     pub fn new(secret: &str) -> Result<Self, WebhookError> {
         Self::with_secrets([secret])
     }
 
     /// A verifier that accepts a signature by any of `secrets` (rotation). An empty list is
     /// [`WebhookError::EmptySecret`].
+    ///
+    /// # Errors
+    /// As [`Secret::new`] for each secret; [`WebhookError::EmptySecret`] for an empty list.
     pub fn with_secrets<I, S>(secrets: I) -> Result<Self, WebhookError>
     where
         I: IntoIterator<Item = S>,
@@ -250,6 +263,9 @@ impl Verifier {
     /// A verifier for secrets already parsed, or made from raw key bytes with
     /// [`Secret::from_bytes`] (a key kept in a vault rather than as `whsec_` text). An empty
     /// list is [`WebhookError::EmptySecret`].
+    ///
+    /// # Errors
+    /// [`WebhookError::EmptySecret`] for an empty list.
     pub fn from_secrets<I>(secrets: I) -> Result<Self, WebhookError>
     where
         I: IntoIterator<Item = Secret>,
@@ -272,6 +288,9 @@ impl Verifier {
     }
 
     /// Verifies against the system clock.
+    ///
+    /// # Errors
+    /// As [`Verifier::verify_at`].
     pub fn verify<'h>(
         &self,
         headers: &WebhookHeaders<'h>,
@@ -284,6 +303,11 @@ impl Verifier {
     }
 
     /// Verifies against `now` (unix seconds): deterministic tests, or your own clock.
+    ///
+    /// # Errors
+    /// [`WebhookError::MissingHeader`], [`WebhookError::InvalidTimestamp`],
+    /// [`WebhookError::TimestampTooOld`] / [`WebhookError::TimestampTooNew`] outside the
+    /// tolerance, [`WebhookError::NoMatchingSignature`].
     pub fn verify_at<'h>(
         &self,
         headers: &WebhookHeaders<'h>,
@@ -306,6 +330,9 @@ impl Verifier {
 
     /// Verifies the signature only, accepting any well-formed timestamp. For replaying stored
     /// messages; a live endpoint should use [`Verifier::verify`].
+    ///
+    /// # Errors
+    /// As [`Verifier::verify_at`], but never for the timestamp's age.
     pub fn verify_ignoring_timestamp<'h>(
         &self,
         headers: &WebhookHeaders<'h>,

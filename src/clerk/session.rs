@@ -35,6 +35,11 @@ pub struct SessionClaims {
 impl SessionClaims {
     /// Reads the claims of a verified token. Never call this on an unverified token: the
     /// result is trusted.
+    ///
+    /// # Errors
+    /// [`PayloadError::Invalid`] when `sub` is missing or not a valid
+    /// [`UserId`](crate::UserId). Organization claims never fail: absent or empty, the session
+    /// has no active organization.
     pub fn from_verified_claims(claims: &Value) -> Result<Self, PayloadError> {
         let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
         let sub = text(claims, "sub").ok_or(PayloadError::Invalid {

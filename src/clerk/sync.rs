@@ -91,6 +91,11 @@ impl ClerkSync {
     }
 
     /// Verifies (system clock), parses and applies one delivery.
+    ///
+    /// # Errors
+    /// [`SyncError::Signature`] when the delivery fails verification, [`SyncError::Payload`]
+    /// when its body is not a usable Clerk event, [`SyncError::Database`] when applying it
+    /// fails (nothing is written). Answer with `e.kind().http_status()`.
     pub async fn handle(
         &self,
         headers: &WebhookHeaders<'_>,
@@ -106,6 +111,9 @@ impl ClerkSync {
     }
 
     /// [`ClerkSync::handle`] with an explicit clock (unix seconds).
+    ///
+    /// # Errors
+    /// As [`ClerkSync::handle`].
     pub async fn handle_at(
         &self,
         headers: &WebhookHeaders<'_>,
@@ -136,6 +144,10 @@ impl ClerkSync {
 
     /// Applies an event already verified and parsed, recording `message_id` (the `svix-id`) in
     /// the same transaction so that a second delivery changes nothing.
+    ///
+    /// # Errors
+    /// [`SyncError::Database`] when the database fails; nothing is written, so a retry may
+    /// apply it.
     pub async fn apply(&self, message_id: &str, event: &Event) -> Result<Outcome, SyncError> {
         let Some(org) = event.org_id() else {
             return Ok(Outcome::Ignored);
@@ -165,6 +177,10 @@ impl ClerkSync {
     /// in a service unit entered without an organization (whose policies admit reading and
     /// deleting delivery records, nothing else). Keep more than Svix's retry window (days); a
     /// month is a sensible default. Returns how many were deleted.
+    ///
+    /// # Errors
+    /// A database error (for example a login outside `tenancy_service`, or the migrations not
+    /// applied).
     pub async fn prune_deliveries(&self, older_than: Duration) -> Result<u64, Error> {
         let mut tx = self.service.begin_maintenance().await?;
         let n = sqlx::query(

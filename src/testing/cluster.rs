@@ -34,6 +34,10 @@ static CLUSTER: OnceLock<Result<TestCluster, String>> = OnceLock::new();
 
 impl TestCluster {
     /// The process-wide cluster, started on first use.
+    ///
+    /// # Errors
+    /// [`HarnessError`] when no PostgreSQL binaries are found, `initdb` or the server fails, or
+    /// `DATABASE_URL` cannot be reached.
     pub fn global() -> Result<&'static TestCluster, HarnessError> {
         CLUSTER
             .get_or_init(|| Self::start().map_err(|e| e.to_string()))

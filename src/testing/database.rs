@@ -45,6 +45,10 @@ impl TestDatabase {
     /// (non-superuser) owner, and grants as the README's set-up does: the application role DML
     /// on [`APP_TABLES`], the service role DML on [`SERVICE_TABLES`], and `TEMP` to nobody but
     /// the owner.
+    ///
+    /// # Errors
+    /// [`HarnessError`] when the cluster cannot start, or the database, its roles or its
+    /// migrations cannot be created.
     pub async fn create() -> Result<TestDatabase, HarnessError> {
         let db = Self::create_empty().await?;
         let mut conn = PgConnection::connect_with(&db.owner_options()).await?;
@@ -70,6 +74,9 @@ impl TestDatabase {
 
     /// Like [`TestDatabase::create`], without migrations or grants: an empty database owned by
     /// a non-superuser role.
+    ///
+    /// # Errors
+    /// As [`TestDatabase::create`].
     pub async fn create_empty() -> Result<TestDatabase, HarnessError> {
         let cluster = TestCluster::global()?;
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -171,6 +178,10 @@ impl TestDatabase {
     }
 
     /// A [`TenantPool`] of at most `max` connections as the application role.
+    ///
+    /// # Errors
+    /// [`HarnessError`] when the pool cannot connect or
+    /// [`TenantPool::new`](crate::TenantPool::new) refuses it.
     pub async fn app_pool(&self, max: u32) -> Result<TenantPool, HarnessError> {
         Ok(TenantPool::new(pool(self.app_options(), max).await?).await?)
     }
@@ -178,6 +189,10 @@ impl TestDatabase {
     /// Puts the database in hardened mode with `key`, as a production set-up does: the owner
     /// runs [`ContextKey::enable_sql`], and a superuser turns `track_activities` off for the
     /// application role. Then returns a hardened [`TenantPool`] of at most `max` connections.
+    ///
+    /// # Errors
+    /// [`HarnessError`] when hardened mode cannot be enabled (it needs a superuser for
+    /// `track_activities`) or the pool refuses.
     pub async fn harden(&self, key: &ContextKey, max: u32) -> Result<TenantPool, HarnessError> {
         let mut owner = PgConnection::connect_with(&self.owner_options()).await?;
         owner.execute(AssertSqlSafe(key.enable_sql())).await?;
@@ -195,6 +210,10 @@ impl TestDatabase {
     }
 
     /// A [`ServicePool`] of at most `max` connections as the service role.
+    ///
+    /// # Errors
+    /// [`HarnessError`] when the pool cannot connect or
+    /// [`ServicePool::new`](crate::ServicePool::new) refuses it.
     pub async fn service_pool(&self, max: u32) -> Result<ServicePool, HarnessError> {
         Ok(ServicePool::new(pool(self.service_options(), max).await?).await?)
     }
@@ -202,6 +221,9 @@ impl TestDatabase {
     /// A [`TenantPool`] of at most `max` connections as the application role over TCP at
     /// `addr`: a [`TcpProxy`](super::TcpProxy) in front of the cluster, to count round trips or
     /// add latency.
+    ///
+    /// # Errors
+    /// As [`TestDatabase::app_pool`].
     pub async fn app_pool_at(
         &self,
         addr: SocketAddr,
@@ -211,6 +233,9 @@ impl TestDatabase {
     }
 
     /// A [`TenantPool`] of at most `max` connections as the owner role.
+    ///
+    /// # Errors
+    /// As [`TestDatabase::app_pool`].
     pub async fn owner_pool(&self, max: u32) -> Result<TenantPool, HarnessError> {
         Ok(TenantPool::new(pool(self.owner_options(), max).await?).await?)
     }

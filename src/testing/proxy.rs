@@ -38,6 +38,9 @@ pub struct TcpProxy {
 
 impl TcpProxy {
     /// Starts a proxy to `upstream` with `one_way` latency added in each direction.
+    ///
+    /// # Errors
+    /// An I/O error when the proxy cannot bind its port on 127.0.0.1.
     pub fn start(upstream: SocketAddr, one_way: Duration) -> std::io::Result<TcpProxy> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
