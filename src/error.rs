@@ -13,7 +13,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// No authenticated user: the adapter found no verified session.
+    /// No authenticated user: the session layer found no verified session. The core never
+    /// returns it (it takes verified identities only); it is here so that your session layer,
+    /// and the web adapters, speak the same error type and map to 401 through
+    /// [`ErrorKind::Unauthenticated`].
     #[error("no authenticated session")]
     Unauthenticated,
 

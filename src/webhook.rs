@@ -282,6 +282,7 @@ impl Verifier {
 
     /// Sets the tolerance, in seconds, both ways (inclusive). Default:
     /// [`DEFAULT_TOLERANCE_SECS`].
+    #[must_use = "a builder method returns the changed value; the original is consumed"]
     pub fn with_tolerance_secs(mut self, seconds: u64) -> Self {
         self.tolerance = seconds;
         self

@@ -37,12 +37,14 @@ impl Default for RoleMapping {
 
 impl RoleMapping {
     /// Maps a Clerk role key (e.g. `org:billing`) to `role`.
+    #[must_use = "a builder method returns the changed value; the original is consumed"]
     pub fn with_role(mut self, clerk_role: &str, role: Role) -> Self {
         self.roles.insert(clerk_role.to_owned(), role);
         self
     }
 
     /// Whether the organization's creator holding an admin role becomes owner. Default: `true`.
+    #[must_use = "a builder method returns the changed value; the original is consumed"]
     pub fn with_creator_as_owner(mut self, yes: bool) -> Self {
         self.creator_as_owner = yes;
         self

@@ -85,6 +85,7 @@ impl ClerkSync {
     }
 
     /// Replaces the role mapping.
+    #[must_use = "a builder method returns the changed value; the original is consumed"]
     pub fn with_roles(mut self, roles: RoleMapping) -> Self {
         self.roles = roles;
         self
