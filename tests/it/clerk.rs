@@ -520,8 +520,7 @@ async fn every_delivery_has_a_span_with_its_message_event_and_outcome() {
     use crate::spans::{Spans, field};
     let db = TestDatabase::create().await.unwrap();
     let (sync, _) = sync_for(&db).await;
-    let spans = Spans::default();
-    let _guard = tracing::subscriber::set_default(spans.clone());
+    let spans = Spans::start();
     let body = example("organization.created");
     deliver(&sync, "msg_1", &body).await.unwrap();
     deliver(&sync, "msg_1", &body).await.unwrap();

@@ -1,7 +1,8 @@
 //! The `tracing` feature: one span per unit of work and per webhook delivery, carrying ids and
 //! outcomes only.
 
-use std::sync::{Arc, Mutex};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tenancy::{Error, OrgContext, Role, UserId};
 use tracing::field::{Field, Visit};
@@ -13,11 +14,22 @@ use crate::common::{As, world};
 /// A span's fields, (name, value), as recorded at creation or later.
 type SpanFields = Vec<(String, String)>;
 
-/// Every span opened, by id: its name and its fields.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Spans(Arc<Mutex<Vec<(String, SpanFields)>>>);
+thread_local! {
+    /// The spans opened on this thread, by id: name and fields. Every test runs on a
+    /// current-thread runtime, so a test's units and deliveries all land here.
+    static SPANS: std::cell::RefCell<std::collections::HashMap<u64, (String, SpanFields)>> =
+        std::cell::RefCell::default();
+}
 
-struct Fields(Vec<(String, String)>);
+/// The subscriber, installed once as the global default for the whole test binary: a scoped
+/// (`set_default`) subscriber races with other threads over tracing's per-callsite interest
+/// cache, and then misses spans now and then.
+#[derive(Debug)]
+struct Recorder {
+    next: AtomicU64,
+}
+
+struct Fields(SpanFields);
 
 impl Visit for Fields {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
@@ -28,23 +40,28 @@ impl Visit for Fields {
     }
 }
 
-impl Subscriber for Spans {
+impl Subscriber for Recorder {
     fn enabled(&self, _: &Metadata<'_>) -> bool {
         true
     }
     fn new_span(&self, attrs: &Attributes<'_>) -> Id {
         let mut fields = Fields(Vec::new());
         attrs.record(&mut fields);
-        let mut spans = self.0.lock().unwrap();
-        spans.push((attrs.metadata().name().to_owned(), fields.0));
-        Id::from_u64(spans.len() as u64)
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        SPANS.with(|s| {
+            s.borrow_mut()
+                .insert(id, (attrs.metadata().name().to_owned(), fields.0))
+        });
+        Id::from_u64(id)
     }
     fn record(&self, span: &Id, values: &Record<'_>) {
         let mut fields = Fields(Vec::new());
         values.record(&mut fields);
-        self.0.lock().unwrap()[span.into_u64() as usize - 1]
-            .1
-            .extend(fields.0);
+        SPANS.with(|s| {
+            if let Some((_, f)) = s.borrow_mut().get_mut(&span.into_u64()) {
+                f.extend(fields.0);
+            }
+        });
     }
     fn record_follows_from(&self, _: &Id, _: &Id) {}
     fn event(&self, _: &Event<'_>) {}
@@ -52,15 +69,35 @@ impl Subscriber for Spans {
     fn exit(&self, _: &Id) {}
 }
 
+/// The spans this thread opens from now on.
+#[derive(Debug)]
+pub(crate) struct Spans;
+
 impl Spans {
-    /// The spans named `name`, each as its fields (name, value), in order of creation.
+    /// Installs the recorder (once per test binary) and forgets this thread's earlier spans.
+    pub(crate) fn start() -> Self {
+        static INSTALLED: OnceLock<()> = OnceLock::new();
+        INSTALLED.get_or_init(|| {
+            tracing::subscriber::set_global_default(Recorder {
+                next: AtomicU64::new(1),
+            })
+            .expect("no other global subscriber in this test binary");
+        });
+        SPANS.with(|s| s.borrow_mut().clear());
+        Spans
+    }
+
+    /// The spans named `name`, each as its fields, in order of creation.
     pub(crate) fn named(&self, name: &str) -> Vec<SpanFields> {
-        let spans = self.0.lock().unwrap();
-        spans
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, f)| f.clone())
-            .collect()
+        SPANS.with(|s| {
+            let spans = s.borrow();
+            let mut ids: Vec<_> = spans.keys().copied().collect();
+            ids.sort_unstable();
+            ids.iter()
+                .filter(|id| spans[id].0 == name)
+                .map(|id| spans[id].1.clone())
+                .collect()
+        })
     }
 }
 
@@ -75,8 +112,7 @@ pub(crate) fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'
 #[tokio::test]
 async fn every_closure_unit_has_a_span_with_its_kind_organization_and_outcome() {
     let w = world(As::App).await;
-    let spans = Spans::default();
-    let _guard = tracing::subscriber::set_default(spans.clone());
+    let spans = Spans::start();
     let count = async |tx: &mut sqlx::PgConnection| {
         Ok::<i64, Error>(
             sqlx::query_scalar("SELECT count(*) FROM projects")
