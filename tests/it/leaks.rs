@@ -201,3 +201,86 @@ async fn concurrent_units_see_only_their_own_org() {
         t.await.unwrap();
     }
 }
+
+/// The SQLSTATE of a database error, if it is one.
+fn sqlstate(e: &Error) -> Option<String> {
+    match e {
+        Error::Database(sqlx::Error::Database(d)) => d.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+/// A's projects as seen by the next unit: the positive control that the pool still serves.
+async fn next_unit_sees_a(w: &crate::common::World) -> i64 {
+    w.pool
+        .with_rls_read(&w.a.ctx(Role::Member), async |tx| {
+            Ok::<_, Error>(
+                sqlx::query_scalar("SELECT count(*) FROM projects")
+                    .fetch_one(tx)
+                    .await?,
+            )
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn server_timeouts_inside_a_unit_leave_nothing_behind() {
+    use sqlx::{Connection, Executor};
+    let w = one_connection_world().await;
+    let ctx = w.a.ctx(Role::Member);
+
+    // statement_timeout: the statement is cancelled (57014), the unit rolled back.
+    let e = w
+        .pool
+        .with_rls(&ctx, async |tx| {
+            tx.execute("SET LOCAL statement_timeout = '50ms'").await?;
+            tx.execute("SELECT pg_sleep(5)").await?;
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("57014"), "{e}");
+    assert_clean(&w, "statement_timeout").await;
+    assert_eq!(next_unit_sees_a(&w).await, 1);
+
+    // lock_timeout: the owner holds a lock the unit needs (55P03).
+    let mut owner = sqlx::PgConnection::connect_with(&w.db.owner_options())
+        .await
+        .unwrap();
+    owner
+        .execute("BEGIN; LOCK TABLE projects IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let e = w
+        .pool
+        .with_rls(&ctx, async |tx| {
+            tx.execute("SET LOCAL lock_timeout = '50ms'").await?;
+            tx.execute("SELECT count(*) FROM projects").await?;
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("55P03"), "{e}");
+    owner.execute("ROLLBACK").await.unwrap();
+    assert_clean(&w, "lock_timeout").await;
+    assert_eq!(next_unit_sees_a(&w).await, 1);
+
+    // idle_in_transaction_session_timeout: the server ends the session while the unit waits
+    // on the application; the unit fails, the pool replaces the connection.
+    let e = w
+        .pool
+        .with_rls(&ctx, async |tx| {
+            tx.execute("SET LOCAL idle_in_transaction_session_timeout = '100ms'")
+                .await?;
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            tx.execute("SELECT 1").await?;
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Database(_)), "{e}");
+    assert_eq!(e.kind(), tenancy::ErrorKind::Internal, "{e}");
+    assert_clean(&w, "idle_in_transaction_session_timeout").await;
+    assert_eq!(next_unit_sees_a(&w).await, 1);
+}
