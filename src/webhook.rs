@@ -234,6 +234,13 @@ pub struct Verifier {
     tolerance: u64,
 }
 
+/// The system clock in unix seconds (0 before the epoch), the `now` of [`Verifier::verify`].
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 impl Verifier {
     /// A verifier for one secret, with the default tolerance of 300 s.
     ///
@@ -297,10 +304,7 @@ impl Verifier {
         headers: &WebhookHeaders<'h>,
         body: &[u8],
     ) -> Result<Verified<'h>, WebhookError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        self.verify_at(headers, body, now)
+        self.verify_at(headers, body, unix_now())
     }
 
     /// Verifies against `now` (unix seconds): deterministic tests, or your own clock.

@@ -102,12 +102,7 @@ impl ClerkSync {
         headers: &WebhookHeaders<'_>,
         body: &[u8],
     ) -> Result<Outcome, SyncError> {
-        let delivery = crate::trace::Delivery::start();
-        delivery
-            .run(async {
-                let verified = self.verifier.verify(headers, body)?;
-                self.apply_traced(&delivery, verified.id, body).await
-            })
+        self.handle_at(headers, body, crate::webhook::unix_now())
             .await
     }
 
@@ -125,22 +120,12 @@ impl ClerkSync {
         delivery
             .run(async {
                 let verified = self.verifier.verify_at(headers, body, now)?;
-                self.apply_traced(&delivery, verified.id, body).await
+                delivery.verified(verified.id);
+                let event = Event::parse(body)?;
+                delivery.parsed(event.type_name());
+                self.apply(verified.id, &event).await
             })
             .await
-    }
-
-    /// Parses and applies a verified delivery, filling in its span.
-    async fn apply_traced(
-        &self,
-        delivery: &crate::trace::Delivery,
-        message_id: &str,
-        body: &[u8],
-    ) -> Result<Outcome, SyncError> {
-        delivery.verified(message_id);
-        let event = Event::parse(body)?;
-        delivery.parsed(event.type_name());
-        self.apply(message_id, &event).await
     }
 
     /// Applies an event already verified and parsed, recording `message_id` (the `svix-id`) in

@@ -163,3 +163,25 @@ pub(crate) async fn backend_pid(pool: &TenantPool, ctx: &OrgContext) -> i32 {
     .await
     .unwrap()
 }
+
+/// How many projects a read unit as `ctx` sees, with no `WHERE`.
+pub(crate) async fn project_orgs_count(w: &World, ctx: &OrgContext) -> i64 {
+    w.pool
+        .with_rls_read(ctx, async |tx| {
+            Ok::<_, Error>(
+                sqlx::query_scalar("SELECT count(*) FROM projects")
+                    .fetch_one(tx)
+                    .await?,
+            )
+        })
+        .await
+        .unwrap()
+}
+
+/// The SQLSTATE of a database error, if it is one.
+pub(crate) fn sqlstate(e: &Error) -> Option<String> {
+    match e {
+        Error::Database(sqlx::Error::Database(d)) => d.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+}

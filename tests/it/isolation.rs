@@ -2,7 +2,7 @@ use sqlx::Row;
 use tenancy::{Error, ErrorKind, Role};
 use uuid::Uuid;
 
-use crate::common::{As, both_roles, world};
+use crate::common::{As, both_roles, project_orgs_count, sqlstate, world};
 
 both_roles!(
     org_a_cannot_see_org_b,
@@ -70,10 +70,7 @@ async fn webhook_rows(tx: &mut sqlx::PgConnection) -> Result<Vec<Vec<Uuid>>, Err
 /// database refuses before any policy runs.
 fn assert_no_grant(r: Result<(), Error>, what: &str) {
     let e = r.expect_err(what);
-    assert!(
-        matches!(&e, Error::Database(sqlx::Error::Database(d)) if d.code().as_deref() == Some("42501")),
-        "{what}: {e}"
-    );
+    assert!(sqlstate(&e).as_deref() == Some("42501"), "{what}: {e}");
     assert!(!e.is_rls_violation(), "{what}");
 }
 
@@ -242,19 +239,6 @@ async fn insert_into_another_org_fails_on_every_table(role: As) {
     assert_eq!(b_projects, 1);
 }
 
-async fn project_orgs_count(w: &crate::common::World, ctx: &tenancy::OrgContext) -> i64 {
-    w.pool
-        .with_rls_read(ctx, async |tx| {
-            Ok::<_, Error>(
-                sqlx::query_scalar("SELECT count(*) FROM projects")
-                    .fetch_one(tx)
-                    .await?,
-            )
-        })
-        .await
-        .unwrap()
-}
-
 async fn update_cannot_move_a_row_into_another_org(role: As) {
     let w = world(role).await;
     let ctx = w.a.ctx(Role::Owner);
@@ -385,9 +369,6 @@ async fn read_unit_refuses_writes(role: As) {
         })
         .await;
     let e = r.unwrap_err();
-    assert!(
-        matches!(&e, Error::Database(sqlx::Error::Database(d)) if d.code().as_deref() == Some("25006")),
-        "{e}"
-    );
+    assert!(sqlstate(&e).as_deref() == Some("25006"), "{e}");
     assert_eq!(project_orgs_count(&w, &w.a.ctx(Role::Owner)).await, 1);
 }

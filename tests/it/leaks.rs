@@ -7,7 +7,7 @@ use std::time::Duration;
 use tenancy::testing::{TcpProxy, TestCluster};
 use tenancy::{Error, Role};
 
-use crate::common::{As, leftover_context, world_with};
+use crate::common::{As, leftover_context, project_orgs_count, sqlstate, world_with};
 
 async fn one_connection_world() -> crate::common::World {
     world_with(As::App, 1).await
@@ -202,47 +202,48 @@ async fn concurrent_units_see_only_their_own_org() {
     }
 }
 
-/// The SQLSTATE of a database error, if it is one.
-fn sqlstate(e: &Error) -> Option<String> {
-    match e {
-        Error::Database(sqlx::Error::Database(d)) => d.code().map(|c| c.into_owned()),
-        _ => None,
-    }
-}
-
-/// A's projects as seen by the next unit: the positive control that the pool still serves.
-async fn next_unit_sees_a(w: &crate::common::World) -> i64 {
+/// Runs a unit of A that sets `setting` for its transaction, waits `pause` on the
+/// application's side, then runs `sql`; returns how it failed.
+async fn failing_unit(
+    w: &crate::common::World,
+    setting: &str,
+    pause: Duration,
+    sql: &str,
+) -> Error {
+    use sqlx::Executor;
     w.pool
-        .with_rls_read(&w.a.ctx(Role::Member), async |tx| {
-            Ok::<_, Error>(
-                sqlx::query_scalar("SELECT count(*) FROM projects")
-                    .fetch_one(tx)
-                    .await?,
-            )
+        .with_rls(&w.a.ctx(Role::Member), async |tx| {
+            tx.execute(sqlx::AssertSqlSafe(format!("SET LOCAL {setting}")))
+                .await?;
+            tokio::time::sleep(pause).await;
+            tx.execute(sqlx::AssertSqlSafe(sql)).await?;
+            Ok::<_, Error>(())
         })
         .await
-        .unwrap()
+        .unwrap_err()
+}
+
+/// No context is left after `after`, and the next unit is served (A's one project).
+async fn assert_clean_and_served(w: &crate::common::World, after: &str) {
+    assert_clean(w, after).await;
+    assert_eq!(project_orgs_count(w, &w.a.ctx(Role::Member)).await, 1);
 }
 
 #[tokio::test]
 async fn server_timeouts_inside_a_unit_leave_nothing_behind() {
     use sqlx::{Connection, Executor};
     let w = one_connection_world().await;
-    let ctx = w.a.ctx(Role::Member);
 
     // statement_timeout: the statement is cancelled (57014), the unit rolled back.
-    let e = w
-        .pool
-        .with_rls(&ctx, async |tx| {
-            tx.execute("SET LOCAL statement_timeout = '50ms'").await?;
-            tx.execute("SELECT pg_sleep(5)").await?;
-            Ok::<_, Error>(())
-        })
-        .await
-        .unwrap_err();
+    let e = failing_unit(
+        &w,
+        "statement_timeout = '50ms'",
+        Duration::ZERO,
+        "SELECT pg_sleep(5)",
+    )
+    .await;
     assert_eq!(sqlstate(&e).as_deref(), Some("57014"), "{e}");
-    assert_clean(&w, "statement_timeout").await;
-    assert_eq!(next_unit_sees_a(&w).await, 1);
+    assert_clean_and_served(&w, "statement_timeout").await;
 
     // lock_timeout: the owner holds a lock the unit needs (55P03).
     let mut owner = sqlx::PgConnection::connect_with(&w.db.owner_options())
@@ -252,35 +253,27 @@ async fn server_timeouts_inside_a_unit_leave_nothing_behind() {
         .execute("BEGIN; LOCK TABLE projects IN ACCESS EXCLUSIVE MODE")
         .await
         .unwrap();
-    let e = w
-        .pool
-        .with_rls(&ctx, async |tx| {
-            tx.execute("SET LOCAL lock_timeout = '50ms'").await?;
-            tx.execute("SELECT count(*) FROM projects").await?;
-            Ok::<_, Error>(())
-        })
-        .await
-        .unwrap_err();
+    let e = failing_unit(
+        &w,
+        "lock_timeout = '50ms'",
+        Duration::ZERO,
+        "SELECT count(*) FROM projects",
+    )
+    .await;
     assert_eq!(sqlstate(&e).as_deref(), Some("55P03"), "{e}");
     owner.execute("ROLLBACK").await.unwrap();
-    assert_clean(&w, "lock_timeout").await;
-    assert_eq!(next_unit_sees_a(&w).await, 1);
+    assert_clean_and_served(&w, "lock_timeout").await;
 
     // idle_in_transaction_session_timeout: the server ends the session while the unit waits
     // on the application; the unit fails, the pool replaces the connection.
-    let e = w
-        .pool
-        .with_rls(&ctx, async |tx| {
-            tx.execute("SET LOCAL idle_in_transaction_session_timeout = '100ms'")
-                .await?;
-            tokio::time::sleep(Duration::from_millis(600)).await;
-            tx.execute("SELECT 1").await?;
-            Ok::<_, Error>(())
-        })
-        .await
-        .unwrap_err();
+    let e = failing_unit(
+        &w,
+        "idle_in_transaction_session_timeout = '100ms'",
+        Duration::from_millis(600),
+        "SELECT 1",
+    )
+    .await;
     assert!(matches!(e, Error::Database(_)), "{e}");
     assert_eq!(e.kind(), tenancy::ErrorKind::Internal, "{e}");
-    assert_clean(&w, "idle_in_transaction_session_timeout").await;
-    assert_eq!(next_unit_sees_a(&w).await, 1);
+    assert_clean_and_served(&w, "idle_in_transaction_session_timeout").await;
 }

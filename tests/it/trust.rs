@@ -15,8 +15,8 @@ use tenancy::testing::TestDatabase;
 use tenancy::{Error, ErrorKind, OrgContext, OrgId, Role, TenantPool, UserId};
 
 use crate::common::{
-    As, World, backend_pid, both_roles, service_project_orgs, visible_project_orgs, world,
-    world_with,
+    As, World, backend_pid, both_roles, service_project_orgs, sqlstate, visible_project_orgs,
+    world, world_with,
 };
 
 both_roles!(
@@ -547,10 +547,7 @@ async fn read_unit_cannot_become_read_write(role: As) {
             })
             .await;
         let e = r.unwrap_err();
-        assert!(
-            matches!(&e, Error::Database(sqlx::Error::Database(d)) if d.code().as_deref() == Some("25001")),
-            "{escape}: {e}"
-        );
+        assert!(sqlstate(&e).as_deref() == Some("25001"), "{escape}: {e}");
     }
     assert_eq!(
         run(&w.pool, &w.a.ctx(Role::Owner), "SELECT 1 FROM projects")
@@ -695,10 +692,7 @@ async fn temp_tables_cannot_shadow_tenancy_lookups() {
     .unwrap_err();
     // Permission denied (42501 from the privilege check): the set-up's decision, not a
     // policy refusal.
-    assert!(
-        matches!(&e, Error::Database(sqlx::Error::Database(d)) if d.code().as_deref() == Some("42501")),
-        "{e}"
-    );
+    assert!(sqlstate(&e).as_deref() == Some("42501"), "{e}");
     assert!(!e.is_rls_violation());
 }
 
