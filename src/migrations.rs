@@ -13,10 +13,11 @@
 //! GRANT SELECT, INSERT, UPDATE, DELETE
 //!     ON organizations, organization_members, projects, membership_tombstones, webhook_deliveries
 //!     TO tenancy_sync;  -- a LOGIN role IN ROLE tenancy_service
+//! GRANT SELECT ON membership_removals TO tenancy_sync;
 //! REVOKE TEMPORARY ON DATABASE app FROM PUBLIC;
 //! ```
 //!
-//! (the lists are [`APP_TABLES`] and [`SERVICE_TABLES`]).
+//! (the lists are [`APP_TABLES`], [`SERVICE_TABLES`] and [`SERVICE_READ_TABLES`]).
 
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -39,6 +40,10 @@ pub const SERVICE_TABLES: &[&str] = &[
     "membership_tombstones",
     "webhook_deliveries",
 ];
+
+/// The tables service units only read: `membership_removals` (written by a trigger, read
+/// when a session token's membership claim is applied, see `web::Tenancy`).
+pub const SERVICE_READ_TABLES: &[&str] = &["membership_removals"];
 
 /// Applies the embedded migrations. Connect as the database owner, not as the application
 /// role.

@@ -66,6 +66,9 @@ pub struct Membership {
     pub name: String,
     /// Its slug, if it has one.
     pub slug: Option<String>,
+    /// The identity provider's id for it (Clerk: `org_...`), if it has one: what a switcher
+    /// asks the provider to make active.
+    pub external_id: Option<String>,
     /// The user's role there.
     pub role: Role,
 }
@@ -383,8 +386,9 @@ impl TenantPool {
             .units
             .start(Access::ReadOnly, Entry::User { user })
             .await?;
-        let rows: Vec<(OrgId, String, Option<String>, Role)> = sqlx::query_as(
-            "SELECT o.id, o.name, o.slug, m.role FROM organization_members m \
+        type Row = (OrgId, String, Option<String>, Option<String>, Role);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT o.id, o.name, o.slug, o.external_id, m.role FROM organization_members m \
              JOIN organizations o ON o.id = m.organization_id \
              WHERE m.user_id = $1 AND o.deleted_at IS NULL ORDER BY o.name, o.id",
         )
@@ -393,10 +397,11 @@ impl TenantPool {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(org_id, name, slug, role)| Membership {
+            .map(|(org_id, name, slug, external_id, role)| Membership {
                 org_id,
                 name,
                 slug,
+                external_id,
                 role,
             })
             .collect())

@@ -27,11 +27,16 @@
 //! [`RoleMapping::with_creator_as_owner`].
 
 mod event;
+#[cfg(feature = "clerk-jwt")]
+mod jwt;
 mod roles;
 mod session;
 mod sync;
 
 pub use event::{Change, Event, Organization, OrganizationMembership, PayloadError};
+#[cfg(feature = "clerk-jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "clerk-jwt")))]
+pub use jwt::{DEFAULT_MAX_TOKEN_LEN, SessionTokenVerifier, TokenError};
 pub use roles::RoleMapping;
 pub use session::SessionClaims;
 pub use sync::{ClerkSync, Outcome, SyncError};

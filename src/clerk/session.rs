@@ -30,6 +30,10 @@ pub struct SessionClaims {
     /// The active organization's role key as Clerk names it (`org:admin`; v2's `admin` is
     /// given its `org:` prefix back).
     pub org_role: Option<String>,
+    /// The active organization's slug (v1 `org_slug`, v2 `o.slg`), if any.
+    pub org_slug: Option<String>,
+    /// `iat`: when the token was issued (unix seconds), if stated.
+    pub issued_at: Option<i64>,
 }
 
 impl SessionClaims {
@@ -50,15 +54,25 @@ impl SessionClaims {
             field: "sub",
             reason: "not a usable user id",
         })?;
-        let (org, role) = match claims.get("o") {
+        let (org, role, slug) = match claims.get("o") {
             // v2: compact, the role without its `org:` prefix.
-            Some(o) => (text(o, "id"), text(o, "rol").map(|r| format!("org:{r}"))),
-            None => (text(claims, "org_id"), text(claims, "org_role")),
+            Some(o) => (
+                text(o, "id"),
+                text(o, "rol").map(|r| format!("org:{r}")),
+                text(o, "slg"),
+            ),
+            None => (
+                text(claims, "org_id"),
+                text(claims, "org_role"),
+                text(claims, "org_slug"),
+            ),
         };
         Ok(SessionClaims {
             user_id,
             org_external_id: org.filter(|o| !o.is_empty()),
             org_role: role,
+            org_slug: slug.filter(|s| !s.is_empty()),
+            issued_at: claims.get("iat").and_then(Value::as_i64),
         })
     }
 

@@ -8,7 +8,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection, PgPool};
 
 use super::{HarnessError, TestCluster};
-use crate::migrations::{APP_TABLES, MIGRATOR, SERVICE_TABLES};
+use crate::migrations::{APP_TABLES, MIGRATOR, SERVICE_READ_TABLES, SERVICE_TABLES};
 use crate::{ContextKey, ServicePool, TenantPool};
 
 /// A fresh, migrated database with an owner role, an application role and a service role.
@@ -63,6 +63,10 @@ impl TestDatabase {
             format!(
                 "GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {service_role}",
                 SERVICE_TABLES.join(", ")
+            ),
+            format!(
+                "GRANT SELECT ON {} TO {service_role}",
+                SERVICE_READ_TABLES.join(", ")
             ),
             format!("REVOKE TEMPORARY ON DATABASE {name} FROM PUBLIC"),
         ] {

@@ -1,0 +1,157 @@
+//! actix-web 4: [`Session`], [`OrgContext`] and [`RequireRole`] as extractors, [`ApiError`] as
+//! a [`ResponseError`].
+//!
+//! The state is [`Tenancy`] in the app data, as `web::Data<Tenancy>` or `web::ThinData<Tenancy>`.
+//! An app without it answers 500 `server_misconfigured`, naming the call that adds it. The
+//! verified session and the context are kept in the request's extensions, so that several
+//! extractors in one handler verify and look up once.
+//!
+//! ```no_run
+//! use actix_web::{App, HttpResponse, web};
+//! use tenancy::OrgContext;
+//! use tenancy::web::{Admin, ApiError, RequireRole, Tenancy};
+//!
+//! async fn projects(tenancy: web::Data<Tenancy>, ctx: OrgContext) -> Result<HttpResponse, ApiError> {
+//!     let names: Vec<String> = tenancy
+//!         .pool()
+//!         .with_rls_read(&ctx, async |tx| {
+//!             Ok::<_, tenancy::Error>(sqlx::query_scalar("SELECT name FROM projects").fetch_all(tx).await?)
+//!         })
+//!         .await?;
+//!     Ok(HttpResponse::Ok().json(names))
+//! }
+//!
+//! async fn admin_only(ctx: RequireRole<Admin>) -> String {
+//!     format!("{} may administer {}", ctx.user_id(), ctx.org_id())
+//! }
+//!
+//! # fn app(tenancy: Tenancy) {
+//! let app = App::new()
+//!     .app_data(web::Data::new(tenancy))
+//!     .route("/api/projects", web::get().to(projects))
+//!     .route("/api/admin", web::get().to(admin_only));
+//! # }
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::{StatusCode, header};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
+
+use super::{ApiError, MinRole, RequireRole, Session, Tenancy, token_from_request};
+use crate::OrgContext;
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(self.body())
+    }
+}
+
+fn tenancy(req: &HttpRequest) -> Result<Tenancy, ApiError> {
+    if let Some(data) = req.app_data::<web::Data<Tenancy>>() {
+        return Ok(data.get_ref().clone());
+    }
+    if let Some(thin) = req.app_data::<web::ThinData<Tenancy>>() {
+        return Ok(thin.0.clone());
+    }
+    Err(ApiError::misconfigured(
+        "tenancy::web::Tenancy is not in the app data: add \
+         `.app_data(web::Data::new(tenancy))` (or `web::ThinData(tenancy)`) to the App",
+    ))
+}
+
+fn token(req: &HttpRequest) -> Option<String> {
+    let headers = req.headers();
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or(""));
+    let cookies = headers
+        .get_all(header::COOKIE)
+        .filter_map(|v| v.to_str().ok());
+    token_from_request(authorization, cookies).map(str::to_owned)
+}
+
+async fn session(req: &HttpRequest) -> Result<Session, ApiError> {
+    if let Some(session) = req.extensions().get::<Session>().cloned() {
+        return Ok(session);
+    }
+    let tenancy = tenancy(req)?;
+    let session = tenancy.session(token(req).as_deref()).await?;
+    req.extensions_mut().insert(session.clone());
+    Ok(session)
+}
+
+async fn context(req: &HttpRequest) -> Result<OrgContext, ApiError> {
+    if let Some(ctx) = req.extensions().get::<OrgContext>().cloned() {
+        return Ok(ctx);
+    }
+    let tenancy = tenancy(req)?;
+    let session = session(req).await?;
+    let ctx = tenancy.org_context(&session).await?;
+    req.extensions_mut().insert(ctx.clone());
+    Ok(ctx)
+}
+
+type Extracted<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
+
+/// The verified session: 401 without a valid token. `Option<Session>` is `None` for any
+/// failure (actix's rule for `Option`); use `Session` where a bad token must be a 401.
+impl FromRequest for Session {
+    type Error = ApiError;
+    type Future = Extracted<Self>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { session(&req).await })
+    }
+}
+
+/// The context in the session's active organization, with the role the database holds: 401
+/// without a valid token, 403 without an active organization or membership.
+impl FromRequest for OrgContext {
+    type Error = ApiError;
+    type Future = Extracted<Self>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { context(&req).await })
+    }
+}
+
+/// The context if the session has an active organization, for pages that work without one:
+/// `None` then. Still 401 without a valid token, and 403 for an active organization the user
+/// is not a member of.
+#[derive(Debug, Clone)]
+pub struct MaybeOrgContext(pub Option<OrgContext>);
+
+impl FromRequest for MaybeOrgContext {
+    type Error = ApiError;
+    type Future = Extracted<Self>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            if session(&req).await?.org_id.is_none() {
+                return Ok(MaybeOrgContext(None));
+            }
+            context(&req).await.map(|c| MaybeOrgContext(Some(c)))
+        })
+    }
+}
+
+/// An [`OrgContext`] with at least `R`'s role: 403 `insufficient_role` otherwise.
+impl<R: MinRole> FromRequest for RequireRole<R> {
+    type Error = ApiError;
+    type Future = Extracted<Self>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { RequireRole::check(context(&req).await?) })
+    }
+}
