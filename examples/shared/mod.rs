@@ -96,6 +96,31 @@ pub async fn start(options: Options) -> Result<Started, Box<dyn StdError>> {
     listener.set_nonblocking(true)?;
     let base_url = format!("http://{}", listener.local_addr()?);
 
+    let (verifier, dev) = if options.dev {
+        let dev = DevIssuer::generate(&base_url)?;
+        let verifier = SessionTokenVerifier::from_jwks_url(
+            &format!("{base_url}/.well-known/jwks.json"),
+            &base_url,
+        )?
+        .with_authorized_parties([base_url.clone()]);
+        (verifier, Some(dev))
+    } else {
+        let issuer = std::env::var("CLERK_ISSUER").map_err(|_| {
+            "set CLERK_ISSUER (your Clerk Frontend API URL), or run with --dev for local tokens"
+        })?;
+        let jwks = std::env::var("CLERK_JWKS_URL")
+            .unwrap_or_else(|_| format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/')));
+        let parties: Vec<String> = std::env::var("CLERK_AUTHORIZED_PARTIES")
+            .unwrap_or_default()
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let verifier =
+            SessionTokenVerifier::from_jwks_url(&jwks, &issuer)?.with_authorized_parties(parties);
+        (verifier, None)
+    };
+
     let (pool, service, database) = match std::env::var("DATABASE_URL") {
         Ok(url) => {
             let pool = TenantPool::connect(&url).await?;
@@ -123,31 +148,6 @@ pub async fn start(options: Options) -> Result<Started, Box<dyn StdError>> {
                 Some(db),
             )
         }
-    };
-
-    let (verifier, dev) = if options.dev {
-        let dev = DevIssuer::generate(&base_url)?;
-        let verifier = SessionTokenVerifier::from_jwks_url(
-            &format!("{base_url}/.well-known/jwks.json"),
-            &base_url,
-        )?
-        .with_authorized_parties([base_url.clone()]);
-        (verifier, Some(dev))
-    } else {
-        let issuer = std::env::var("CLERK_ISSUER").map_err(|_| {
-            "set CLERK_ISSUER (your Clerk Frontend API URL), or run with --dev for local tokens"
-        })?;
-        let jwks = std::env::var("CLERK_JWKS_URL")
-            .unwrap_or_else(|_| format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/')));
-        let parties: Vec<String> = std::env::var("CLERK_AUTHORIZED_PARTIES")
-            .unwrap_or_default()
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect();
-        let verifier =
-            SessionTokenVerifier::from_jwks_url(&jwks, &issuer)?.with_authorized_parties(parties);
-        (verifier, None)
     };
 
     let mut tenancy = Tenancy::new(pool, verifier);
@@ -205,6 +205,8 @@ fn announce(base: &str, dev: bool, webhooks: bool) {
 pub struct DevIssuer {
     kid: String,
     key: EncodingKey,
+    private_pem: String,
+    public: rsa::RsaPublicKey,
     jwks: Value,
     issuer: String,
 }
@@ -217,6 +219,7 @@ impl DevIssuer {
         let key = EncodingKey::from_rsa_pem(pem.as_bytes())?;
         let kid = format!("ins_dev_{}", Uuid::new_v4().simple());
         let public = private.to_public_key();
+        let private_pem = pem.to_string();
         let jwks = json!({ "keys": [{
             "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
             "n": URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()),
@@ -225,9 +228,21 @@ impl DevIssuer {
         Ok(DevIssuer {
             kid,
             key,
+            private_pem,
+            public,
             jwks,
             issuer: issuer.to_owned(),
         })
+    }
+
+    /// The private key in PKCS#8 PEM (tests sign forgeries with it). Never print it.
+    pub fn private_pem(&self) -> &str {
+        &self.private_pem
+    }
+
+    /// The public key.
+    pub fn public_key(&self) -> &rsa::RsaPublicKey {
+        &self.public
     }
 
     /// The JWKS document.

@@ -10,9 +10,17 @@
 //! use tenancy::OrgContext;
 //! use tenancy::web::{Admin, ApiError, RequireRole, Tenancy};
 //!
-//! #[derive(Clone, FromRef)]
+//! #[derive(Clone)]
 //! struct AppState {
 //!     tenancy: Tenancy,
+//!     // ...your own state
+//! }
+//!
+//! // (or `#[derive(FromRef)]` with axum's `macros` feature)
+//! impl FromRef<AppState> for Tenancy {
+//!     fn from_ref(state: &AppState) -> Tenancy {
+//!         state.tenancy.clone()
+//!     }
 //! }
 //!
 //! async fn projects(

@@ -231,24 +231,10 @@ async fn apply_claim(
             .bind(org)
             .fetch_optional(&mut *tx)
             .await?;
-            match deleted {
-                Some(true) => return Ok(false),
-                Some(false) => {}
-                None => {
-                    // A placeholder until the webhook brings the organization (any event
-                    // overwrites a row without `external_updated_at`).
-                    let name = claim.org_slug.as_deref().unwrap_or(&claim.org_external_id);
-                    sqlx::query(
-                        "INSERT INTO organizations (id, name, external_id) VALUES ($1, $2, $3) \
-                         ON CONFLICT DO NOTHING",
-                    )
-                    .bind(org)
-                    .bind(name)
-                    .bind(&claim.org_external_id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+            if deleted == Some(true) {
+                return Ok(false);
             }
+            // Before anything is written: a unit that answers `false` still commits.
             let removed_since: bool = sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM membership_removals \
                  WHERE organization_id = $1 AND user_id = $2 AND removed_at >= to_timestamp($3))",
@@ -260,6 +246,20 @@ async fn apply_claim(
             .await?;
             if removed_since {
                 return Ok(false);
+            }
+            if deleted.is_none() {
+                // A placeholder until the webhook brings the organization (any event
+                // overwrites a row without `external_updated_at`).
+                let name = claim.org_slug.as_deref().unwrap_or(&claim.org_external_id);
+                sqlx::query(
+                    "INSERT INTO organizations (id, name, external_id) VALUES ($1, $2, $3) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(org)
+                .bind(name)
+                .bind(&claim.org_external_id)
+                .execute(&mut *tx)
+                .await?;
             }
             sqlx::query(
                 "INSERT INTO organization_members (organization_id, user_id, role) \

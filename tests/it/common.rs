@@ -185,3 +185,11 @@ pub(crate) fn sqlstate(e: &Error) -> Option<String> {
         _ => None,
     }
 }
+
+/// Seconds since the epoch.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}

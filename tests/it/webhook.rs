@@ -2,6 +2,7 @@
 //! `standardwebhooks` crate, and 100,000 random header/body combinations checked against a
 //! reference model.
 
+use crate::common::unix_now;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use rand::rngs::StdRng;
@@ -205,13 +206,6 @@ fn random_text(rng: &mut StdRng, max: usize) -> String {
             _ => rng.random_range(b'!'..=b'~') as char,
         })
         .collect()
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
 }
 
 #[test]

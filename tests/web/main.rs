@@ -11,8 +11,10 @@ mod axum_app;
 #[path = "../../examples/actix_app/app.rs"]
 mod actix_app;
 
+mod browser;
 mod cases;
 mod harness;
+mod tokens;
 
 macro_rules! for_both_apps {
     ($($case:ident),* $(,)?) => {
