@@ -29,6 +29,21 @@
 //!     .await?;
 //! # Ok(()) }
 //! ```
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `runtime-tokio` | yes | sqlx's tokio runtime |
+//! | `webhook` | yes | [`webhook`]: Standard Webhooks / Svix signature verification |
+//! | `clerk` | yes | [`clerk`]: the Clerk webhook sync and session claims |
+//! | `clerk-jwt` | | `clerk::SessionTokenVerifier`: Clerk session tokens verified (RS256, JWKS) |
+//! | `web` | | `web`: the request layer the adapters share (`Tenancy`, `ApiError`, `RequireRole`) |
+//! | `axum` | | `web::axum`: axum 0.8 extractors and responses (turns on `web`) |
+//! | `actix-web` | | `web::actix`: actix-web 4 extractors and responses (turns on `web`) |
+//! | `http` | | `webhook::WebhookHeaders::from_header_map` |
+//! | `tracing` | | `tenancy.unit` and `tenancy.webhook` spans |
+//! | `testing` | | `testing`: a throwaway PostgreSQL and test databases (Unix) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "clerk")]

@@ -28,7 +28,7 @@
 //! organization. The webhook, when it arrives, overwrites the row with the provider's state.
 //! Without it, such a user gets 403 `not_a_member` until the webhook is applied.
 //!
-//! The adapters: [`axum`](crate::web::axum) and [`actix`](crate::web::actix).
+//! The adapters: [`axum`] and [`actix`].
 
 use std::fmt;
 use std::marker::PhantomData;
