@@ -11,6 +11,7 @@ mod axum_app;
 #[path = "../../examples/actix_app/app.rs"]
 mod actix_app;
 
+mod adapters;
 mod browser;
 mod cases;
 mod harness;
