@@ -96,6 +96,11 @@ pub enum Error {
         role: String,
     },
 
+    /// The start-up audit ([`TenantPool::audited`](crate::TenantPool::audited)) found errors in
+    /// the schema or the connecting role; the report lists them with their fixes.
+    #[error("the tenancy audit found errors:\n{0}")]
+    AuditFailed(Box<crate::audit::Report>),
+
     /// A database error. [`Error::kind`] classifies it (RLS violation, unique violation, no
     /// row, ...).
     #[error("database error: {0}")]
@@ -173,7 +178,8 @@ impl Error {
             | Error::InvalidContextKey
             | Error::HardenedModeRequired
             | Error::HardenedModeOff
-            | Error::ContextVisible { .. } => ErrorKind::Internal,
+            | Error::ContextVisible { .. }
+            | Error::AuditFailed(_) => ErrorKind::Internal,
             Error::Database(e) => classify(e),
         }
     }

@@ -46,6 +46,7 @@
 //! | `testing` | | `testing`: a throwaway PostgreSQL and test databases (Unix) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod audit;
 #[cfg(feature = "clerk")]
 #[cfg_attr(docsrs, doc(cfg(feature = "clerk")))]
 pub mod clerk;

@@ -162,6 +162,31 @@ impl TenantPool {
         }
     }
 
+    /// Audits the database as this pool's role ([`audit::audit`](crate::audit::audit)) and
+    /// returns the pool only if the audit finds no error: a start-up option for a service that
+    /// must not serve with a tenant table left open. Warnings do not stop it.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> tenancy::Result<()> {
+    /// use tenancy::{TenantPool, audit::AuditOptions};
+    /// let pool = TenantPool::connect("postgres://app@localhost/app")
+    ///     .await?
+    ///     .audited(&AuditOptions::default().with_table("invoices"))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::AuditFailed`] with the report when there are errors; a database error reading
+    /// the catalog.
+    pub async fn audited(self, options: &crate::audit::AuditOptions) -> Result<Self> {
+        let report = crate::audit::audit(self.pool(), options).await?;
+        if report.has_errors() {
+            return Err(Error::AuditFailed(Box::new(report)));
+        }
+        Ok(self)
+    }
+
     /// The underlying pool. Queries run on it directly have no tenant context, so the policies
     /// give them no tenant rows and refuse their writes.
     pub fn pool(&self) -> &PgPool {

@@ -21,11 +21,29 @@
 
 mod cluster;
 mod database;
+mod isolation;
 mod proxy;
 
 pub use cluster::TestCluster;
 pub use database::TestDatabase;
+pub use isolation::{TableUnderTest, assert_isolated, check_isolation};
 pub use proxy::{ProxyStats, TcpProxy};
+
+/// Audits the database `pool` connects to ([`audit::audit`](crate::audit::audit)) and fails
+/// the test with the report when there is an error; returns the report (warnings included).
+///
+/// # Panics
+/// When the audit finds an error, or cannot read the catalog.
+pub async fn assert_audit_clean(
+    pool: &sqlx::PgPool,
+    options: &crate::audit::AuditOptions,
+) -> crate::audit::Report {
+    let report = crate::audit::audit(pool, options)
+        .await
+        .expect("the audit could not read the catalog");
+    assert!(!report.has_errors(), "{report}");
+    report
+}
 
 /// Why a test database could not be had.
 #[derive(Debug, thiserror::Error)]

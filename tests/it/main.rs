@@ -3,6 +3,7 @@
 //! Isolation cases run twice: as the application role (neither superuser nor BYPASSRLS) and as
 //! the tables' owner (subject to the policies only through FORCE ROW LEVEL SECURITY).
 
+mod audit;
 mod claims;
 mod clerk;
 mod common;

@@ -1,0 +1,484 @@
+//! `tenancy::audit`, the policy generator and the isolation kit: the shipped schema produces no
+//! finding; one deliberately broken schema per finding produces exactly that finding; the
+//! article's schema produces what it deserves; generated SQL passes the audit and the kit.
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Executor, PgPool};
+use tenancy::audit::{AuditOptions, Severity, audit, policy_sql, policy_sql_for};
+use tenancy::testing::{
+    TableUnderTest, TestCluster, TestDatabase, assert_audit_clean, check_isolation,
+};
+use tenancy::{Error, ErrorKind, Role, TenantPool};
+
+use crate::common::{As, both_roles, seed_org};
+
+async fn connect(options: PgConnectOptions) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(options)
+        .await
+        .unwrap()
+}
+
+/// Runs `sql` (several statements) as the database owner.
+async fn as_owner(db: &TestDatabase, sql: &str) {
+    let pool = connect(db.owner_options()).await;
+    pool.execute(AssertSqlSafe(sql.to_owned()))
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    pool.close().await;
+}
+
+/// The user-style table, made tenant-safe by the generator, granted to the application role.
+async fn with_notes() -> TestDatabase {
+    let db = TestDatabase::create().await.unwrap();
+    let app = db.app_options().get_username().to_owned();
+    as_owner(
+        &db,
+        &format!(
+            "CREATE TABLE notes (organization_id uuid NOT NULL REFERENCES organizations (id),
+                                 id uuid NOT NULL DEFAULT gen_random_uuid(), body text,
+                                 PRIMARY KEY (organization_id, id));
+             {}
+             GRANT SELECT, INSERT, UPDATE, DELETE ON notes TO {app};",
+            policy_sql("notes", "organization_id")
+        ),
+    )
+    .await;
+    db
+}
+
+async fn app_report(db: &TestDatabase) -> tenancy::audit::Report {
+    let pool = connect(db.app_options()).await;
+    let report = audit(&pool, &AuditOptions::default()).await.unwrap();
+    pool.close().await;
+    report
+}
+
+#[tokio::test]
+async fn the_shipped_schema_has_no_finding_as_the_application_role() {
+    let db = TestDatabase::create().await.unwrap();
+    let report = app_report(&db).await;
+    assert_eq!(report.findings, vec![], "{report}");
+    for table in [
+        "public.organizations",
+        "public.organization_members",
+        "public.projects",
+        "public.membership_tombstones",
+        "public.webhook_deliveries",
+        "public.membership_removals",
+    ] {
+        assert!(report.tables.iter().any(|t| t == table), "{table} audited");
+    }
+    // As the owner: only what being the owner means (warnings, no error).
+    let owner = connect(db.owner_options()).await;
+    let report = audit(&owner, &AuditOptions::default()).await.unwrap();
+    assert!(!report.has_errors(), "{report}");
+    assert_eq!(
+        report.codes(),
+        ["role_owns_tenant_tables", "role_can_create_temp"],
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn generated_policy_sql_passes_the_audit() {
+    let db = with_notes().await;
+    let pool = connect(db.app_options()).await;
+    let report = assert_audit_clean(&pool, &AuditOptions::default()).await;
+    assert_eq!(report.findings, vec![], "{report}");
+    assert!(report.tables.contains(&"public.notes".to_owned()));
+}
+
+/// Each case: SQL run as the owner on the clean `notes` schema, and the one finding it must
+/// produce (audited as the application role).
+const BROKEN: &[(&str, &str)] = &[
+    ("ALTER TABLE notes DISABLE ROW LEVEL SECURITY", "rls_disabled"),
+    ("ALTER TABLE notes NO FORCE ROW LEVEL SECURITY", "rls_not_forced"),
+    ("DROP POLICY tenant_isolation ON notes", "no_policy"),
+    (
+        "DROP POLICY tenant_isolation ON notes;
+         CREATE POLICY p ON notes USING (organization_id = (SELECT tenancy_current_org_id()))",
+        "policy_without_with_check",
+    ),
+    (
+        "DROP POLICY tenant_isolation ON notes;
+         CREATE POLICY p ON notes
+           USING (organization_id::text = (SELECT current_setting('app.current_org_id', true)))
+           WITH CHECK (organization_id::text = (SELECT current_setting('app.current_org_id', true)))",
+        "policy_casts_column",
+    ),
+    (
+        "DROP POLICY tenant_isolation ON notes;
+         CREATE POLICY p ON notes
+           USING (organization_id = (SELECT coalesce(tenancy_current_org_id(), organization_id)))
+           WITH CHECK (organization_id = (SELECT tenancy_current_org_id()))",
+        "policy_fails_open",
+    ),
+    (
+        "DROP POLICY tenant_isolation ON notes;
+         CREATE POLICY p ON notes
+           USING (organization_id = (SELECT tenancy_current_org_id()) OR body = 'public')
+           WITH CHECK (organization_id = (SELECT tenancy_current_org_id()))",
+        "policy_fails_open",
+    ),
+    (
+        "DROP POLICY tenant_isolation ON notes;
+         CREATE POLICY p ON notes
+           USING (organization_id = (SELECT current_setting('app.tenant', true)::uuid))
+           WITH CHECK (organization_id = (SELECT current_setting('app.tenant', true)::uuid))",
+        "policy_other_setting",
+    ),
+    (
+        "DROP POLICY tenant_isolation ON notes;
+         CREATE POLICY p ON notes
+           USING (organization_id = (SELECT current_setting('app.current_org_id')::uuid))
+           WITH CHECK (organization_id = (SELECT current_setting('app.current_org_id')::uuid))",
+        "policy_setting_not_missing_ok",
+    ),
+    (
+        "DROP POLICY tenant_isolation ON notes;
+         CREATE POLICY p ON notes USING (organization_id = tenancy_current_org_id())
+           WITH CHECK (organization_id = tenancy_current_org_id())",
+        "policy_per_row_function",
+    ),
+    (
+        "ALTER TABLE notes DROP CONSTRAINT notes_pkey; DROP INDEX notes_organization_id_idx;
+         ALTER TABLE notes ADD PRIMARY KEY (id, organization_id)",
+        "no_tenant_index",
+    ),
+    ("CREATE UNIQUE INDEX notes_body_key ON notes (body)", "unique_without_tenant"),
+    (
+        "CREATE TABLE tags (organization_id uuid NOT NULL, id uuid NOT NULL, note_org uuid,
+                            note_id uuid, PRIMARY KEY (organization_id, id),
+                            FOREIGN KEY (note_id, note_org) REFERENCES notes (id, organization_id));
+         ALTER TABLE tags ENABLE ROW LEVEL SECURITY; ALTER TABLE tags FORCE ROW LEVEL SECURITY;
+         CREATE POLICY tenant_isolation ON tags
+           USING (organization_id = (SELECT tenancy_current_org_id()))
+           WITH CHECK (organization_id = (SELECT tenancy_current_org_id()))",
+        "foreign_key_crosses_tenants",
+    ),
+    ("CREATE VIEW notes_view AS SELECT * FROM notes", "view_not_security_invoker"),
+    (
+        "CREATE MATERIALIZED VIEW notes_copy AS SELECT * FROM notes",
+        "materialized_view_over_tenant_table",
+    ),
+    (
+        "CREATE FUNCTION peek() RETURNS bigint LANGUAGE sql SECURITY DEFINER
+           AS 'SELECT count(*) FROM notes'",
+        "definer_without_search_path",
+    ),
+    (
+        "CREATE FUNCTION enter_org(o uuid) RETURNS void LANGUAGE plpgsql AS
+           $$BEGIN PERFORM set_config('app.current_org_id', o::text, false); END$$",
+        "session_level_setting",
+    ),
+];
+
+#[tokio::test]
+async fn one_broken_schema_per_finding_produces_exactly_that_finding() {
+    let mut seen = std::collections::HashSet::new();
+    for (sql, code) in BROKEN {
+        let db = with_notes().await;
+        as_owner(&db, sql).await;
+        let report = app_report(&db).await;
+        assert_eq!(report.codes(), [*code], "{sql}\n{report}");
+        let finding = &report.findings[0];
+        assert!(!finding.why.is_empty() && !finding.fix.is_empty());
+        seen.insert(*code);
+    }
+    assert_eq!(seen.len(), 16, "every schema finding has a case");
+}
+
+/// A login role with `attributes`, granted the tables, connecting to `db`.
+async fn role_with(db: &TestDatabase, name: &str, attributes: &str) -> PgPool {
+    let cluster = TestCluster::global().unwrap();
+    let admin = connect(cluster.admin_options().database(db.name())).await;
+    let role = format!("{}_{name}", db.name());
+    admin
+        .execute(AssertSqlSafe(format!(
+            "CREATE ROLE {role} LOGIN {attributes} PASSWORD 'pw_{role}';
+             GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};"
+        )))
+        .await
+        .unwrap();
+    admin.close().await;
+    connect(
+        db.app_options()
+            .username(&role)
+            .password(&format!("pw_{role}")),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_connecting_role_is_audited() {
+    let db = with_notes().await;
+    let errors = |r: &tenancy::audit::Report| {
+        r.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .map(|f| f.code)
+            .collect::<Vec<_>>()
+    };
+    let bypass = role_with(&db, "bypass", "NOSUPERUSER BYPASSRLS").await;
+    let report = audit(&bypass, &AuditOptions::default()).await.unwrap();
+    assert_eq!(report.codes(), ["role_bypassrls"], "{report}");
+    let superuser = role_with(&db, "super", "SUPERUSER NOBYPASSRLS").await;
+    let report = audit(&superuser, &AuditOptions::default()).await.unwrap();
+    assert_eq!(errors(&report), ["role_superuser"], "{report}");
+    // TEMP granted to the application role.
+    let cluster = TestCluster::global().unwrap();
+    let admin = connect(cluster.admin_options()).await;
+    admin
+        .execute(AssertSqlSafe(format!(
+            "GRANT TEMPORARY ON DATABASE {} TO {}",
+            db.name(),
+            db.app_options().get_username()
+        )))
+        .await
+        .unwrap();
+    assert_eq!(app_report(&db).await.codes(), ["role_can_create_temp"]);
+    // The owner without TEMP: owning is the finding.
+    as_owner(
+        &db,
+        &format!(
+            "REVOKE TEMPORARY ON DATABASE {0} FROM PUBLIC, {1}",
+            db.name(),
+            db.owner_options().get_username()
+        ),
+    )
+    .await;
+    let owner = connect(db.owner_options()).await;
+    let report = audit(&owner, &AuditOptions::default()).await.unwrap();
+    assert_eq!(report.codes(), ["role_owns_tenant_tables"], "{report}");
+}
+
+#[tokio::test]
+async fn the_articles_schema_gets_the_findings_it_deserves() {
+    // The article's tables and policies: a text-cast comparison, no FORCE, no WITH CHECK,
+    // `organizations` without RLS, keys without the tenant column; the app connects as the
+    // tables' owner.
+    let db = TestDatabase::create_empty().await.unwrap();
+    as_owner(
+        &db,
+        "CREATE TABLE organizations (id uuid PRIMARY KEY, name text NOT NULL);
+         CREATE TABLE organization_members (id uuid PRIMARY KEY,
+             organization_id uuid NOT NULL REFERENCES organizations (id),
+             user_id text NOT NULL, role text NOT NULL, UNIQUE (organization_id, user_id));
+         CREATE TABLE projects (id uuid PRIMARY KEY,
+             organization_id uuid NOT NULL REFERENCES organizations (id), name text NOT NULL);
+         ALTER TABLE organization_members ENABLE ROW LEVEL SECURITY;
+         ALTER TABLE projects ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY tenant_isolation ON organization_members
+             USING (organization_id::text = current_setting('app.current_org_id'));
+         CREATE POLICY tenant_isolation ON projects
+             USING (organization_id::text = current_setting('app.current_org_id'));",
+    )
+    .await;
+    let owner = connect(db.owner_options()).await;
+    let report = audit(&owner, &AuditOptions::default()).await.unwrap();
+    let has = |code: &str, object: &str| {
+        report
+            .findings
+            .iter()
+            .any(|f| f.code == code && f.object.contains(object))
+    };
+    for (code, object) in [
+        ("rls_disabled", "public.organizations"),
+        ("rls_not_forced", "public.organization_members"),
+        ("rls_not_forced", "public.projects"),
+        ("policy_without_with_check", "on public.projects"),
+        (
+            "policy_without_with_check",
+            "on public.organization_members",
+        ),
+        ("policy_casts_column", "on public.projects"),
+        ("policy_casts_column", "on public.organization_members"),
+        ("no_tenant_index", "public.projects"),
+        ("unique_without_tenant", "projects_pkey"),
+        ("unique_without_tenant", "organization_members_pkey"),
+        ("role_owns_tenant_tables", "role"),
+    ] {
+        assert!(has(code, object), "{code} on {object}:\n{report}");
+    }
+    assert!(report.has_errors());
+    // The same schema refuses to serve.
+    let refused = TenantPool::dangerously_skip_role_check(owner.clone())
+        .audited(&AuditOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(&refused, Error::AuditFailed(r) if r.has_errors()));
+    assert_eq!(refused.kind(), ErrorKind::Internal);
+}
+
+#[tokio::test]
+async fn a_clean_schema_serves_and_a_broken_one_does_not() {
+    let db = with_notes().await;
+    let pool = db.app_pool(2).await.unwrap();
+    let pool = pool.audited(&AuditOptions::default()).await.unwrap();
+    as_owner(&db, "ALTER TABLE notes NO FORCE ROW LEVEL SECURITY").await;
+    let e = pool.audited(&AuditOptions::default()).await.unwrap_err();
+    let Error::AuditFailed(report) = &e else {
+        panic!("{e}")
+    };
+    assert_eq!(report.codes(), ["rls_not_forced"]);
+    assert!(
+        e.to_string()
+            .contains("ALTER TABLE public.notes FORCE ROW LEVEL SECURITY")
+    );
+}
+
+#[tokio::test]
+async fn the_generator_makes_crossing_foreign_keys_composite() {
+    let db = with_notes().await;
+    let app = db.app_options().get_username().to_owned();
+    as_owner(
+        &db,
+        &format!(
+            "CREATE TABLE comments (organization_id uuid NOT NULL, id uuid NOT NULL,
+                                    note_id uuid NOT NULL, PRIMARY KEY (organization_id, id));
+             ALTER TABLE notes ADD UNIQUE (id);
+             ALTER TABLE comments ADD CONSTRAINT comments_note_fk FOREIGN KEY (note_id) REFERENCES notes (id);
+             GRANT SELECT, INSERT, UPDATE, DELETE ON comments TO {app};"
+        ),
+    )
+    .await;
+    let owner = connect(db.owner_options()).await;
+    let sql = policy_sql_for(&owner, "comments", "organization_id")
+        .await
+        .unwrap();
+    assert!(
+        sql.contains(
+            "FOREIGN KEY (organization_id, note_id) REFERENCES public.notes (organization_id, id)"
+        ),
+        "{sql}"
+    );
+    owner
+        .execute(AssertSqlSafe(format!(
+            "{sql} ALTER TABLE notes DROP CONSTRAINT notes_id_key;"
+        )))
+        .await
+        .unwrap();
+    let report = app_report(&db).await;
+    assert_eq!(report.findings, vec![], "{report}");
+}
+
+both_roles!(the_isolation_kit_passes_on_shipped_and_user_tables_and_fails_without_force);
+
+async fn the_isolation_kit_passes_on_shipped_and_user_tables_and_fails_without_force(role: As) {
+    let db = with_notes().await;
+    let pool = match role {
+        As::App => db.app_pool(3).await.unwrap(),
+        As::Owner => db.owner_pool(3).await.unwrap(),
+    };
+    let a = seed_org(&pool, "alpha").await;
+    let b = seed_org(&pool, "beta").await;
+    let tables = [
+        TableUnderTest::new(
+            "projects",
+            "organization_id",
+            "INSERT INTO projects (organization_id, name) VALUES ($1, 'kit')",
+        ),
+        TableUnderTest::new(
+            "organization_members",
+            "organization_id",
+            "INSERT INTO organization_members (organization_id, user_id, role) \
+             VALUES ($1, 'user_kit_' || gen_random_uuid(), 'member')",
+        ),
+        TableUnderTest::new(
+            "public.notes",
+            "organization_id",
+            "INSERT INTO notes (organization_id, body) VALUES ($1, 'kit')",
+        ),
+    ];
+    for table in &tables {
+        let result = check_isolation(&pool, &a.ctx(Role::Owner), &b.ctx(Role::Owner), table).await;
+        assert_eq!(result, Ok(()), "{table:?}");
+    }
+    // The defence removed: without FORCE the owner reads across organizations, and the kit
+    // says so (as the application role, ENABLE alone still holds, and the kit still passes).
+    as_owner(&db, "ALTER TABLE notes NO FORCE ROW LEVEL SECURITY").await;
+    let result = check_isolation(&pool, &a.ctx(Role::Owner), &b.ctx(Role::Owner), &tables[2]).await;
+    match role {
+        As::Owner => {
+            let failures = result.unwrap_err();
+            assert!(
+                failures.iter().any(|f| f.starts_with("cross-tenant read")),
+                "{failures:?}"
+            );
+        }
+        As::App => assert_eq!(result, Ok(())),
+    }
+    // Two contexts of one organization are refused outright.
+    let same = check_isolation(&pool, &a.ctx(Role::Owner), &a.ctx(Role::Admin), &tables[0]).await;
+    assert!(same.is_err());
+}
+
+#[tokio::test]
+async fn the_command_line_reports_exits_and_speaks_json() {
+    let bin = env!("CARGO_BIN_EXE_tenancy");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin).args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let db = with_notes().await;
+    let url = db.app_url();
+    let (code, out, _) = run(&["audit", &url]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.starts_with("tenancy audit: 7 tenant table(s), 0 error(s), 0 warning(s)"),
+        "{out}"
+    );
+    as_owner(&db, "ALTER TABLE notes NO FORCE ROW LEVEL SECURITY").await;
+    let (code, out, _) = run(&["audit", &url, "--json"]);
+    assert_eq!(code, Some(1), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["findings"][0]["code"], "rls_not_forced");
+    assert_eq!(json["findings"][0]["severity"], "error");
+    // Could not connect: 2, and the password is not printed.
+    let wrong = url.replace(db.name(), "no_such_database");
+    let (code, out, err) = run(&["audit", &wrong]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    let password = wrong.split(':').nth(2).unwrap().split('@').next().unwrap();
+    assert!(!err.contains(password) && !out.contains(password));
+    // The generator.
+    let (code, out, _) = run(&["policy", "invoices", "--column", "tenant_id"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(out, policy_sql("invoices", "tenant_id"));
+    assert_eq!(run(&["frobnicate"]).0, Some(2));
+}
+
+/// The audit's cost on a schema of a few hundred tenant tables: correct at that size (no
+/// finding), and its time printed (`cargo test --test it audit::at_scale -- --nocapture`).
+#[tokio::test]
+async fn at_scale_three_hundred_tenant_tables_audit_clean() {
+    let db = TestDatabase::create().await.unwrap();
+    let mut sql = String::new();
+    for i in 0..300 {
+        sql.push_str(&format!(
+            "CREATE TABLE t{i} (organization_id uuid NOT NULL, id uuid NOT NULL, body text,
+                                PRIMARY KEY (organization_id, id));\n{}",
+            policy_sql(&format!("t{i}"), "organization_id")
+        ));
+    }
+    as_owner(&db, &sql).await;
+    let pool = connect(db.app_options()).await;
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let start = std::time::Instant::now();
+        let report = audit(&pool, &AuditOptions::default()).await.unwrap();
+        times.push(start.elapsed());
+        assert_eq!(report.tables.len(), 306);
+        assert_eq!(report.findings, vec![], "{report}");
+    }
+    times.sort();
+    println!(
+        "audit of 306 tenant tables: median {:?} (min {:?}, max {:?})",
+        times[2], times[0], times[4]
+    );
+}
