@@ -3,7 +3,7 @@
 use sqlx::{AssertSqlSafe, PgConnection};
 
 use crate::audit::quote_ident;
-use crate::{Error, OrgContext, TenantPool};
+use crate::{Error, OrgContext, OrgId, ServicePool, TenantPool};
 
 /// A tenant table and how to make one of its rows.
 #[derive(Debug, Clone)]
@@ -51,33 +51,121 @@ pub async fn check_isolation(
     b: &OrgContext,
     table: &TableUnderTest,
 ) -> Result<(), Vec<String>> {
+    check(&Runner::Member { pool, a, b }, table).await
+}
+
+/// [`check_isolation`] through **service units** ([`ServicePool::with_org`]) in organizations
+/// `a` and `b`: for tables only service units write (the webhook bookkeeping), or to check a
+/// service path's isolation.
+///
+/// # Errors
+/// The list of failed checks.
+pub async fn check_service_isolation(
+    service: &ServicePool,
+    a: OrgId,
+    b: OrgId,
+    table: &TableUnderTest,
+) -> Result<(), Vec<String>> {
+    check(
+        &Runner::Service {
+            pool: service,
+            a,
+            b,
+        },
+        table,
+    )
+    .await
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    A,
+    B,
+}
+
+enum Runner<'a> {
+    Member {
+        pool: &'a TenantPool,
+        a: &'a OrgContext,
+        b: &'a OrgContext,
+    },
+    Service {
+        pool: &'a ServicePool,
+        a: OrgId,
+        b: OrgId,
+    },
+}
+
+impl Runner<'_> {
+    fn org(&self, side: Side) -> uuid::Uuid {
+        let org = match (self, side) {
+            (Runner::Member { a, .. }, Side::A) => a.org_id(),
+            (Runner::Member { b, .. }, Side::B) => b.org_id(),
+            (Runner::Service { a, .. }, Side::A) => *a,
+            (Runner::Service { b, .. }, Side::B) => *b,
+        };
+        *org.as_uuid()
+    }
+
+    fn bare(&self) -> &sqlx::PgPool {
+        match self {
+            Runner::Member { pool, .. } => pool.pool(),
+            Runner::Service { pool, .. } => pool.pool(),
+        }
+    }
+
+    /// Runs `sql` with `args` in a unit of `side`; rows affected.
+    async fn run(&self, side: Side, sql: &str, args: &[uuid::Uuid]) -> Result<u64, Error> {
+        let statement = async |tx: &mut PgConnection| -> Result<u64, Error> {
+            Ok(execute(tx, sql, args).await?)
+        };
+        match (self, side) {
+            (Runner::Member { pool, a, .. }, Side::A) => pool.with_rls(a, statement).await,
+            (Runner::Member { pool, b, .. }, Side::B) => pool.with_rls(b, statement).await,
+            (Runner::Service { pool, .. }, side) => {
+                pool.with_org(OrgId::from(self.org(side)), statement).await
+            }
+        }
+    }
+
+    /// The count `sql` (one `$1`: `org`) returns in a unit of `side`.
+    async fn count(&self, side: Side, sql: &str, org: uuid::Uuid) -> Result<i64, Error> {
+        let query = async |tx: &mut PgConnection| -> Result<i64, Error> {
+            Ok(sqlx::query_scalar(AssertSqlSafe(sql.to_owned()))
+                .bind(org)
+                .fetch_one(tx)
+                .await?)
+        };
+        match (self, side) {
+            (Runner::Member { pool, a, .. }, Side::A) => pool.with_rls_read(a, query).await,
+            (Runner::Member { pool, b, .. }, Side::B) => pool.with_rls_read(b, query).await,
+            (Runner::Service { pool, .. }, side) => {
+                pool.with_org(OrgId::from(self.org(side)), query).await
+            }
+        }
+    }
+}
+
+async fn check(runner: &Runner<'_>, table: &TableUnderTest) -> Result<(), Vec<String>> {
     let mut failures = Vec::new();
     let (t, c) = (&table.table, &table.column);
-    let (org_a, org_b) = (*a.org_id().as_uuid(), *b.org_id().as_uuid());
+    let (org_a, org_b) = (runner.org(Side::A), runner.org(Side::B));
     if org_a == org_b {
         return Err(vec!["the two contexts are in the same organization".into()]);
     }
+    let mine = format!("SELECT count(*) FROM {t} WHERE {c} = $1");
 
     // 1. Positive controls: a kit that refused everything would pass every other check.
-    for (ctx, org) in [(a, org_a), (b, org_b)] {
-        let inserted = run(pool, ctx, &table.insert, &[org]).await;
-        if let Err(e) = inserted {
+    for (side, org) in [(Side::A, org_a), (Side::B, org_b)] {
+        if let Err(e) = runner.run(side, &table.insert, &[org]).await {
             failures.push(format!(
-                "positive control: {} could not insert its own row: {e}",
-                ctx.org_id()
+                "positive control: {org} could not insert its own row: {e}"
             ));
         }
-        let own = count(
-            pool,
-            ctx,
-            &format!("SELECT count(*) FROM {t} WHERE {c} = $1"),
-            org,
-        )
-        .await;
+        let own = runner.count(side, &mine, org).await;
         if !matches!(own, Ok(n) if n > 0) {
             failures.push(format!(
-                "positive control: {} does not see its own rows ({own:?})",
-                ctx.org_id()
+                "positive control: {org} does not see its own rows ({own:?})"
             ));
         }
     }
@@ -86,25 +174,14 @@ pub async fn check_isolation(
     }
 
     // 2. Cross-tenant read.
-    let asked = count(
-        pool,
-        b,
-        &format!("SELECT count(*) FROM {t} WHERE {c} = $1"),
-        org_a,
-    )
-    .await;
+    let asked = runner.count(Side::B, &mine, org_a).await;
     if !matches!(asked, Ok(0)) {
         failures.push(format!(
             "cross-tenant read: b sees a's rows by asking for them ({asked:?})"
         ));
     }
-    let foreign = count(
-        pool,
-        b,
-        &format!("SELECT count(*) FROM {t} WHERE {c} <> $1"),
-        org_b,
-    )
-    .await;
+    let others = format!("SELECT count(*) FROM {t} WHERE {c} <> $1");
+    let foreign = runner.count(Side::B, &others, org_b).await;
     if !matches!(foreign, Ok(0)) {
         failures.push(format!(
             "cross-tenant read: b's unfiltered query sees other organizations' rows ({foreign:?})"
@@ -112,60 +189,29 @@ pub async fn check_isolation(
     }
 
     // 3. Cross-tenant insert.
-    if run(pool, b, &table.insert, &[org_a]).await.is_ok() {
+    if runner.run(Side::B, &table.insert, &[org_a]).await.is_ok() {
         failures.push("cross-tenant insert: b inserted a row into a's organization".into());
     }
 
     // 4. Moving a row into another organization.
-    let moved = run(
-        pool,
-        a,
-        &format!("UPDATE {t} SET {c} = $2 WHERE {c} = $1"),
-        &[org_a, org_b],
-    )
-    .await;
-    if matches!(moved, Ok(n) if n > 0) {
+    let moving = format!("UPDATE {t} SET {c} = $2 WHERE {c} = $1");
+    if let Ok(n @ 1..) = runner.run(Side::A, &moving, &[org_a, org_b]).await {
         failures.push(format!(
-            "moving a row: a moved {} row(s) into b's organization",
-            moved.unwrap_or(0)
+            "moving a row: a moved {n} row(s) into b's organization"
         ));
     }
 
     // 5. Cross-tenant update and delete.
-    let before = count(
-        pool,
-        a,
-        &format!("SELECT count(*) FROM {t} WHERE {c} = $1"),
-        org_a,
-    )
-    .await;
-    let updated = run(
-        pool,
-        b,
-        &format!("UPDATE {t} SET {c} = {c} WHERE {c} = $1"),
-        &[org_a],
-    )
-    .await;
-    if matches!(updated, Ok(n) if n > 0) {
+    let before = runner.count(Side::A, &mine, org_a).await;
+    let touch = format!("UPDATE {t} SET {c} = {c} WHERE {c} = $1");
+    if let Ok(1..) = runner.run(Side::B, &touch, &[org_a]).await {
         failures.push("cross-tenant update: b updated a's rows".into());
     }
-    let deleted = run(
-        pool,
-        b,
-        &format!("DELETE FROM {t} WHERE {c} = $1"),
-        &[org_a],
-    )
-    .await;
-    if matches!(deleted, Ok(n) if n > 0) {
+    let delete = format!("DELETE FROM {t} WHERE {c} = $1");
+    if let Ok(1..) = runner.run(Side::B, &delete, &[org_a]).await {
         failures.push("cross-tenant delete: b deleted a's rows".into());
     }
-    let after = count(
-        pool,
-        a,
-        &format!("SELECT count(*) FROM {t} WHERE {c} = $1"),
-        org_a,
-    )
-    .await;
+    let after = runner.count(Side::A, &mine, org_a).await;
     if before.as_ref().ok() != after.as_ref().ok() || after.is_err() {
         failures.push(format!(
             "a's rows changed under b's units ({before:?} -> {after:?})"
@@ -175,23 +221,20 @@ pub async fn check_isolation(
     // 6. No context.
     let bare: Result<i64, sqlx::Error> =
         sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {t}")))
-            .fetch_one(pool.pool())
+            .fetch_one(runner.bare())
             .await;
-    if matches!(bare, Ok(n) if n > 0) {
+    if let Ok(n @ 1..) = bare {
         failures.push(format!(
-            "no context: a query without a context sees {} row(s)",
-            bare.unwrap_or(0)
+            "no context: a query without a context sees {n} row(s)"
         ));
     }
-    let mut conn = match pool.pool().acquire().await {
-        Ok(c) => c,
-        Err(e) => {
-            failures.push(format!("no context: could not connect: {e}"));
-            return Err(failures);
+    match runner.bare().acquire().await {
+        Ok(mut conn) => {
+            if execute(&mut conn, &table.insert, &[org_a]).await.is_ok() {
+                failures.push("no context: an insert without a context succeeded".into());
+            }
         }
-    };
-    if execute(&mut conn, &table.insert, &[org_a]).await.is_ok() {
-        failures.push("no context: an insert without a context succeeded".into());
+        Err(e) => failures.push(format!("no context: could not connect: {e}")),
     }
 
     if failures.is_empty() {
@@ -220,16 +263,6 @@ pub async fn assert_isolated(
     }
 }
 
-async fn run(
-    pool: &TenantPool,
-    ctx: &OrgContext,
-    sql: &str,
-    args: &[uuid::Uuid],
-) -> Result<u64, Error> {
-    pool.with_rls(ctx, async |tx| Ok(execute(tx, sql, args).await?))
-        .await
-}
-
 async fn execute(
     conn: &mut PgConnection,
     sql: &str,
@@ -240,19 +273,4 @@ async fn execute(
         query = query.bind(*arg);
     }
     Ok(query.execute(conn).await?.rows_affected())
-}
-
-async fn count(
-    pool: &TenantPool,
-    ctx: &OrgContext,
-    sql: &str,
-    org: uuid::Uuid,
-) -> Result<i64, Error> {
-    pool.with_rls_read(ctx, async |tx| {
-        Ok(sqlx::query_scalar(AssertSqlSafe(sql.to_owned()))
-            .bind(org)
-            .fetch_one(tx)
-            .await?)
-    })
-    .await
 }

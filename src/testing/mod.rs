@@ -26,7 +26,7 @@ mod proxy;
 
 pub use cluster::TestCluster;
 pub use database::TestDatabase;
-pub use isolation::{TableUnderTest, assert_isolated, check_isolation};
+pub use isolation::{TableUnderTest, assert_isolated, check_isolation, check_service_isolation};
 pub use proxy::{ProxyStats, TcpProxy};
 
 /// Audits the database `pool` connects to ([`audit::audit`](crate::audit::audit)) and fails

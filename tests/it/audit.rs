@@ -482,3 +482,43 @@ async fn at_scale_three_hundred_tenant_tables_audit_clean() {
         times[2], times[0], times[4]
     );
 }
+
+#[tokio::test]
+async fn the_isolation_kit_passes_on_the_service_tables_through_service_units() {
+    let db = TestDatabase::create().await.unwrap();
+    let service = db.service_pool(3).await.unwrap();
+    // Organizations the service units create themselves (the sync's path), so that
+    // `organizations` is covered too.
+    let (a, b) = (
+        tenancy::OrgId::from_external_id("org_kit_a"),
+        tenancy::OrgId::from_external_id("org_kit_b"),
+    );
+    let tables = [
+        TableUnderTest::new(
+            "organizations",
+            "id",
+            "INSERT INTO organizations (id, name) VALUES ($1, 'kit')",
+        ),
+        TableUnderTest::new(
+            "membership_tombstones",
+            "organization_id",
+            "INSERT INTO membership_tombstones (organization_id, external_id, user_id) \
+             VALUES ($1, 'orgmem_' || gen_random_uuid(), 'user_kit')",
+        ),
+        TableUnderTest::new(
+            "webhook_deliveries",
+            "organization_id",
+            "INSERT INTO webhook_deliveries (organization_id, message_id, event_type) \
+             VALUES ($1, 'msg_' || gen_random_uuid(), 'kit')",
+        ),
+        TableUnderTest::new(
+            "projects",
+            "organization_id",
+            "INSERT INTO projects (organization_id, name) VALUES ($1, 'kit')",
+        ),
+    ];
+    for table in &tables {
+        let result = tenancy::testing::check_service_isolation(&service, a, b, table).await;
+        assert_eq!(result, Ok(()), "{table:?}");
+    }
+}
