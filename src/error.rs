@@ -115,7 +115,8 @@ pub enum Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// The request itself is malformed (HTTP 400).
+    /// The request itself is malformed (HTTP 400), including values the database cannot hold
+    /// (SQLSTATE class 22: a NUL byte in text, a value too long for its column).
     BadRequest,
     /// No authenticated user (HTTP 401).
     Unauthenticated,
@@ -151,6 +152,8 @@ pub(crate) mod sqlstate {
     pub(crate) const INSUFFICIENT_PRIVILEGE: &str = "42501";
     pub(crate) const UNIQUE_VIOLATION: &str = "23505";
     pub(crate) const FOREIGN_KEY_VIOLATION: &str = "23503";
+    /// Class 22, data exceptions (`22021` a NUL byte in text, `22001` a value too long, ...).
+    pub(crate) const DATA_EXCEPTION_CLASS: &str = "22";
     /// Raised by `tenancy_enter` for a non-member, a removed member or a deleted organization.
     pub(crate) const NOT_A_MEMBER: &str = "TNC01";
     /// Raised by `tenancy_enter` for a role below the required (or claimed) one.
@@ -217,6 +220,9 @@ fn classify(error: &sqlx::Error) -> ErrorKind {
             | Some(sqlstate::FOREIGN_KEY_VIOLATION)
             | Some(sqlstate::LAST_OWNER)
             | Some(sqlstate::ORGANIZATION_EXISTS) => ErrorKind::Conflict,
+            // A data exception: a value the column cannot hold (a NUL byte in text, a string
+            // too long for its type, a malformed literal). The request's data, not the server.
+            Some(code) if code.starts_with(sqlstate::DATA_EXCEPTION_CLASS) => ErrorKind::BadRequest,
             _ => ErrorKind::Internal,
         },
         _ => ErrorKind::Internal,

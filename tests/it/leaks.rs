@@ -277,3 +277,45 @@ async fn server_timeouts_inside_a_unit_leave_nothing_behind() {
     assert_eq!(e.kind(), tenancy::ErrorKind::Internal, "{e}");
     assert_clean_and_served(&w, "idle_in_transaction_session_timeout").await;
 }
+
+#[tokio::test]
+async fn a_backend_terminated_mid_unit_fails_typed_and_the_next_unit_is_served() {
+    use sqlx::Connection;
+    let w = one_connection_world().await;
+    let mut admin =
+        sqlx::PgConnection::connect_with(&TestCluster::global().unwrap().admin_options())
+            .await
+            .unwrap();
+    let e = w
+        .pool
+        .with_rls(&w.a.ctx(Role::Member), async |tx| {
+            // Positive control: the unit works until its backend is terminated.
+            let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM projects")
+                .fetch_one(&mut *tx)
+                .await?;
+            assert_eq!(seen, 1);
+            let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                .fetch_one(&mut *tx)
+                .await?;
+            let done: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)")
+                .bind(pid)
+                .fetch_one(&mut admin)
+                .await?;
+            assert!(done);
+            sqlx::query("INSERT INTO projects (organization_id, name) VALUES ($1, 'lost')")
+                .bind(w.a.id)
+                .execute(&mut *tx)
+                .await?;
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap_err();
+    // 57P01 (admin_shutdown) when the server's notice arrives first, else the closed socket.
+    assert!(matches!(e, Error::Database(_)), "{e}");
+    assert_eq!(e.kind(), tenancy::ErrorKind::Internal, "{e}");
+    if let Some(code) = sqlstate(&e) {
+        assert_eq!(code, "57P01", "{e}");
+    }
+    // Nothing of the unit was written, no context survives, the pool serves again.
+    assert_clean_and_served(&w, "pg_terminate_backend").await;
+}

@@ -275,15 +275,33 @@ pub async fn malformed_ids_and_bodies_are_400(h: &Harness) {
         assert_eq!(status.as_u16(), 400, "{method} {path} {body:?}: {answer}");
         assert!(answer["message"].is_string(), "{answer}");
     }
-    // Unparseable JSON text too.
+    // Unparseable JSON text, invalid UTF-8, and a NUL byte in a name.
+    for body in [
+        &b"{"[..],
+        b"{\"name\": \"\xff\xfe\"}",
+        b"{\"name\": \"a\\u0000b\"}",
+    ] {
+        let response = reqwest::Client::new()
+            .post(format!("{}/api/projects", h.base))
+            .bearer_auth(&alice)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 400, "{body:?}");
+    }
+    assert!(h.project_names(&alice).await.is_empty(), "nothing written");
+    // A token that is not UTF-8 (bytes a header may carry) is a 401.
     let response = reqwest::Client::new()
-        .post(format!("{}/api/projects", h.base))
-        .bearer_auth(&alice)
-        .body("{")
+        .get(format!("{}/api/projects", h.base))
+        .header(
+            "authorization",
+            reqwest::header::HeaderValue::from_bytes(b"Bearer \xff\xfe").unwrap(),
+        )
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status().as_u16(), 400);
+    assert_eq!(response.status().as_u16(), 401);
 }
 
 fn clerk_event(kind: &str) -> Value {
