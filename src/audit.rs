@@ -250,6 +250,7 @@ fn policy_statements(t: &str, bare: &str, column: &str) -> String {
 /// A database error reading the catalog.
 pub async fn policy_sql_for(pool: &PgPool, table: &str, column: &str) -> Result<String> {
     let mut sql = policy_sql(table, column);
+    let mut tx = pool.begin_with("BEGIN READ ONLY").await?;
     type ForeignKey = (String, String, String, Vec<String>, Vec<String>);
     let rows: Vec<ForeignKey> = sqlx::query_as(
         "SELECT con.conname::text, fn.nspname::text, f.relname::text,
@@ -268,7 +269,7 @@ pub async fn policy_sql_for(pool: &PgPool, table: &str, column: &str) -> Result<
     )
     .bind(table)
     .bind(column)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
     let t = match table.split_once('.') {
         Some((schema, name)) => qualified(schema, name),
@@ -301,7 +302,9 @@ pub async fn policy_sql_for(pool: &PgPool, table: &str, column: &str) -> Result<
 /// # Errors
 /// A database error reading the catalog.
 pub async fn audit(pool: &PgPool, options: &AuditOptions) -> Result<Report> {
-    let mut conn = pool.acquire().await?;
+    // One read-only transaction: one snapshot of the catalog, and one server connection even
+    // through a transaction-pooling proxy.
+    let mut conn = pool.begin_with("BEGIN READ ONLY").await?;
     let schemas: Vec<String> = match &options.schemas {
         Some(s) => s.clone(),
         None => {

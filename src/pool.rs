@@ -133,11 +133,13 @@ impl TenantPool {
         if !units.hardened_mode().await? {
             return Err(Error::HardenedModeOff);
         }
-        let (role, tracked): (String, String) = sqlx::query_as(
+        let row = sqlx::raw_sql(
             "SELECT current_user::text, pg_catalog.current_setting('track_activities')",
         )
         .fetch_one(&units.pool)
         .await?;
+        let (role, tracked): (String, String) =
+            (sqlx::Row::try_get(&row, 0)?, sqlx::Row::try_get(&row, 1)?);
         if tracked != "off" {
             return Err(Error::ContextVisible { role });
         }
@@ -440,13 +442,11 @@ const DIRTY_SESSION_RETRIES: usize = 3;
 impl Units {
     /// Reads what the BEGIN batch needs, after checking the role is subject to RLS.
     pub(crate) async fn inspect(pool: PgPool) -> Result<Units> {
-        let (role, superuser, bypass, schema, search_path): (
-            String,
-            bool,
-            bool,
-            Option<String>,
-            String,
-        ) = sqlx::query_as(
+        // One simple-protocol message, like every statement tenancy runs outside a unit: a
+        // transaction-pooling proxy (PgBouncer) may hand the next message of a session to
+        // another server connection, where an extended-protocol statement prepared by the
+        // previous one does not exist.
+        let row = sqlx::raw_sql(
             "SELECT r.rolname::text, r.rolsuper, r.rolbypassrls, \
                     (SELECT n.nspname::text FROM pg_catalog.pg_proc p \
                        JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
@@ -457,6 +457,11 @@ impl Units {
         )
         .fetch_one(&pool)
         .await?;
+        let role: String = sqlx::Row::try_get(&row, 0)?;
+        let superuser: bool = sqlx::Row::try_get(&row, 1)?;
+        let bypass: bool = sqlx::Row::try_get(&row, 2)?;
+        let schema: Option<String> = sqlx::Row::try_get(&row, 3)?;
+        let search_path: String = sqlx::Row::try_get(&row, 4)?;
         if superuser {
             return Err(Error::UnsafeDatabaseRole {
                 role,
@@ -484,9 +489,10 @@ impl Units {
     async fn hardened_mode(&self) -> Result<bool> {
         // SAFETY (SQL): the prefix is a quoted identifier read from the catalog.
         let sql = format!("SELECT {}tenancy_hardened_mode()", self.schema_prefix);
-        Ok(sqlx::query_scalar(AssertSqlSafe(sql))
+        let row = sqlx::raw_sql(AssertSqlSafe(sql))
             .fetch_one(&self.pool)
-            .await?)
+            .await?;
+        Ok(sqlx::Row::try_get(&row, 0)?)
     }
 
     pub(crate) async fn start(

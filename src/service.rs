@@ -60,13 +60,16 @@ impl ServicePool {
     /// [`Error::NotAServiceRole`] for a role outside `tenancy_service`,
     /// [`Error::MissingSchema`] before the migrations.
     pub async fn new(pool: PgPool) -> Result<Self> {
-        let (role, member): (String, bool) = sqlx::query_as(
+        // Simple protocol, one message: safe through a transaction-pooling proxy.
+        let row = sqlx::raw_sql(
             "SELECT current_user::text, \
                     EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'tenancy_service') \
                     AND pg_catalog.pg_has_role(current_user, 'tenancy_service', 'USAGE')",
         )
         .fetch_one(&pool)
         .await?;
+        let (role, member): (String, bool) =
+            (sqlx::Row::try_get(&row, 0)?, sqlx::Row::try_get(&row, 1)?);
         if !member {
             return Err(Error::NotAServiceRole { role });
         }

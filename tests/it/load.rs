@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use tenancy::{Error, OrgContext, OrgId, Role, TenantPool, UserId};
 use uuid::Uuid;
 
-use crate::common::{As, leftover_context, seed_org, world_with};
+use crate::common::{As, Org, leftover_context, seed_org, world_with};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -50,13 +50,19 @@ async fn projects_of(pool: &TenantPool, ctx: &OrgContext) -> Result<Vec<(Uuid, O
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mixed_load_matches_its_ledger_and_never_crosses_organizations() {
-    let seconds: u64 = env_or("TENANCY_LOAD_SECS", 3);
-    let workers: usize = env_or("TENANCY_LOAD_WORKERS", 16);
     let w = world_with(As::App, 8).await;
     let mut orgs = vec![w.a.clone(), w.b.clone()];
     for slug in ["gamma", "delta", "epsilon", "zeta"] {
         orgs.push(seed_org(&w.pool, slug).await);
     }
+    mixed_load(&w.pool, orgs, "direct").await;
+}
+
+/// Runs the mixed load on `pool` over `orgs` for `TENANCY_LOAD_SECS`, then checks every
+/// organization against the ledger and prints the figures.
+pub(crate) async fn mixed_load(pool: &TenantPool, orgs: Vec<Org>, label: &str) {
+    let seconds: u64 = env_or("TENANCY_LOAD_SECS", 3);
+    let workers: usize = env_or("TENANCY_LOAD_WORKERS", 16);
     let mut ledger = Ledger::default();
     for org in &orgs {
         ledger
@@ -73,7 +79,7 @@ async fn a_mixed_load_matches_its_ledger_and_never_crosses_organizations() {
     let mut tasks = Vec::new();
     for worker in 0..workers {
         let (pool, orgs, ledger, tally) =
-            (w.pool.clone(), orgs.clone(), ledger.clone(), tally.clone());
+            (pool.clone(), orgs.clone(), ledger.clone(), tally.clone());
         tasks.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(worker as u64);
             while Instant::now() < deadline {
@@ -241,11 +247,10 @@ async fn a_mixed_load_matches_its_ledger_and_never_crosses_organizations() {
     // Every organization's rows equal its ledger exactly.
     let ledger = std::mem::take(&mut *ledger.lock().unwrap());
     for org in orgs.iter() {
-        let rows = projects_of(&w.pool, &org.ctx(Role::Member)).await.unwrap();
+        let rows = projects_of(pool, &org.ctx(Role::Member)).await.unwrap();
         let ids: BTreeSet<Uuid> = rows.iter().map(|(id, _)| *id).collect();
         assert_eq!(ids, ledger.projects[&org.id], "projects of {}", org.id);
-        let members: BTreeSet<String> = w
-            .pool
+        let members: BTreeSet<String> = pool
             .with_rls_read(&org.ctx(Role::Member), async |tx| {
                 Ok::<_, Error>(
                     sqlx::query_scalar(
@@ -267,7 +272,7 @@ async fn a_mixed_load_matches_its_ledger_and_never_crosses_organizations() {
     t.latencies_us.sort_unstable();
     let pct = |p: f64| t.latencies_us[((t.latencies_us.len() - 1) as f64 * p) as usize];
     println!(
-        "tenancy-load: {} units in {:.1} s ({:.0} units/s) by {workers} workers on 8 connections; \
+        "tenancy-load ({label}): {} units in {:.1} s ({:.0} units/s) by {workers} workers; \
          p50 {} us, p99 {} us; errors by kind {:?}; refused cross-tenant writes {}; crossings 0",
         t.units,
         elapsed.as_secs_f64(),

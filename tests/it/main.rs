@@ -4,6 +4,7 @@
 //! the tables' owner (subject to the policies only through FORCE ROW LEVEL SECURITY).
 
 mod audit;
+mod bouncer;
 mod claims;
 mod clerk;
 mod common;
