@@ -24,10 +24,27 @@ pub struct TestCluster {
 }
 
 struct ServerProcess {
-    _postgres: Child,
+    postgres: Mutex<Child>,
+    /// Starts the server again on the same data directory and port (for `restart`).
+    respawn: Box<dyn Fn() -> std::io::Result<Child> + Send + Sync>,
+    data: PathBuf,
+    dir: PathBuf,
     /// Holding the write end open keeps the watchdog waiting; when this process exits the pipe
     /// closes and the watchdog stops the server and removes the directory.
     _watchdog_stdin: Mutex<ChildStdin>,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // Only dedicated clusters are ever dropped (the global one lives as long as the
+        // process): stop the server now; the watchdog removes the directory at exit.
+        if let Ok(child) = self.postgres.get_mut() {
+            let _ = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
 }
 
 static CLUSTER: OnceLock<Result<TestCluster, String>> = OnceLock::new();
@@ -43,6 +60,48 @@ impl TestCluster {
             .get_or_init(|| Self::start().map_err(|e| e.to_string()))
             .as_ref()
             .map_err(|e| HarnessError::Start(e.clone()))
+    }
+
+    /// A cluster of its own (not the process-wide one), for a test that restarts the server
+    /// ([`TestCluster::restart`]); stopped when dropped.
+    ///
+    /// # Errors
+    /// As [`TestCluster::global`]; and [`HarnessError::Start`] with `DATABASE_URL` set (a
+    /// server the harness did not start cannot be restarted by it).
+    pub fn dedicated() -> Result<TestCluster, HarnessError> {
+        if std::env::var_os("DATABASE_URL").is_some() {
+            return Err(HarnessError::Start(
+                "a dedicated cluster needs the harness's own server (DATABASE_URL is set)".into(),
+            ));
+        }
+        let bindir = find_bindir().ok_or(HarnessError::NoBinaries)?;
+        start_cluster(&bindir)
+    }
+
+    /// Stops the server (fast shutdown: open transactions are aborted, sessions closed),
+    /// keeps it down for `down_for`, and starts it again on the same port and data.
+    ///
+    /// # Errors
+    /// [`HarnessError::Start`] when this cluster is not the harness's own, or the server does
+    /// not come back.
+    pub fn restart(&self, down_for: Duration) -> Result<(), HarnessError> {
+        let server = self._server.as_ref().ok_or_else(|| {
+            HarnessError::Start("the server behind DATABASE_URL cannot be restarted".into())
+        })?;
+        let mut child = server
+            .postgres
+            .lock()
+            .map_err(|_| HarnessError::Start("the server handle is poisoned".into()))?;
+        let fail =
+            |what: &str, e: &dyn std::fmt::Display| HarnessError::Start(format!("{what}: {e}"));
+        Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .map_err(|e| fail("stopping postgres", &e))?;
+        child.wait().map_err(|e| fail("waiting for postgres", &e))?;
+        std::thread::sleep(down_for);
+        *child = (server.respawn)().map_err(|e| fail("starting postgres again", &e))?;
+        wait_until_ready(&server.data, &server.dir)
     }
 
     fn start() -> Result<TestCluster, HarnessError> {
@@ -212,27 +271,40 @@ fn start_cluster(bindir: &Path) -> Result<TestCluster, HarnessError> {
     if let Some((uid, gid)) = as_user {
         let _ = std::os::unix::fs::chown(dir.join("server.log"), Some(uid), Some(gid));
     }
-    let postgres = command("postgres")
-        .arg("-D")
-        .arg(&data)
-        .arg("-k")
-        .arg(&dir)
-        .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
-        .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-        .args(["-c", "full_page_writes=off", "-c", "max_connections=300"])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(|e| fail("log file", &e))?)
-        .stderr(log)
-        .spawn()
-        .map_err(|e| fail("starting postgres", &e))?;
+    drop(log);
+    let (bin, data_dir, sock_dir) = (bindir.join("postgres"), data.clone(), dir.clone());
+    let respawn = move || -> std::io::Result<Child> {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(sock_dir.join("server.log"))?;
+        let mut c = Command::new(&bin);
+        if let Some((uid, gid)) = as_user {
+            c.uid(uid).gid(gid);
+        }
+        c.arg("-D")
+            .arg(&data_dir)
+            .arg("-k")
+            .arg(&sock_dir)
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .args(["-c", "full_page_writes=off", "-c", "max_connections=300"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+    };
+    let postgres = respawn().map_err(|e| fail("starting postgres", &e))?;
 
     // The watchdog outlives nothing: it waits for this process's end (its stdin closes), then
     // stops the server (SIGINT: fast shutdown) and removes the directory.
+    // The server's pid is read from its pid file at that moment: a restarted server has a
+    // new one.
     let script = format!(
-        "read _ignored; kill -INT {pid} 2>/dev/null; \
-         for _ in $(seq 1 100); do kill -0 {pid} 2>/dev/null || break; sleep 0.1; done; \
-         kill -KILL {pid} 2>/dev/null; rm -rf '{dir}'",
-        pid = postgres.id(),
+        "read _ignored; pid=$(head -1 '{data}/postmaster.pid' 2>/dev/null); \
+         if [ -n \"$pid\" ]; then kill -INT $pid 2>/dev/null; \
+         for _ in $(seq 1 100); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done; \
+         kill -KILL $pid 2>/dev/null; fi; rm -rf '{dir}'",
+        data = data.display(),
         dir = dir.display()
     );
     let mut watchdog = Command::new("sh")
@@ -256,7 +328,10 @@ fn start_cluster(bindir: &Path) -> Result<TestCluster, HarnessError> {
         admin,
         tcp: Some(SocketAddr::from(([127, 0, 0, 1], port))),
         _server: Some(ServerProcess {
-            _postgres: postgres,
+            postgres: Mutex::new(postgres),
+            respawn: Box::new(respawn),
+            data,
+            dir,
             _watchdog_stdin: Mutex::new(stdin),
         }),
     })

@@ -71,6 +71,14 @@ pub(crate) async fn mixed_load(pool: &TenantPool, orgs: Vec<Org>, label: &str) {
         ledger.members.insert(org.id, BTreeSet::new());
     }
     let ledger = Arc::new(Mutex::new(ledger));
+    // Member changes of one organization are serialized with their ledger update: two
+    // workers adding and removing the same user would otherwise record in another order than
+    // they committed.
+    let member_locks: Arc<HashMap<OrgId, tokio::sync::Mutex<()>>> = Arc::new(
+        orgs.iter()
+            .map(|o| (o.id, tokio::sync::Mutex::new(())))
+            .collect(),
+    );
     let tally = Arc::new(Mutex::new(Tally::default()));
     let orgs = Arc::new(orgs);
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -80,6 +88,7 @@ pub(crate) async fn mixed_load(pool: &TenantPool, orgs: Vec<Org>, label: &str) {
     for worker in 0..workers {
         let (pool, orgs, ledger, tally) =
             (pool.clone(), orgs.clone(), ledger.clone(), tally.clone());
+        let member_locks = member_locks.clone();
         tasks.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(worker as u64);
             while Instant::now() < deadline {
@@ -202,6 +211,7 @@ pub(crate) async fn mixed_load(pool: &TenantPool, orgs: Vec<Org>, label: &str) {
                     }
                     // Member changes by the owner, recorded once committed.
                     _ => {
+                        let _serial = member_locks[&org.id].lock().await;
                         let owner = org.ctx(Role::Owner);
                         let user = UserId::new(format!("user_load_{}", rng.random_range(0..20))).unwrap();
                         let add = rng.random_bool(0.6);

@@ -16,6 +16,7 @@ mod leaks;
 mod load;
 mod membership;
 mod migrations;
+mod restart;
 mod round_trips;
 mod spans;
 mod trust;
