@@ -364,6 +364,15 @@ async fn the_generator_makes_crossing_foreign_keys_composite() {
     assert_eq!(report.findings, vec![], "{report}");
 }
 
+/// `projects` for the isolation kit.
+pub(crate) fn projects_under_test() -> TableUnderTest {
+    TableUnderTest::new(
+        "projects",
+        "organization_id",
+        "INSERT INTO projects (organization_id, name) VALUES ($1, 'kit')",
+    )
+}
+
 both_roles!(the_isolation_kit_passes_on_shipped_and_user_tables_and_fails_without_force);
 
 async fn the_isolation_kit_passes_on_shipped_and_user_tables_and_fails_without_force(role: As) {
@@ -375,11 +384,7 @@ async fn the_isolation_kit_passes_on_shipped_and_user_tables_and_fails_without_f
     let a = seed_org(&pool, "alpha").await;
     let b = seed_org(&pool, "beta").await;
     let tables = [
-        TableUnderTest::new(
-            "projects",
-            "organization_id",
-            "INSERT INTO projects (organization_id, name) VALUES ($1, 'kit')",
-        ),
+        projects_under_test(),
         TableUnderTest::new(
             "organization_members",
             "organization_id",
@@ -511,11 +516,7 @@ async fn the_isolation_kit_passes_on_the_service_tables_through_service_units() 
             "INSERT INTO webhook_deliveries (organization_id, message_id, event_type) \
              VALUES ($1, 'msg_' || gen_random_uuid(), 'kit')",
         ),
-        TableUnderTest::new(
-            "projects",
-            "organization_id",
-            "INSERT INTO projects (organization_id, name) VALUES ($1, 'kit')",
-        ),
+        projects_under_test(),
     ];
     for table in &tables {
         let result = tenancy::testing::check_service_isolation(&service, a, b, table).await;

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use tenancy::testing::{TableUnderTest, TestCluster, TestDatabase, check_isolation};
+use tenancy::testing::{TestCluster, TestDatabase, check_isolation};
 use tenancy::{Error, OrgId, Role, TenantPool, UserId};
 
 use crate::common::{Org, seed_org};
@@ -196,11 +196,7 @@ async fn isolation_holds_through_pgbouncer_in_transaction_mode() {
     let Some((t, app, owner)) = setup().await else {
         return;
     };
-    let projects = TableUnderTest::new(
-        "projects",
-        "organization_id",
-        "INSERT INTO projects (organization_id, name) VALUES ($1, 'through')",
-    );
+    let projects = crate::audit::projects_under_test();
     for pool in [&app, &owner] {
         let result = check_isolation(
             pool,

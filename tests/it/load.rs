@@ -48,6 +48,18 @@ async fn projects_of(pool: &TenantPool, ctx: &OrgContext) -> Result<Vec<(Uuid, O
     .await
 }
 
+/// Deletes project `id` in a unit of `ctx`; rows affected.
+async fn delete_project(pool: &TenantPool, ctx: &OrgContext, id: Uuid) -> Result<u64, Error> {
+    pool.with_rls(ctx, async |tx| {
+        Ok(sqlx::query("DELETE FROM projects WHERE id = $1")
+            .bind(id)
+            .execute(tx)
+            .await?
+            .rows_affected())
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mixed_load_matches_its_ledger_and_never_crosses_organizations() {
     let w = world_with(As::App, 8).await;
@@ -145,17 +157,7 @@ pub(crate) async fn mixed_load(pool: &TenantPool, orgs: Vec<Org>, label: &str) {
                         match id {
                             None => Ok(()),
                             Some(id) => {
-                                let r = pool
-                                    .with_rls(&ctx, async |tx| {
-                                        Ok::<_, Error>(
-                                            sqlx::query("DELETE FROM projects WHERE id = $1")
-                                                .bind(id)
-                                                .execute(tx)
-                                                .await?
-                                                .rows_affected(),
-                                        )
-                                    })
-                                    .await;
+                                let r = delete_project(&pool, &ctx, id).await;
                                 match r {
                                     Ok(1) => Ok(()),
                                     Ok(n) => {
@@ -188,12 +190,7 @@ pub(crate) async fn mixed_load(pool: &TenantPool, orgs: Vec<Org>, label: &str) {
                             })
                             .await;
                         let deleted = match victim {
-                            Some(v) => pool
-                                .with_rls(&ctx, async |tx| {
-                                    Ok::<_, Error>(sqlx::query("DELETE FROM projects WHERE id = $1").bind(v).execute(tx).await?.rows_affected())
-                                })
-                                .await
-                                .unwrap_or(0),
+                            Some(v) => delete_project(&pool, &ctx, v).await.unwrap_or(0),
                             None => 0,
                         };
                         let mut t = tally.lock().unwrap();
