@@ -22,6 +22,28 @@ use crate::common::{Org, seed_org};
 
 const PGBOUNCER: &str = "/usr/sbin/pgbouncer";
 
+/// The process-wide bouncer the whole suite's pools go through when `TENANCY_VIA_PGBOUNCER`
+/// is set (`common::world_with`); `None` otherwise.
+pub(crate) fn shared() -> Option<&'static Bouncer> {
+    static SHARED: std::sync::OnceLock<Option<Bouncer>> = std::sync::OnceLock::new();
+    std::env::var_os("TENANCY_VIA_PGBOUNCER")?;
+    SHARED
+        .get_or_init(|| Some(Bouncer::start().expect("TENANCY_VIA_PGBOUNCER needs pgbouncer")))
+        .as_ref()
+}
+
+/// Whether to skip a test whose premise is a database session that outlives a transaction
+/// (through a transaction pooler there is none: each transaction may get another server
+/// connection, reset by `DISCARD ALL`). Says so when it skips; the test runs in full in the
+/// direct pass of the suite.
+pub(crate) fn skip_session_test(premise: &str) -> bool {
+    let skip = std::env::var_os("TENANCY_VIA_PGBOUNCER").is_some();
+    if skip {
+        eprintln!("SKIPPED through PgBouncer (transaction mode): the test observes {premise}");
+    }
+    skip
+}
+
 pub(crate) struct Bouncer {
     addr: SocketAddr,
     dir: PathBuf,
@@ -130,6 +152,8 @@ impl Bouncer {
     /// and reloads.
     pub(crate) fn allow(&self, db: &TestDatabase) {
         use std::io::Write;
+        static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = WRITING.lock().unwrap();
         let path = self.dir.join("userlist.txt");
         let mut file = std::fs::OpenOptions::new()
             .append(true)

@@ -43,11 +43,27 @@ pub(crate) async fn world(role: As) -> World {
 
 pub(crate) async fn world_with(role: As, max_connections: u32) -> World {
     let db = TestDatabase::create().await.expect("test database");
-    let pool = match role {
-        As::App => db.app_pool(max_connections).await,
-        As::Owner => db.owner_pool(max_connections).await,
-    }
-    .expect("pool");
+    let pool = match crate::bouncer::shared() {
+        // TENANCY_VIA_PGBOUNCER=1: the suite's pools go through PgBouncer in transaction mode.
+        Some(bouncer) => {
+            bouncer.allow(&db);
+            let options = match role {
+                As::App => db.app_options_at(bouncer.addr()),
+                As::Owner => db.owner_options_at(bouncer.addr()),
+            };
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(max_connections)
+                .connect_with(options.statement_cache_capacity(0))
+                .await
+                .expect("pool through pgbouncer");
+            TenantPool::new(pool).await.expect("tenant pool")
+        }
+        None => match role {
+            As::App => db.app_pool(max_connections).await,
+            As::Owner => db.owner_pool(max_connections).await,
+        }
+        .expect("pool"),
+    };
     let a = seed_org(&pool, "alpha").await;
     let b = seed_org(&pool, "beta").await;
     World { db, pool, a, b }
@@ -121,21 +137,22 @@ pub(crate) async fn service_project_orgs(service: &ServicePool, org: OrgId) -> V
 /// What a connection carries between units: the org setting and the rows it can see.
 pub(crate) async fn leftover_context(pool: &PgPool) -> (Option<String>, i64) {
     let mut conn = pool.acquire().await.expect("acquire");
-    // Every context setting a unit sets, not only the organization.
-    let setting: Option<String> = sqlx::query_scalar(
+    // Every context setting a unit sets, not only the organization; one simple-protocol
+    // message (it also runs through PgBouncer in transaction mode, TENANCY_VIA_PGBOUNCER).
+    let row = sqlx::raw_sql(
         "SELECT nullif(concat_ws(',', \
                     nullif(current_setting('app.current_org_id', true), ''), \
                     nullif(current_setting('app.current_user_id', true), ''), \
-                    nullif(current_setting('app.current_org_role', true), '')), '')",
+                    nullif(current_setting('app.current_org_role', true), '')), ''), \
+                (SELECT count(*) FROM projects)",
     )
     .fetch_one(&mut *conn)
     .await
-    .expect("setting");
-    let visible: i64 = sqlx::query_scalar("SELECT count(*) FROM projects")
-        .fetch_one(&mut *conn)
-        .await
-        .expect("count");
-    (setting, visible)
+    .expect("leftover context");
+    (
+        sqlx::Row::try_get(&row, 0).expect("setting"),
+        sqlx::Row::try_get(&row, 1).expect("count"),
+    )
 }
 
 /// Generates one test per role for an isolation case.

@@ -308,11 +308,11 @@ async fn no_context_sees_no_rows_and_writes_nothing(role: As) {
         "membership_tombstones",
         "webhook_deliveries",
     ] {
-        let n = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM {table}"
-        )))
-        .fetch_one(pool)
-        .await;
+        // Simple protocol: one message (also through a transaction pooler).
+        let n = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(pool)
+            .await
+            .map(|row| sqlx::Row::get::<i64, _>(&row, 0));
         match (role, table) {
             // The application role has no GRANT on the webhook tables at all.
             (As::App, "membership_tombstones" | "webhook_deliveries") => {
@@ -321,14 +321,17 @@ async fn no_context_sees_no_rows_and_writes_nothing(role: As) {
             _ => assert_eq!(n.unwrap(), 0, "{table} without context"),
         }
     }
-    let e = sqlx::query("INSERT INTO projects (organization_id, name) VALUES ($1, 'x')")
-        .bind(w.a.id.as_uuid())
-        .execute(pool)
-        .await
-        .map_err(Error::from)
-        .unwrap_err();
+    // An OrgId is a uuid: a safe literal.
+    let e = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO projects (organization_id, name) VALUES ('{}', 'x')",
+        w.a.id
+    )))
+    .execute(pool)
+    .await
+    .map_err(Error::from)
+    .unwrap_err();
     assert!(e.is_rls_violation(), "{e}");
-    let n = sqlx::query("UPDATE projects SET name = 'x'")
+    let n = sqlx::raw_sql("UPDATE projects SET name = 'x'")
         .execute(pool)
         .await
         .unwrap();
@@ -336,6 +339,9 @@ async fn no_context_sees_no_rows_and_writes_nothing(role: As) {
 }
 
 async fn empty_setting_from_an_earlier_transaction_sees_nothing(role: As) {
+    if crate::bouncer::skip_session_test("a session after its transaction") {
+        return;
+    }
     let w = world(role).await;
     let mut conn = w.pool.pool().acquire().await.unwrap();
     let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();

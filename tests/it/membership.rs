@@ -287,7 +287,8 @@ async fn ids_and_roles_bind_and_decode_directly() {
         ]
     );
     // Decoding validates: a text that is not a usable user id or role is an error, not a value.
-    let mut conn = w.pool.pool().acquire().await.unwrap();
+    // (In a transaction: one server connection, also through a transaction pooler.)
+    let mut conn = w.pool.pool().begin().await.unwrap();
     let bad_user = sqlx::query_scalar::<_, UserId>("SELECT 'o''hara'")
         .fetch_one(&mut *conn)
         .await;

@@ -559,6 +559,9 @@ async fn read_unit_cannot_become_read_write(role: As) {
 
 #[tokio::test]
 async fn a_session_level_context_is_void_after_its_transaction() {
+    if crate::bouncer::skip_session_test("a session-level setting on the pool's one session") {
+        return;
+    }
     let w = world_with(As::App, 1).await;
     let b = w.b.id;
     w.pool
@@ -601,6 +604,9 @@ async fn a_session_level_context_is_void_after_its_transaction() {
 
 #[tokio::test]
 async fn a_session_level_context_without_the_defence() {
+    if crate::bouncer::skip_session_test("a session-level setting on the pool's one session") {
+        return;
+    }
     // Without the transaction binding (the pre-trust function), the leftover value opens B.
     let w = world_with(As::App, 1).await;
     let mut owner = owner_conn(&w.db).await;
@@ -626,6 +632,9 @@ async fn a_session_level_context_without_the_defence() {
 
 #[tokio::test]
 async fn a_poisoned_session_is_closed_before_the_next_unit() {
+    if crate::bouncer::skip_session_test("which backend serves the pool's one connection") {
+        return;
+    }
     // As the owner, who (unlike the application role) may create temporary tables. SQL-level
     // prepared statements: hardened::hardened_mode_closes_a_session_with_a_planted_statement.
     let w = world_with(As::Owner, 1).await;
