@@ -336,9 +336,10 @@ impl SessionTokenVerifier {
             Keys::Static(set) => Arc::clone(set),
             Keys::Remote(remote) => remote.keys_for(kid.as_deref()).await?,
         };
-        let key = keys
-            .get(kid.as_deref())
-            .ok_or_else(|| TokenError::UnknownKey(kid.clone()))?;
+        // The kid is echoed in the error: clipped, as the client wrote it.
+        let key = keys.get(kid.as_deref()).ok_or_else(|| {
+            TokenError::UnknownKey(kid.as_deref().map(|k| k.chars().take(64).collect()))
+        })?;
 
         let mut validation = Validation::new(Algorithm::RS256);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "sub"]);
@@ -380,9 +381,11 @@ fn read_header(token: &str) -> Result<Option<String>, TokenError> {
         .map_err(|_| TokenError::Malformed("header is not base64url"))?;
     let header: Value =
         serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed("header is not JSON"))?;
+    // What the client wrote is echoed in errors (and answers): at most a few dozen characters.
+    let clip = |s: &str| s.chars().take(64).collect::<String>();
     match header.get("alg").and_then(Value::as_str) {
         Some("RS256") => {}
-        Some(other) => return Err(TokenError::UnsupportedAlgorithm(other.to_owned())),
+        Some(other) => return Err(TokenError::UnsupportedAlgorithm(clip(other))),
         None => return Err(TokenError::Malformed("header has no alg")),
     }
     Ok(header.get("kid").and_then(Value::as_str).map(str::to_owned))
