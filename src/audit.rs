@@ -313,21 +313,16 @@ pub async fn audit(pool: &PgPool, options: &AuditOptions) -> Result<Report> {
                 .await?
         }
     };
-    let named: Vec<(Option<String>, String, String)> = options
+    // `[schema.]table[:column]` as the key the catalog query matches: `schema|table|column`
+    // (the schema empty when not given).
+    let named_keys: Vec<String> = options
         .tables
         .iter()
         .map(|t| {
             let (table, column) = t.split_once(':').unwrap_or((t, &options.column));
-            let (schema, table) = match table.split_once('.') {
-                Some((s, t)) => (Some(s.to_owned()), t),
-                None => (None, table),
-            };
-            (schema, table.to_owned(), column.to_owned())
+            let (schema, table) = table.split_once('.').unwrap_or(("", table));
+            format!("{schema}|{table}|{column}")
         })
-        .collect();
-    let named_keys: Vec<String> = named
-        .iter()
-        .map(|(s, t, c)| format!("{}|{t}|{c}", s.as_deref().unwrap_or("")))
         .collect();
 
     type TableRow = (i64, String, String, String, i16, bool, bool, bool);

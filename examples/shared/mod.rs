@@ -561,13 +561,10 @@ pub async fn clerk_webhook<'h>(
     match sync.handle(&WebhookHeaders::from_fn(header), body).await {
         Ok(outcome) => Ok(json!({ "outcome": format!("{outcome:?}") })),
         Err(e) => {
-            let code = match e.kind().http_status() {
-                400 => "invalid_webhook",
-                _ => "internal",
-            };
-            let message = match code {
-                "invalid_webhook" => e.to_string(),
-                _ => "internal error".to_owned(),
+            // A bad delivery says why; a database failure stays in the server's logs.
+            let (code, message) = match e.kind().http_status() {
+                400 => ("invalid_webhook", e.to_string()),
+                _ => ("internal", "internal error".to_owned()),
             };
             Err(ApiError::new(e.kind(), code, message))
         }

@@ -435,16 +435,13 @@ impl RemoteKeys {
     /// The cached keys, fetched first when there are none, when they are older than
     /// `max_age`, or when `kid` is unknown and the last attempt is older than `min_refresh`.
     async fn keys_for(&self, kid: Option<&str>) -> Result<Arc<KeySet>, TokenError> {
-        {
-            let cache = self.cache.read().await;
-            if !self.due(&cache, kid) {
-                return Ok(Arc::clone(&cache.keys));
-            }
+        if let Some(keys) = self.cached(kid).await {
+            return Ok(keys);
         }
         let _one_fetch = self.fetching.lock().await;
         // Another task may have fetched while this one waited.
-        if !self.due(&*self.cache.read().await, kid) {
-            return Ok(Arc::clone(&self.cache.read().await.keys));
+        if let Some(keys) = self.cached(kid).await {
+            return Ok(keys);
         }
         let fetched = self.fetch().await;
         let mut cache = self.cache.write().await;
@@ -456,12 +453,15 @@ impl RemoteKeys {
                 Ok(Arc::clone(&cache.keys))
             }
             // Keys already held keep serving while the URL is unreachable.
-            Err(e) if cache.fetched_at.is_some() => {
-                let _ = e;
-                Ok(Arc::clone(&cache.keys))
-            }
+            Err(_) if cache.fetched_at.is_some() => Ok(Arc::clone(&cache.keys)),
             Err(e) => Err(e),
         }
+    }
+
+    /// The cached keys, unless a fetch is due for `kid`.
+    async fn cached(&self, kid: Option<&str>) -> Option<Arc<KeySet>> {
+        let cache = self.cache.read().await;
+        (!self.due(&cache, kid)).then(|| Arc::clone(&cache.keys))
     }
 
     fn due(&self, cache: &Cache, kid: Option<&str>) -> bool {

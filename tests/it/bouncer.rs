@@ -48,7 +48,6 @@ pub(crate) struct Bouncer {
     addr: SocketAddr,
     dir: PathBuf,
     child: Child,
-    owner: Option<(u32, u32)>,
 }
 
 impl Drop for Bouncer {
@@ -140,12 +139,7 @@ impl Bouncer {
             assert!(Instant::now() < deadline, "pgbouncer did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Some(Bouncer {
-            addr,
-            dir,
-            child,
-            owner,
-        })
+        Some(Bouncer { addr, dir, child })
     }
 
     /// Lets `db`'s roles in (PgBouncer's trust mode still wants the names in its auth file),
@@ -163,7 +157,6 @@ impl Bouncer {
             writeln!(file, "\"{}\" \"\"", options.get_username()).unwrap();
         }
         drop(file);
-        let _ = self.owner;
         // SIGHUP: reload the configuration and the auth file.
         let status = Command::new("kill")
             .args(["-HUP", &self.child.id().to_string()])
@@ -189,7 +182,7 @@ async fn pool_through(options: PgConnectOptions, max: u32) -> TenantPool {
 }
 
 struct Through {
-    _bouncer: Bouncer,
+    bouncer: Bouncer,
     db: TestDatabase,
     a: Org,
     b: Org,
@@ -203,16 +196,7 @@ async fn setup() -> Option<(Through, TenantPool, TenantPool)> {
     let owner = pool_through(db.owner_options_at(bouncer.addr()), 4).await;
     let a = seed_org(&app, "alpha").await;
     let b = seed_org(&app, "beta").await;
-    Some((
-        Through {
-            _bouncer: bouncer,
-            db,
-            a,
-            b,
-        },
-        app,
-        owner,
-    ))
+    Some((Through { bouncer, db, a, b }, app, owner))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,7 +316,7 @@ async fn sqlx_statement_cache_through_pgbouncer_fails_loudly_and_never_crosses()
     // prepared on.
     let cached = PgPoolOptions::new()
         .max_connections(1)
-        .connect_with(t.db.app_options_at(t._bouncer.addr()))
+        .connect_with(t.db.app_options_at(t.bouncer.addr()))
         .await
         .unwrap();
     let cached = TenantPool::new(cached).await.unwrap();
