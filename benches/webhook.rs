@@ -7,8 +7,8 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use hmac::{Hmac, Mac};
+use pg_tenancy::webhook::{Verifier, WebhookHeaders};
 use sha2::Sha256;
-use tenancy::webhook::{Verifier, WebhookHeaders};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 

@@ -6,8 +6,8 @@
 
 use std::process::ExitCode;
 
-use tenancy::testing::TestDatabase;
-use tenancy::{Error, OrgContext, OrgId, Role, TenantPool, UserId};
+use pg_tenancy::testing::TestDatabase;
+use pg_tenancy::{Error, OrgContext, OrgId, Role, TenantPool, UserId};
 
 #[tokio::main]
 async fn main() -> ExitCode {

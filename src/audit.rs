@@ -1,4 +1,4 @@
-//! A catalog audit of a live database: are your tenant tables as safe as `tenancy`'s own?
+//! A catalog audit of a live database: are your tenant tables as safe as `pg-tenancy`'s own?
 //!
 //! [`audit`] reads the catalog (a handful of queries, whatever the number of tables) and returns
 //! a [`Report`] of [`Finding`]s, each with a [`Severity`], the object, why it matters, and the
@@ -22,7 +22,7 @@
 //!
 //! Use it three ways: [`TenantPool::audited`](crate::TenantPool::audited) refuses to serve when
 //! there are errors; `testing::assert_audit_clean` fails a test with the findings; and the
-//! command line `tenancy audit <DATABASE_URL>` (feature `cli`). [`policy_sql`] prints the SQL
+//! command line `pg-tenancy audit <DATABASE_URL>` (feature `cli`). [`policy_sql`] prints the SQL
 //! that gives a table the shape the audit expects.
 
 use std::collections::{HashMap, HashSet};
@@ -101,7 +101,7 @@ impl fmt::Display for Report {
         let errors = self.errors().count();
         writeln!(
             f,
-            "tenancy audit: {} tenant table(s), {} error(s), {} warning(s)",
+            "pg-tenancy audit: {} tenant table(s), {} error(s), {} warning(s)",
             self.tables.len(),
             errors,
             self.findings.len() - errors
@@ -213,7 +213,7 @@ fn qualified(schema: &str, table: &str) -> String {
     format!("{}.{}", quote_ident(schema), quote_ident(table))
 }
 
-/// The SQL that gives `table` (optionally `schema.table`) the shape of `tenancy`'s own tenant
+/// The SQL that gives `table` (optionally `schema.table`) the shape of `pg-tenancy`'s own tenant
 /// tables: Row-Level Security enabled and forced, the isolation policy comparing the bare
 /// `column` with `(SELECT tenancy_current_org_id())` in `USING` and `WITH CHECK`, and an index
 /// leading with the column. [`policy_sql_for`] adds the composite keys for foreign keys that
@@ -604,7 +604,7 @@ pub async fn audit(pool: &PgPool, options: &AuditOptions) -> Result<Report> {
                     parent.name
                 ),
                 format!(
-                    "-- make both keys composite (tenancy policy {} prints the statements):\n\
+                    "-- make both keys composite (pg-tenancy policy {} prints the statements):\n\
                      -- ALTER TABLE {} ADD UNIQUE ({}, <key>);\n\
                      -- ALTER TABLE {} ADD FOREIGN KEY ({}, <column>) REFERENCES {1} ({2}, <key>);",
                     child.name,

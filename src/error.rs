@@ -5,7 +5,7 @@ use crate::role::Role;
 /// `Result` with [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can go wrong in `tenancy`'s core.
+/// Everything that can go wrong in `pg-tenancy`'s core.
 ///
 /// Web adapters map an error to a response with [`Error::kind`] and
 /// [`ErrorKind::http_status`]; the crate itself depends on no HTTP crate. `Display` may carry
@@ -34,7 +34,7 @@ pub enum Error {
         actual: Role,
     },
 
-    /// A user id that `tenancy` cannot carry safely (empty, too long, or with characters
+    /// A user id that `pg-tenancy` cannot carry safely (empty, too long, or with characters
     /// outside printable ASCII, a quote or a backslash).
     #[error("invalid user id")]
     InvalidUserId,
@@ -55,12 +55,12 @@ pub enum Error {
 
     /// The connected database has no tenancy functions: apply the migrations
     /// ([`migrations`](crate::migrations)) first.
-    #[error("the database has no tenancy schema: apply tenancy's migrations")]
+    #[error("the database has no tenancy schema: apply pg-tenancy's migrations")]
     MissingSchema,
 
     /// The session's `search_path` holds a quote, a backslash or a non-printable character,
     /// which the per-unit session check cannot carry safely.
-    #[error("unsupported search_path for tenancy's session check")]
+    #[error("unsupported search_path for pg-tenancy's session check")]
     UnsupportedSearchPath,
 
     /// The connecting role is not a member of `tenancy_service`, so it cannot run service
@@ -98,7 +98,7 @@ pub enum Error {
 
     /// The start-up audit ([`TenantPool::audited`](crate::TenantPool::audited)) found errors in
     /// the schema or the connecting role; the report lists them with their fixes.
-    #[error("the tenancy audit found errors:\n{0}")]
+    #[error("the pg-tenancy audit found errors:\n{0}")]
     AuditFailed(Box<crate::audit::Report>),
 
     /// A database error. [`Error::kind`] classifies it (RLS violation, unique violation, no

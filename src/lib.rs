@@ -10,9 +10,9 @@
 //!   another organization fails; no context sees nothing.
 //!
 //! ```no_run
-//! use tenancy::{OrgContext, OrgId, Role, TenantPool, UserId};
+//! use pg_tenancy::{OrgContext, OrgId, Role, TenantPool, UserId};
 //!
-//! # async fn demo() -> tenancy::Result<()> {
+//! # async fn demo() -> pg_tenancy::Result<()> {
 //! let pool = TenantPool::connect("postgres://app@localhost/app").await?;
 //! // From your verified session, never from the request body:
 //! let user = UserId::new("user_2abc")?;
@@ -22,7 +22,7 @@
 //!
 //! let projects: Vec<String> = pool
 //!     .with_rls_read(&ctx, async |tx| {
-//!         Ok::<_, tenancy::Error>(sqlx::query_scalar("SELECT name FROM projects ORDER BY name")
+//!         Ok::<_, pg_tenancy::Error>(sqlx::query_scalar("SELECT name FROM projects ORDER BY name")
 //!             .fetch_all(tx)
 //!             .await?)
 //!     })

@@ -42,11 +42,11 @@ impl fmt::Debug for TenantPool {
 }
 
 /// What [`TenantPool`] and [`ServicePool`](crate::ServicePool) share: the pool, and what the
-/// BEGIN batch needs to name tenancy's functions and check the session.
+/// BEGIN batch needs to name pg-tenancy's functions and check the session.
 #[derive(Clone)]
 pub(crate) struct Units {
     pub(crate) pool: PgPool,
-    /// The schema holding tenancy's functions, quoted (`"public".`), or empty when unknown
+    /// The schema holding pg-tenancy's functions, quoted (`"public".`), or empty when unknown
     /// ([`TenantPool::dangerously_skip_role_check`]).
     schema_prefix: Arc<str>,
     /// The session `search_path` every unit must find, as a validated SQL literal (`NULL`
@@ -74,7 +74,7 @@ pub struct Membership {
 }
 
 impl TenantPool {
-    /// Connects with `tenancy`'s pool defaults and checks the role (see [`TenantPool::new`]).
+    /// Connects with `pg-tenancy`'s pool defaults and checks the role (see [`TenantPool::new`]).
     ///
     /// Defaults: `test_before_acquire(false)`. sqlx already pings every connection when it is
     /// released (which also flushes the queued `ROLLBACK` of a dropped transaction); a second
@@ -103,7 +103,7 @@ impl TenantPool {
     /// Security: a `SUPERUSER` or `BYPASSRLS` role makes every policy silently do nothing, so it
     /// is refused with [`Error::UnsafeDatabaseRole`].
     ///
-    /// It also reads, once, the schema of tenancy's functions (so that every unit names them
+    /// It also reads, once, the schema of pg-tenancy's functions (so that every unit names them
     /// schema-qualified) and the session's `search_path` (which every unit then checks is
     /// unchanged). [`Error::MissingSchema`] when the migrations have not been applied.
     ///
@@ -152,7 +152,7 @@ impl TenantPool {
 
     /// Wraps a pool **without** checking its role. Only for tools that deliberately connect as
     /// a role that bypasses RLS (migrations, audits); never for serving requests. Units name
-    /// tenancy's functions unqualified and skip the `search_path` check.
+    /// pg-tenancy's functions unqualified and skip the `search_path` check.
     pub fn dangerously_skip_role_check(pool: PgPool) -> Self {
         TenantPool {
             units: Units {
@@ -169,8 +169,8 @@ impl TenantPool {
     /// must not serve with a tenant table left open. Warnings do not stop it.
     ///
     /// ```no_run
-    /// # async fn demo() -> tenancy::Result<()> {
-    /// use tenancy::{TenantPool, audit::AuditOptions};
+    /// # async fn demo() -> pg_tenancy::Result<()> {
+    /// use pg_tenancy::{TenantPool, audit::AuditOptions};
     /// let pool = TenantPool::connect("postgres://app@localhost/app")
     ///     .await?
     ///     .audited(&AuditOptions::default().with_table("invoices"))
@@ -286,11 +286,11 @@ impl TenantPool {
     /// Round trips: one for `BEGIN` with the context, yours, one for `COMMIT`.
     ///
     /// ```no_run
-    /// # async fn demo(pool: tenancy::TenantPool, ctx: tenancy::OrgContext) -> tenancy::Result<()> {
+    /// # async fn demo(pool: pg_tenancy::TenantPool, ctx: pg_tenancy::OrgContext) -> pg_tenancy::Result<()> {
     /// let names: Vec<String> = pool
     ///     .with_rls(&ctx, async |tx| {
     ///         // No WHERE: the policy still limits this to ctx's organization.
-    ///         Ok::<_, tenancy::Error>(sqlx::query_scalar("SELECT name FROM projects").fetch_all(tx).await?)
+    ///         Ok::<_, pg_tenancy::Error>(sqlx::query_scalar("SELECT name FROM projects").fetch_all(tx).await?)
     ///     })
     ///     .await?;
     /// # Ok(()) }

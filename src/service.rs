@@ -19,13 +19,13 @@ use crate::pool::{Access, Entry, TenantTransaction, Units};
 /// superuser nor `BYPASSRLS` is needed, and both are refused.
 ///
 /// ```no_run
-/// # async fn demo() -> tenancy::Result<()> {
-/// use tenancy::{OrgId, ServicePool};
+/// # async fn demo() -> pg_tenancy::Result<()> {
+/// use pg_tenancy::{OrgId, ServicePool};
 /// let service = ServicePool::connect("postgres://tenancy_sync@localhost/app").await?;
 /// let org = OrgId::from_external_id("org_2g7np7Hrk0SN6kj5EDMLDaKNL0S");
 /// let n: i64 = service
 ///     .with_org(org, async |tx| {
-///         Ok::<_, tenancy::Error>(sqlx::query_scalar("SELECT count(*) FROM projects").fetch_one(tx).await?)
+///         Ok::<_, pg_tenancy::Error>(sqlx::query_scalar("SELECT count(*) FROM projects").fetch_one(tx).await?)
 ///     })
 ///     .await?;
 /// # Ok(()) }

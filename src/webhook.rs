@@ -2,7 +2,7 @@
 //! Clerk and others.
 //!
 //! ```
-//! use tenancy::webhook::{Verifier, WebhookHeaders};
+//! use pg_tenancy::webhook::{Verifier, WebhookHeaders};
 //!
 //! let verifier = Verifier::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")?;
 //! let body = br#"{"test": 2432232314}"#;
@@ -15,7 +15,7 @@
 //! });
 //! let verified = verifier.verify_at(&headers, body, 1614265330)?;
 //! assert_eq!(verified.id, "msg_1");
-//! # Ok::<(), tenancy::webhook::WebhookError>(())
+//! # Ok::<(), pg_tenancy::webhook::WebhookError>(())
 //! ```
 //!
 //! Verify the raw body bytes as received (never re-serialised JSON), and cap the body size in

@@ -13,9 +13,9 @@ use proptest::test_runner::{Config, TestRunner};
 use serde_json::Value;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
-use tenancy::clerk::{Event, SessionClaims, SessionTokenVerifier};
-use tenancy::web::token_from_request;
-use tenancy::webhook::{Verifier, WebhookHeaders};
+use pg_tenancy::clerk::{Event, SessionClaims, SessionTokenVerifier};
+use pg_tenancy::web::token_from_request;
+use pg_tenancy::webhook::{Verifier, WebhookHeaders};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;

@@ -1,7 +1,7 @@
 //! The units of work measured, and what each one runs.
 
+use pg_tenancy::{Error, OrgContext, Role};
 use sqlx::PgConnection;
-use tenancy::{Error, OrgContext, Role};
 use uuid::Uuid;
 
 use crate::*;

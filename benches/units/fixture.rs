@@ -3,10 +3,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use pg_tenancy::testing::{TestCluster, TestDatabase};
+use pg_tenancy::{ContextKey, Error, OrgContext, OrgId, TenantPool, UserId};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
-use tenancy::testing::{TestCluster, TestDatabase};
-use tenancy::{ContextKey, Error, OrgContext, OrgId, TenantPool, UserId};
 use uuid::Uuid;
 
 pub(crate) const Q_RLS: &str = "SELECT name FROM projects WHERE id = $1";

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tenancy::testing::TcpProxy;
+use pg_tenancy::testing::TcpProxy;
 use tokio::runtime::Runtime;
 
 use crate::*;

@@ -1,4 +1,4 @@
-//! The per-unit cost of `tenancy`'s safety, against what an application would otherwise
+//! The per-unit cost of `pg-tenancy`'s safety, against what an application would otherwise
 //! write, measured in one run on the throwaway PostgreSQL:
 //!
 //! 1. units of work with one point query by id, on loopback TCP and through a proxy adding
@@ -32,7 +32,7 @@ pub(crate) use fixture::*;
 pub(crate) use latency::*;
 pub(crate) use policy::*;
 
-use tenancy::testing::TestCluster;
+use pg_tenancy::testing::TestCluster;
 use tokio::runtime::Runtime;
 
 fn runtime() -> Runtime {

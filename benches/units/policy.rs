@@ -3,9 +3,9 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use pg_tenancy::testing::{TestCluster, TestDatabase};
+use pg_tenancy::{Error, OrgContext, OrgId, Role, UserId};
 use sqlx::{Connection, Executor, PgConnection};
-use tenancy::testing::{TestCluster, TestDatabase};
-use tenancy::{Error, OrgContext, OrgId, Role, UserId};
 use tokio::runtime::Runtime;
 use uuid::Uuid;
 

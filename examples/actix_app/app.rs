@@ -1,4 +1,4 @@
-//! The actix-web routes over `shared`: extractors from `tenancy::web::actix`, JSON errors from
+//! The actix-web routes over `shared`: extractors from `pg_tenancy::web::actix`, JSON errors from
 //! `ApiError`. The same API as `axum_app`.
 
 // pub for the end-to-end tests, which include this file.
@@ -9,8 +9,8 @@ use std::sync::Arc;
 use actix_web::web::{self, Bytes, Data, Path, ThinData};
 use actix_web::{HttpRequest, HttpResponse};
 
-use tenancy::OrgContext;
-use tenancy::web::{Admin, ApiError, RequireRole, Session};
+use pg_tenancy::OrgContext;
+use pg_tenancy::web::{Admin, ApiError, RequireRole, Session};
 
 use crate::shared::{self, App, WEBHOOK_BODY_LIMIT};
 

@@ -1,8 +1,8 @@
 //! `cargo run --example actix_app -- --dev`
 //!
 //! The example API on actix-web 4, the same routes and answers as `axum_app` (without the
-//! page): Clerk session tokens verified by `tenancy::clerk`, contexts from
-//! `tenancy::web::actix`'s extractors, every unit of work under Row-Level Security, Clerk's
+//! page): Clerk session tokens verified by `pg_tenancy::clerk`, contexts from
+//! `pg_tenancy::web::actix`'s extractors, every unit of work under Row-Level Security, Clerk's
 //! webhooks synced. Without `DATABASE_URL` it starts a throwaway PostgreSQL. See the README.
 
 #[path = "../shared/mod.rs"]

@@ -1,4 +1,4 @@
-//! The axum routes over `shared`: extractors from `tenancy::web::axum`, JSON errors from
+//! The axum routes over `shared`: extractors from `pg_tenancy::web::axum`, JSON errors from
 //! `ApiError`.
 
 // pub for the end-to-end tests, which include this file.
@@ -14,8 +14,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::Value;
 
-use tenancy::OrgContext;
-use tenancy::web::{Admin, ApiError, RequireRole, Session, Tenancy};
+use pg_tenancy::OrgContext;
+use pg_tenancy::web::{Admin, ApiError, RequireRole, Session, Tenancy};
 
 use crate::shared::{self, App, WEBHOOK_BODY_LIMIT};
 

@@ -1,7 +1,7 @@
 //! `cargo run --example axum_app -- --dev`
 //!
-//! The example API on axum 0.8: Clerk session tokens verified by `tenancy::clerk`, contexts
-//! from `tenancy::web::axum`'s extractors, every unit of work under Row-Level Security, Clerk's
+//! The example API on axum 0.8: Clerk session tokens verified by `pg_tenancy::clerk`, contexts
+//! from `pg_tenancy::web::axum`'s extractors, every unit of work under Row-Level Security, Clerk's
 //! webhooks synced. Without `DATABASE_URL` it starts a throwaway PostgreSQL. `--dev` signs
 //! tokens locally (`POST /dev/token`) and serves the page at `/`; without it, set
 //! `CLERK_ISSUER` (and `CLERK_AUTHORIZED_PARTIES`, `CLERK_WEBHOOK_SECRET`). See the README.

@@ -18,11 +18,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use tenancy::clerk::{ClerkSync, SessionTokenVerifier};
-use tenancy::testing::TestDatabase;
-use tenancy::web::{Admin, ApiError, RequireRole, Session, Tenancy};
-use tenancy::webhook::{Verifier, WebhookHeaders};
-use tenancy::{Error, OrgContext, OrgId, Role, ServicePool, TenantPool, UserId};
+use pg_tenancy::clerk::{ClerkSync, SessionTokenVerifier};
+use pg_tenancy::testing::TestDatabase;
+use pg_tenancy::web::{Admin, ApiError, RequireRole, Session, Tenancy};
+use pg_tenancy::webhook::{Verifier, WebhookHeaders};
+use pg_tenancy::{Error, OrgContext, OrgId, Role, ServicePool, TenantPool, UserId};
 
 /// The webhook body limit: larger deliveries get 413.
 pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;

@@ -122,8 +122,8 @@ pub const DEFAULT_MAX_TOKEN_LEN: usize = 8 * 1024;
 /// Verifies Clerk session tokens. Cheap to clone (the key cache is shared).
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), tenancy::clerk::TokenError> {
-/// use tenancy::clerk::SessionTokenVerifier;
+/// # async fn demo() -> Result<(), pg_tenancy::clerk::TokenError> {
+/// use pg_tenancy::clerk::SessionTokenVerifier;
 /// let verifier = SessionTokenVerifier::from_jwks_url(
 ///     "https://your-site.clerk.accounts.dev/.well-known/jwks.json",
 ///     "https://your-site.clerk.accounts.dev",

@@ -1,4 +1,4 @@
-//! How Clerk's role keys map to tenancy's [`Role`]s.
+//! How Clerk's role keys map to pg-tenancy's [`Role`]s.
 
 use std::collections::HashMap;
 

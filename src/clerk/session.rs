@@ -10,7 +10,7 @@ use crate::{OrgContext, OrgId, Role, UserId};
 /// `org_role`, or v2 `o: { id, rol }`), read **after** your JWT library verified the token.
 ///
 /// ```
-/// use tenancy::clerk::SessionClaims;
+/// use pg_tenancy::clerk::SessionClaims;
 ///
 /// let claims = serde_json::json!({
 ///     "sub": "user_2h8op3Isl1QR7tKu5FGNfaLKEoU", "v": 2,
@@ -19,7 +19,7 @@ use crate::{OrgContext, OrgId, Role, UserId};
 /// let session = SessionClaims::from_verified_claims(&claims)?;
 /// let (user, org) = session.user_and_org().expect("an active organization");
 /// // Then: let ctx = pool.authorize(&user, org).await?;  (the role from the database)
-/// # Ok::<(), tenancy::clerk::PayloadError>(())
+/// # Ok::<(), pg_tenancy::clerk::PayloadError>(())
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SessionClaims {

@@ -1,4 +1,4 @@
-//! The isolation kit: the checks `tenancy`'s suite runs on its own tables, for yours.
+//! The isolation kit: the checks `pg-tenancy`'s suite runs on its own tables, for yours.
 
 use sqlx::{AssertSqlSafe, PgConnection};
 

@@ -65,7 +65,7 @@ pub enum HarnessError {
     /// The migrations failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    /// `tenancy` refused the pool.
+    /// `pg-tenancy` refused the pool.
     #[error(transparent)]
     Tenancy(#[from] crate::Error),
 }

@@ -8,14 +8,14 @@
 //!
 //! ```no_run
 //! use actix_web::{App, HttpResponse, web};
-//! use tenancy::OrgContext;
-//! use tenancy::web::{Admin, ApiError, RequireRole, Tenancy};
+//! use pg_tenancy::OrgContext;
+//! use pg_tenancy::web::{Admin, ApiError, RequireRole, Tenancy};
 //!
 //! async fn projects(tenancy: web::Data<Tenancy>, ctx: OrgContext) -> Result<HttpResponse, ApiError> {
 //!     let names: Vec<String> = tenancy
 //!         .pool()
 //!         .with_rls_read(&ctx, async |tx| {
-//!             Ok::<_, tenancy::Error>(sqlx::query_scalar("SELECT name FROM projects").fetch_all(tx).await?)
+//!             Ok::<_, pg_tenancy::Error>(sqlx::query_scalar("SELECT name FROM projects").fetch_all(tx).await?)
 //!         })
 //!         .await?;
 //!     Ok(HttpResponse::Ok().json(names))
@@ -61,7 +61,7 @@ fn tenancy(req: &HttpRequest) -> Result<Tenancy, ApiError> {
         return Ok(thin.0.clone());
     }
     Err(ApiError::misconfigured(
-        "tenancy::web::Tenancy is not in the app data: add \
+        "pg_tenancy::web::Tenancy is not in the app data: add \
          `.app_data(web::Data::new(tenancy))` (or `web::ThinData(tenancy)`) to the App",
     ))
 }

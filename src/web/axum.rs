@@ -7,8 +7,8 @@
 //!
 //! ```no_run
 //! use axum::{Json, Router, extract::FromRef, routing::get};
-//! use tenancy::OrgContext;
-//! use tenancy::web::{Admin, ApiError, RequireRole, Tenancy};
+//! use pg_tenancy::OrgContext;
+//! use pg_tenancy::web::{Admin, ApiError, RequireRole, Tenancy};
 //!
 //! #[derive(Clone)]
 //! struct AppState {
@@ -30,7 +30,7 @@
 //!     let names = tenancy
 //!         .pool()
 //!         .with_rls_read(&ctx, async |tx| {
-//!             Ok::<_, tenancy::Error>(sqlx::query_scalar("SELECT name FROM projects").fetch_all(tx).await?)
+//!             Ok::<_, pg_tenancy::Error>(sqlx::query_scalar("SELECT name FROM projects").fetch_all(tx).await?)
 //!         })
 //!         .await?;
 //!     Ok(Json(names))

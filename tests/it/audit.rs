@@ -1,14 +1,14 @@
-//! `tenancy::audit`, the policy generator and the isolation kit: the shipped schema produces no
+//! `pg_tenancy::audit`, the policy generator and the isolation kit: the shipped schema produces no
 //! finding; one deliberately broken schema per finding produces exactly that finding; the
 //! article's schema produces what it deserves; generated SQL passes the audit and the kit.
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Executor, PgPool};
-use tenancy::audit::{AuditOptions, Severity, audit, policy_sql, policy_sql_for};
-use tenancy::testing::{
+use pg_tenancy::audit::{AuditOptions, Severity, audit, policy_sql, policy_sql_for};
+use pg_tenancy::testing::{
     TableUnderTest, TestCluster, TestDatabase, assert_audit_clean, check_isolation,
 };
-use tenancy::{Error, ErrorKind, Role, TenantPool};
+use pg_tenancy::{Error, ErrorKind, Role, TenantPool};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Executor, PgPool};
 
 use crate::common::{As, both_roles, seed_org};
 
@@ -48,7 +48,7 @@ async fn with_notes() -> TestDatabase {
     db
 }
 
-async fn app_report(db: &TestDatabase) -> tenancy::audit::Report {
+async fn app_report(db: &TestDatabase) -> pg_tenancy::audit::Report {
     let pool = connect(db.app_options()).await;
     let report = audit(&pool, &AuditOptions::default()).await.unwrap();
     pool.close().await;
@@ -214,7 +214,7 @@ async fn role_with(db: &TestDatabase, name: &str, attributes: &str) -> PgPool {
 #[tokio::test]
 async fn the_connecting_role_is_audited() {
     let db = with_notes().await;
-    let errors = |r: &tenancy::audit::Report| {
+    let errors = |r: &pg_tenancy::audit::Report| {
         r.findings
             .iter()
             .filter(|f| f.severity == Severity::Error)
@@ -422,7 +422,7 @@ async fn the_isolation_kit_passes_on_shipped_and_user_tables_and_fails_without_f
 
 #[tokio::test]
 async fn the_command_line_reports_exits_and_speaks_json() {
-    let bin = env!("CARGO_BIN_EXE_tenancy");
+    let bin = env!("CARGO_BIN_EXE_pg-tenancy");
     let run = |args: &[&str]| {
         let out = std::process::Command::new(bin).args(args).output().unwrap();
         (
@@ -436,7 +436,7 @@ async fn the_command_line_reports_exits_and_speaks_json() {
     let (code, out, _) = run(&["audit", &url]);
     assert_eq!(code, Some(0), "{out}");
     assert!(
-        out.starts_with("tenancy audit: 7 tenant table(s), 0 error(s), 0 warning(s)"),
+        out.starts_with("pg-tenancy audit: 7 tenant table(s), 0 error(s), 0 warning(s)"),
         "{out}"
     );
     as_owner(&db, "ALTER TABLE notes NO FORCE ROW LEVEL SECURITY").await;
@@ -495,8 +495,8 @@ async fn the_isolation_kit_passes_on_the_service_tables_through_service_units() 
     // Organizations the service units create themselves (the sync's path), so that
     // `organizations` is covered too.
     let (a, b) = (
-        tenancy::OrgId::from_external_id("org_kit_a"),
-        tenancy::OrgId::from_external_id("org_kit_b"),
+        pg_tenancy::OrgId::from_external_id("org_kit_a"),
+        pg_tenancy::OrgId::from_external_id("org_kit_b"),
     );
     let tables = [
         TableUnderTest::new(
@@ -519,7 +519,7 @@ async fn the_isolation_kit_passes_on_the_service_tables_through_service_units() 
         projects_under_test(),
     ];
     for table in &tables {
-        let result = tenancy::testing::check_service_isolation(&service, a, b, table).await;
+        let result = pg_tenancy::testing::check_service_isolation(&service, a, b, table).await;
         assert_eq!(result, Ok(()), "{table:?}");
     }
 }

@@ -14,9 +14,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use pg_tenancy::testing::{TestCluster, TestDatabase, check_isolation};
+use pg_tenancy::{Error, OrgId, Role, TenantPool, UserId};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use tenancy::testing::{TestCluster, TestDatabase, check_isolation};
-use tenancy::{Error, OrgId, Role, TenantPool, UserId};
 
 use crate::common::{Org, seed_org};
 
@@ -274,10 +274,10 @@ async fn forged_and_stale_contexts_are_refused_through_pgbouncer() {
     };
     // A context naming an organization the user is not in, and a role above the membership.
     let forged =
-        tenancy::OrgContext::from_verified_session(t.b.id, t.a.member.clone(), Role::Member);
+        pg_tenancy::OrgContext::from_verified_session(t.b.id, t.a.member.clone(), Role::Member);
     assert!(matches!(app.begin(&forged).await, Err(Error::NotAMember)));
     let inflated =
-        tenancy::OrgContext::from_verified_session(t.a.id, t.a.member.clone(), Role::Owner);
+        pg_tenancy::OrgContext::from_verified_session(t.a.id, t.a.member.clone(), Role::Owner);
     assert!(matches!(
         app.begin(&inflated).await,
         Err(Error::InsufficientRole { .. })

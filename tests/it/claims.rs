@@ -3,8 +3,8 @@
 //! and never after a removal recorded since the token was issued, nor for a deleted
 //! organization.
 
-use tenancy::web::{ApiError, MembershipClaim, Session, SessionVerifier, Tenancy};
-use tenancy::{ErrorKind, OrgId, Role, UserId};
+use pg_tenancy::web::{ApiError, MembershipClaim, Session, SessionVerifier, Tenancy};
+use pg_tenancy::{ErrorKind, OrgId, Role, UserId};
 
 use crate::common::{As, World, both_roles, world};
 
@@ -84,7 +84,7 @@ async fn a_removal_after_the_token_was_issued_blocks_the_claim(role: As) {
                 .bind(&w.a.member)
                 .execute(tx)
                 .await?;
-            Ok::<_, tenancy::Error>(())
+            Ok::<_, pg_tenancy::Error>(())
         })
         .await
         .unwrap();
@@ -108,7 +108,7 @@ async fn a_deleted_organization_is_never_brought_back_by_a_claim(role: As) {
             sqlx::query("UPDATE organizations SET deleted_at = now()")
                 .execute(tx)
                 .await?;
-            Ok::<_, tenancy::Error>(())
+            Ok::<_, pg_tenancy::Error>(())
         })
         .await
         .unwrap();
@@ -120,7 +120,7 @@ async fn a_deleted_organization_is_never_brought_back_by_a_claim(role: As) {
     w.pool
         .with_rls(&w.b.ctx(Role::Owner), async |tx| {
             sqlx::query("DELETE FROM organizations").execute(tx).await?;
-            Ok::<_, tenancy::Error>(())
+            Ok::<_, pg_tenancy::Error>(())
         })
         .await
         .unwrap();
@@ -129,7 +129,7 @@ async fn a_deleted_organization_is_never_brought_back_by_a_claim(role: As) {
     let service = w.db.service_pool(1).await.unwrap();
     let rows: i64 = service
         .with_org(w.b.id, async |tx| {
-            Ok::<_, tenancy::Error>(
+            Ok::<_, pg_tenancy::Error>(
                 sqlx::query_scalar("SELECT count(*) FROM organizations")
                     .fetch_one(tx)
                     .await?,

@@ -1,12 +1,12 @@
 //! Clerk sync against the real database: the example payloads, duplicates, out-of-order
 //! deliveries, a permutation property, and malformed input.
 
+use pg_tenancy::clerk::{ClerkSync, Outcome, SyncError};
+use pg_tenancy::testing::TestDatabase;
+use pg_tenancy::webhook::{Verifier, WebhookHeaders};
+use pg_tenancy::{Error, OrgId, Role, ServicePool, UserId};
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use tenancy::clerk::{ClerkSync, Outcome, SyncError};
-use tenancy::testing::TestDatabase;
-use tenancy::webhook::{Verifier, WebhookHeaders};
-use tenancy::{Error, OrgId, Role, ServicePool, UserId};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const NOW: i64 = 1_716_883_300;

@@ -1,6 +1,6 @@
+use pg_tenancy::testing::TestDatabase;
+use pg_tenancy::{Error, OrgContext, OrgId, Role, ServicePool, TenantPool, UserId};
 use sqlx::PgPool;
-use tenancy::testing::TestDatabase;
-use tenancy::{Error, OrgContext, OrgId, Role, ServicePool, TenantPool, UserId};
 use uuid::Uuid;
 
 /// Which role the pool under test connects as.
@@ -99,7 +99,7 @@ pub(crate) async fn seed_org(pool: &TenantPool, slug: &str) -> Org {
             .bind(format!("{slug} project"))
             .execute(&mut *tx)
             .await?;
-        Ok::<_, tenancy::Error>(())
+        Ok::<_, pg_tenancy::Error>(())
     })
     .await
     .expect("seed project");

@@ -1,10 +1,10 @@
-//! A program whose `Cargo.toml` names only `tenancy` and `tokio` connects and works: the
+//! A program whose `Cargo.toml` names only `pg-tenancy` and `tokio` connects and works: the
 //! default features bring sqlx's runtime. Built in its own target directory, run against the
 //! throwaway PostgreSQL.
 
 use std::process::Command;
 
-use tenancy::testing::TestDatabase;
+use pg_tenancy::testing::TestDatabase;
 
 #[test]
 fn a_program_naming_only_tenancy_and_tokio_connects() {

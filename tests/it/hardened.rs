@@ -1,7 +1,7 @@
 //! Hardened mode: SQL injected into a unit cannot switch its context.
 
+use pg_tenancy::{ContextKey, Error, ErrorKind, OrgId, Role, TenantPool, UserId};
 use sqlx::{Connection, Executor, PgConnection};
-use tenancy::{ContextKey, Error, ErrorKind, OrgId, Role, TenantPool, UserId};
 
 use crate::common::{
     As, World, backend_pid, service_project_orgs, visible_project_orgs, world, world_with,
@@ -97,7 +97,8 @@ async fn hardened_mode_keeps_an_injection_in_its_organization() {
     // Forged contexts are refused as in the default mode; the switcher, bootstrap, authorize
     // and with_member work signed.
     let mallory = UserId::new("user_mallory").unwrap();
-    let forged = tenancy::OrgContext::from_verified_session(w.a.id, mallory.clone(), Role::Owner);
+    let forged =
+        pg_tenancy::OrgContext::from_verified_session(w.a.id, mallory.clone(), Role::Owner);
     assert!(matches!(pool.begin(&forged).await, Err(Error::NotAMember)));
     assert_eq!(pool.memberships(&w.a.owner).await.unwrap().len(), 1);
     let fresh = OrgId::from_uuid(uuid::Uuid::new_v4());

@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use tenancy::{Error, ErrorKind, OrgId, Role, UserId};
+use pg_tenancy::{Error, ErrorKind, OrgId, Role, UserId};
 
 use crate::common::{As, world};
 

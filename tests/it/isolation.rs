@@ -1,5 +1,5 @@
+use pg_tenancy::{Error, ErrorKind, Role};
 use sqlx::Row;
-use tenancy::{Error, ErrorKind, Role};
 use uuid::Uuid;
 
 use crate::common::{As, both_roles, project_orgs_count, sqlstate, world};
@@ -32,7 +32,7 @@ const WEBHOOK_TABLES: [(&str, &str); 2] = [
 
 /// One row of each webhook table for A and for B, written by service units (the only path
 /// that writes them).
-async fn seed_webhook_rows(w: &crate::common::World) -> tenancy::ServicePool {
+async fn seed_webhook_rows(w: &crate::common::World) -> pg_tenancy::ServicePool {
     let service = w.db.service_pool(1).await.unwrap();
     for org in [w.a.id, w.b.id] {
         service
@@ -141,7 +141,7 @@ async fn webhook_tables_isolate_service_units_and_close_to_members() {
     }
 }
 
-async fn project_orgs(w: &crate::common::World, ctx: &tenancy::OrgContext) -> Vec<(Uuid, Uuid)> {
+async fn project_orgs(w: &crate::common::World, ctx: &pg_tenancy::OrgContext) -> Vec<(Uuid, Uuid)> {
     w.pool
         .with_rls(ctx, async |tx| {
             // Deliberately no WHERE clause.

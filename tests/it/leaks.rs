@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use tenancy::testing::{TcpProxy, TestCluster};
-use tenancy::{Error, Role};
+use pg_tenancy::testing::{TcpProxy, TestCluster};
+use pg_tenancy::{Error, Role};
 
 use crate::common::{As, leftover_context, project_orgs_count, sqlstate, world_with};
 
@@ -274,7 +274,7 @@ async fn server_timeouts_inside_a_unit_leave_nothing_behind() {
     )
     .await;
     assert!(matches!(e, Error::Database(_)), "{e}");
-    assert_eq!(e.kind(), tenancy::ErrorKind::Internal, "{e}");
+    assert_eq!(e.kind(), pg_tenancy::ErrorKind::Internal, "{e}");
     assert_clean_and_served(&w, "idle_in_transaction_session_timeout").await;
 }
 
@@ -312,7 +312,7 @@ async fn a_backend_terminated_mid_unit_fails_typed_and_the_next_unit_is_served()
         .unwrap_err();
     // 57P01 (admin_shutdown) when the server's notice arrives first, else the closed socket.
     assert!(matches!(e, Error::Database(_)), "{e}");
-    assert_eq!(e.kind(), tenancy::ErrorKind::Internal, "{e}");
+    assert_eq!(e.kind(), pg_tenancy::ErrorKind::Internal, "{e}");
     if let Some(code) = sqlstate(&e) {
         assert_eq!(code, "57P01", "{e}");
     }

@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pg_tenancy::{Error, OrgContext, OrgId, Role, TenantPool, UserId};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tenancy::{Error, OrgContext, OrgId, Role, TenantPool, UserId};
 use uuid::Uuid;
 
 use crate::common::{As, Org, leftover_context, seed_org, world_with};

@@ -1,9 +1,9 @@
 //! Membership checks, the organization switcher, and the connect-time role check.
 
+use pg_tenancy::testing::{TestCluster, TestDatabase};
+use pg_tenancy::{Error, ErrorKind, OrgId, Role, TenantPool, UserId};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, Executor, PgConnection};
-use tenancy::testing::{TestCluster, TestDatabase};
-use tenancy::{Error, ErrorKind, OrgId, Role, TenantPool, UserId};
 
 use crate::common::{As, world};
 
@@ -232,7 +232,7 @@ async fn connect_refuses_a_superuser_and_a_bypassrls_role() {
 #[test]
 fn with_rls_futures_are_send_for_web_frameworks() {
     fn assert_send<T: Send>(_: &T) {}
-    async fn handler(pool: TenantPool, ctx: tenancy::OrgContext) -> Result<Vec<String>, Error> {
+    async fn handler(pool: TenantPool, ctx: pg_tenancy::OrgContext) -> Result<Vec<String>, Error> {
         pool.with_rls(&ctx, async |tx| {
             let a: Vec<String> = sqlx::query_scalar("SELECT name FROM projects")
                 .fetch_all(&mut *tx)
@@ -251,7 +251,7 @@ fn with_rls_futures_are_send_for_web_frameworks() {
             .connect_lazy("postgres://nobody@127.0.0.1:1/none")
             .unwrap(),
     );
-    let ctx = tenancy::OrgContext::from_verified_session(
+    let ctx = pg_tenancy::OrgContext::from_verified_session(
         OrgId::from_external_id("org_x"),
         UserId::new("user_x").unwrap(),
         Role::Member,

@@ -1,9 +1,9 @@
 //! The migration files work as plain SQL for a non-superuser owner, and produce the promised
 //! catalog state.
 
+use pg_tenancy::migrations::{MIGRATOR, SERVICE_TABLES};
+use pg_tenancy::testing::TestDatabase;
 use sqlx::{Connection, PgConnection};
-use tenancy::migrations::{MIGRATOR, SERVICE_TABLES};
-use tenancy::testing::TestDatabase;
 
 #[tokio::test]
 async fn files_apply_as_plain_sql_in_name_order_as_a_non_superuser_owner() {

@@ -5,9 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pg_tenancy::testing::{TestCluster, TestDatabase};
+use pg_tenancy::{Error, OrgId, Role, TenantPool};
 use sqlx::postgres::PgPoolOptions;
-use tenancy::testing::{TestCluster, TestDatabase};
-use tenancy::{Error, OrgId, Role, TenantPool};
 use uuid::Uuid;
 
 use crate::common::seed_org;

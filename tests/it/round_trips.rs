@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use tenancy::testing::{TcpProxy, TestCluster};
-use tenancy::{Error, Role};
+use pg_tenancy::testing::{TcpProxy, TestCluster};
+use pg_tenancy::{Error, Role};
 
 use crate::common::{As, world};
 

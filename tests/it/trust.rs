@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 
-use tenancy::testing::TestDatabase;
-use tenancy::{Error, ErrorKind, OrgContext, OrgId, Role, TenantPool, UserId};
+use pg_tenancy::testing::TestDatabase;
+use pg_tenancy::{Error, ErrorKind, OrgContext, OrgId, Role, TenantPool, UserId};
 
 use crate::common::{
     As, World, backend_pid, both_roles, service_project_orgs, sqlstate, visible_project_orgs,
@@ -754,7 +754,7 @@ async fn service_units_are_out_of_reach_of_request_code() {
     .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
     // ...nor wrap its pool as a service pool.
-    let e = tenancy::ServicePool::new(w.pool.pool().clone())
+    let e = pg_tenancy::ServicePool::new(w.pool.pool().clone())
         .await
         .unwrap_err();
     assert!(matches!(e, Error::NotAServiceRole { .. }), "{e}");

@@ -5,11 +5,11 @@
 use crate::common::unix_now;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use pg_tenancy::ErrorKind;
+use pg_tenancy::webhook::{Header, Secret, Verifier, WebhookError, WebhookHeaders};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
-use tenancy::ErrorKind;
-use tenancy::webhook::{Header, Secret, Verifier, WebhookError, WebhookHeaders};
 
 fn vectors() -> Vec<Value> {
     let text = include_str!("../data/webhook-vectors.json");

@@ -11,10 +11,10 @@ use axum::http::{Request, StatusCode};
 use axum::routing::get;
 use tower::ServiceExt as _;
 
-use tenancy::testing::TestDatabase;
-use tenancy::web::actix::MaybeOrgContext;
-use tenancy::web::{Admin, ApiError, RequireRole, Session, SessionVerifier, Tenancy};
-use tenancy::{ErrorKind, OrgContext, OrgId, Role, UserId};
+use pg_tenancy::testing::TestDatabase;
+use pg_tenancy::web::actix::MaybeOrgContext;
+use pg_tenancy::web::{Admin, ApiError, RequireRole, Session, SessionVerifier, Tenancy};
+use pg_tenancy::{ErrorKind, OrgContext, OrgId, Role, UserId};
 
 /// Tokens of the form `user:org` (org optional), counting verifications.
 #[derive(Default)]

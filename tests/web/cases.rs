@@ -96,7 +96,7 @@ pub async fn an_organization_id_in_body_query_or_header_never_widens_access(h: &
     let (acme, alice) = h.onboard("user_alice", "Acme").await;
     let (globex, bob) = h.onboard("user_bob", "Globex").await;
     h.project(&bob, "Doomsday device").await;
-    let globex_uuid = tenancy::OrgId::from_external_id(&globex).to_string();
+    let globex_uuid = pg_tenancy::OrgId::from_external_id(&globex).to_string();
     let smuggle = [
         ("x-org-id", globex_uuid.as_str()),
         ("x-organization-id", globex.as_str()),

@@ -212,7 +212,7 @@ impl Harness {
     /// Posts a webhook delivery with the given id and timestamp, signed with `secret`.
     pub async fn webhook(&self, id: &str, body: &[u8], secret: &str) -> (StatusCode, Value) {
         let now = shared::unix_now();
-        let signature = tenancy::webhook::Verifier::new(secret)
+        let signature = pg_tenancy::webhook::Verifier::new(secret)
             .unwrap()
             .sign(id, now, body);
         let response = self

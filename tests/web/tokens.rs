@@ -11,8 +11,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rsa::pkcs8::{EncodePublicKey, LineEnding};
 use serde_json::{Value, json};
 
-use tenancy::ErrorKind;
-use tenancy::clerk::{SessionTokenVerifier, TokenError};
+use pg_tenancy::ErrorKind;
+use pg_tenancy::clerk::{SessionTokenVerifier, TokenError};
 
 use crate::shared::{DevIssuer, unix_now};
 
@@ -401,7 +401,7 @@ async fn futures_join(
     v: &SessionTokenVerifier,
     token: &str,
     n: usize,
-) -> Vec<Result<tenancy::clerk::SessionClaims, TokenError>> {
+) -> Vec<Result<pg_tenancy::clerk::SessionClaims, TokenError>> {
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..n {
         let (v, token) = (v.clone(), token.to_owned());

@@ -1,7 +1,7 @@
-//! A first program, as a new user writes it: `Cargo.toml` names `tenancy` and `tokio`, nothing
+//! A first program, as a new user writes it: `Cargo.toml` names `pg-tenancy` and `tokio`, nothing
 //! else. It must connect and run units of work (`DATABASE_URL`: an application role).
 
-use tenancy::{OrgId, TenantPool, UserId};
+use pg_tenancy::{OrgId, TenantPool, UserId};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

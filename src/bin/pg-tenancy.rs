@@ -1,8 +1,8 @@
-//! `tenancy`: the catalog audit and the policy generator on the command line (feature `cli`).
+//! `pg-tenancy`: the catalog audit and the policy generator on the command line (feature `cli`).
 //!
 //! ```text
-//! tenancy audit <DATABASE_URL> [--json] [--column C] [--setting S] [--table T]... [--schema S]...
-//! tenancy policy <TABLE> [--column C] [--database-url URL]
+//! pg-tenancy audit <DATABASE_URL> [--json] [--column C] [--setting S] [--table T]... [--schema S]...
+//! pg-tenancy policy <TABLE> [--column C] [--database-url URL]
 //! ```
 //!
 //! `audit` exits 0 without errors (warnings allowed), 1 with errors, 2 when it could not
@@ -11,18 +11,18 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use pg_tenancy::audit::{AuditOptions, audit, policy_sql, policy_sql_for};
 use sqlx::ConnectOptions;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use tenancy::audit::{AuditOptions, audit, policy_sql, policy_sql_for};
 
 const USAGE: &str = "usage:
-  tenancy audit <DATABASE_URL> [--json] [--column C] [--setting S] [--table T[:column]]... [--schema S]...
-  tenancy policy <TABLE> [--column C] [--database-url URL]
+  pg-tenancy audit <DATABASE_URL> [--json] [--column C] [--setting S] [--table T[:column]]... [--schema S]...
+  pg-tenancy policy <TABLE> [--column C] [--database-url URL]
 
 audit: findings on the tenant tables, policies, role, views and functions of the database
   (exit 0: no error, 1: errors, 2: could not connect). Connect as your application's role.
-policy: the SQL that makes TABLE a tenant table like tenancy's own (with --database-url, also
+policy: the SQL that makes TABLE a tenant table like pg-tenancy's own (with --database-url, also
   the composite keys for foreign keys that cross organizations).";
 
 #[tokio::main(flavor = "current_thread")]
@@ -40,7 +40,7 @@ async fn main() -> ExitCode {
 }
 
 fn usage(problem: &str) -> ExitCode {
-    eprintln!("tenancy: expected {problem}\n\n{USAGE}");
+    eprintln!("pg-tenancy: expected {problem}\n\n{USAGE}");
     ExitCode::from(2)
 }
 
@@ -90,7 +90,7 @@ impl Args {
 async fn connect(url: &str) -> Result<sqlx::PgPool, ExitCode> {
     // The URL may hold a password: never print it. sqlx's errors do not carry it.
     let fail = |e: sqlx::Error| {
-        eprintln!("tenancy: could not connect to the database: {e}");
+        eprintln!("pg-tenancy: could not connect to the database: {e}");
         ExitCode::from(2)
     };
     let options: PgConnectOptions = url.parse().map_err(fail)?;
@@ -142,7 +142,7 @@ async fn run_audit(args: &[String]) -> ExitCode {
     let report = match audit(&pool, &options).await {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("tenancy: could not read the catalog: {e}");
+            eprintln!("pg-tenancy: could not read the catalog: {e}");
             return ExitCode::from(2);
         }
     };
@@ -150,7 +150,7 @@ async fn run_audit(args: &[String]) -> ExitCode {
         match serde_json::to_string_pretty(&report) {
             Ok(json) => println!("{json}"),
             Err(e) => {
-                eprintln!("tenancy: {e}");
+                eprintln!("pg-tenancy: {e}");
                 return ExitCode::from(2);
             }
         }
@@ -185,7 +185,7 @@ async fn run_policy(args: &[String]) -> ExitCode {
             match policy_sql_for(&pool, table, &column).await {
                 Ok(sql) => sql,
                 Err(e) => {
-                    eprintln!("tenancy: could not read the catalog: {e}");
+                    eprintln!("pg-tenancy: could not read the catalog: {e}");
                     return ExitCode::from(2);
                 }
             }
