@@ -39,8 +39,8 @@ async fn project_names(pool: &TenantPool, ctx: &OrgContext) -> Result<Vec<String
 }
 
 async fn run() -> Result<bool, Box<dyn std::error::Error>> {
-    println!("tenancy quickstart");
-    println!("==================");
+    println!("pg-tenancy quickstart");
+    println!("=====================");
     let source = if std::env::var_os("DATABASE_URL").is_some() {
         "DATABASE_URL"
     } else {
@@ -48,6 +48,10 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
     };
     println!("Database: {source}; migrations applied by the (non-superuser) owner.");
     let db = TestDatabase::create().await?;
+    // The application's own table (`projects`), from its own migrations, granted to the
+    // application role: what a deployment does after pg-tenancy's migrations.
+    db.migrate(&sqlx::migrate!("./examples/migrations")).await?;
+    db.grant_app(&["projects"]).await?;
     let pool = db.app_pool(4).await?;
     println!(
         "Connected as an application role: not superuser, not BYPASSRLS (checked on connect).\n"

@@ -70,6 +70,13 @@ pub mod web;
 #[cfg_attr(docsrs, doc(cfg(feature = "webhook")))]
 pub mod webhook;
 
+/// The sqlx this crate is built on (pinned exactly), so that a program naming only
+/// `pg-tenancy` and `tokio` can write `pg_tenancy::sqlx::query(...)` against a unit's
+/// transaction. sqlx's macros (`query!`, `migrate!`) expand to `::sqlx` paths and need sqlx as
+/// a dependency of your own: `sqlx = { version = "=0.9.0", default-features = false,
+/// features = ["postgres", "macros", "migrate"] }` (the same version, so one copy is built).
+pub use sqlx;
+
 pub use context::OrgContext;
 pub use error::{Error, ErrorKind, Result};
 pub use hardened::ContextKey;

@@ -100,3 +100,18 @@ pub(crate) fn report_ratio(name: &str, ratio: f64) {
 pub(crate) fn report_time(name: &str, seconds: f64) {
     report(name, format!("{:.1}us", seconds * 1e6));
 }
+
+/// A fresh test database with pg-tenancy's migrations and the example application's own
+/// (`projects`), granted to the application and service roles, as the tests and examples set
+/// it up.
+pub(crate) async fn database() -> pg_tenancy::testing::TestDatabase {
+    let db = pg_tenancy::testing::TestDatabase::create()
+        .await
+        .expect("test database");
+    db.migrate(&sqlx::migrate!("./examples/migrations"))
+        .await
+        .expect("the example application's migrations");
+    db.grant_app(&["projects"]).await.expect("grant");
+    db.grant_service(&["projects"]).await.expect("grant");
+    db
+}

@@ -108,7 +108,7 @@ pub(crate) async fn fixture() -> Fixture {
 }
 
 pub(crate) async fn unhardened_fixture() -> Fixture {
-    let db = TestDatabase::create().await.unwrap();
+    let db = crate::support::database().await;
     let tenant = db.app_pool(2).await.unwrap();
     let user = UserId::new("user_bench").unwrap();
     let mut ctx = None;

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use pg_tenancy::testing::{TestCluster, TestDatabase};
+use pg_tenancy::testing::TestCluster;
 use pg_tenancy::{Error, OrgContext, OrgId, Role, UserId};
 use sqlx::{Connection, Executor, PgConnection};
 use tokio::runtime::Runtime;
@@ -24,7 +24,7 @@ pub(crate) async fn policy_fixture(
     orgs: usize,
     per_org: usize,
 ) -> PolicyFixture {
-    let db = TestDatabase::create().await.unwrap();
+    let db = crate::support::database().await;
     let cluster = TestCluster::global().unwrap();
     let mut admin = PgConnection::connect_with(&cluster.admin_options().database(db.name()))
         .await

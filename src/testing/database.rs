@@ -4,6 +4,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection, PgPool};
 
@@ -41,10 +42,14 @@ impl fmt::Debug for TestDatabase {
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 impl TestDatabase {
-    /// Creates a database named uniquely for this process, applies the migrations as its
-    /// (non-superuser) owner, and grants as the README's set-up does: the application role DML
-    /// on [`APP_TABLES`], the service role DML on [`SERVICE_TABLES`], and `TEMP` to nobody but
-    /// the owner.
+    /// Creates a database named uniquely for this process, applies pg-tenancy's migrations as
+    /// its (non-superuser) owner, and grants as the README's set-up does: the application role
+    /// DML on [`APP_TABLES`], the service role DML on [`SERVICE_TABLES`] and `SELECT` on
+    /// [`SERVICE_READ_TABLES`], and `TEMP` to nobody but the owner.
+    ///
+    /// Your own tables come next, as in production: [`TestDatabase::migrate`] with your
+    /// migrations, then [`TestDatabase::grant_app`] (and [`TestDatabase::grant_service`]) on
+    /// them.
     ///
     /// # Errors
     /// [`HarnessError`] when the cluster cannot start, or the database, its roles or its
@@ -146,6 +151,72 @@ impl TestDatabase {
     /// The database's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The owner role's name (it ran the migrations and owns the tables).
+    pub fn owner_role(&self) -> &str {
+        &self.owner.role
+    }
+
+    /// The application role's name: what your `GRANT`s on your own tables name.
+    pub fn app_role(&self) -> &str {
+        &self.app.role
+    }
+
+    /// The service role's name (a member of `tenancy_service`).
+    pub fn service_role(&self) -> &str {
+        &self.service.role
+    }
+
+    /// Applies your own migrations (for example `sqlx::migrate!()`) as the owner, as your
+    /// deployment does after pg-tenancy's. They keep their own bookkeeping table (sqlx's
+    /// `_sqlx_migrations` unless you set another), apart from pg-tenancy's.
+    ///
+    /// # Errors
+    /// [`HarnessError::Migrate`] when a migration fails, [`HarnessError::Database`] when the
+    /// owner cannot connect.
+    pub async fn migrate(&self, migrator: &Migrator) -> Result<(), HarnessError> {
+        let mut conn = PgConnection::connect_with(&self.owner_options()).await?;
+        migrator.run(&mut conn).await?;
+        conn.close().await?;
+        Ok(())
+    }
+
+    /// Grants the application role `SELECT, INSERT, UPDATE, DELETE` on `tables` (names as SQL
+    /// would resolve them: `invoices`, `billing.invoices`, `"Order"`), as the owner: what your
+    /// deployment runs for each tenant table of your own.
+    ///
+    /// # Errors
+    /// [`HarnessError::Database`] when a table does not exist or the grant fails.
+    pub async fn grant_app(&self, tables: &[&str]) -> Result<(), HarnessError> {
+        self.grant(tables, &self.app.role).await
+    }
+
+    /// [`TestDatabase::grant_app`] for the service role (service units: the webhook sync,
+    /// background jobs).
+    ///
+    /// # Errors
+    /// As [`TestDatabase::grant_app`].
+    pub async fn grant_service(&self, tables: &[&str]) -> Result<(), HarnessError> {
+        self.grant(tables, &self.service.role).await
+    }
+
+    async fn grant(&self, tables: &[&str], role: &str) -> Result<(), HarnessError> {
+        let mut conn = PgConnection::connect_with(&self.owner_options()).await?;
+        // The server quotes: each name goes through regclass (it must exist) and back to text,
+        // and the role through format's %I.
+        let sql: String = sqlx::query_scalar(
+            "SELECT format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %I',
+                           (SELECT string_agg(t::regclass::text, ', ') FROM unnest($1::text[]) t),
+                           $2::text)",
+        )
+        .bind(tables)
+        .bind(role)
+        .fetch_one(&mut conn)
+        .await?;
+        conn.execute(AssertSqlSafe(sql)).await?;
+        conn.close().await?;
+        Ok(())
     }
 
     /// Connect options for the owner role (owns the tables; not superuser, not `BYPASSRLS`).

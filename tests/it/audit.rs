@@ -31,7 +31,7 @@ async fn as_owner(db: &TestDatabase, sql: &str) {
 
 /// The user-style table, made tenant-safe by the generator, granted to the application role.
 async fn with_notes() -> TestDatabase {
-    let db = TestDatabase::create().await.unwrap();
+    let db = crate::common::database().await;
     let app = db.app_options().get_username().to_owned();
     as_owner(
         &db,
@@ -57,7 +57,7 @@ async fn app_report(db: &TestDatabase) -> pg_tenancy::audit::Report {
 
 #[tokio::test]
 async fn the_shipped_schema_has_no_finding_as_the_application_role() {
-    let db = TestDatabase::create().await.unwrap();
+    let db = crate::common::database().await;
     let report = app_report(&db).await;
     assert_eq!(report.findings, vec![], "{report}");
     for table in [
@@ -462,7 +462,7 @@ async fn the_command_line_reports_exits_and_speaks_json() {
 /// finding), and its time printed (`cargo test --test it audit::at_scale -- --nocapture`).
 #[tokio::test]
 async fn at_scale_three_hundred_tenant_tables_audit_clean() {
-    let db = TestDatabase::create().await.unwrap();
+    let db = crate::common::database().await;
     let mut sql = String::new();
     for i in 0..300 {
         sql.push_str(&format!(
@@ -490,7 +490,7 @@ async fn at_scale_three_hundred_tenant_tables_audit_clean() {
 
 #[tokio::test]
 async fn the_isolation_kit_passes_on_the_service_tables_through_service_units() {
-    let db = TestDatabase::create().await.unwrap();
+    let db = crate::common::database().await;
     let service = db.service_pool(3).await.unwrap();
     // Organizations the service units create themselves (the sync's path), so that
     // `organizations` is covered too.

@@ -190,7 +190,7 @@ struct Through {
 
 async fn setup() -> Option<(Through, TenantPool, TenantPool)> {
     let bouncer = Bouncer::start()?;
-    let db = TestDatabase::create().await.unwrap();
+    let db = crate::common::database().await;
     bouncer.allow(&db);
     let app = pool_through(db.app_options_at(bouncer.addr()), 8).await;
     let owner = pool_through(db.owner_options_at(bouncer.addr()), 4).await;

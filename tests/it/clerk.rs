@@ -89,7 +89,7 @@ const JANE: &str = "user_2h8op3Isl1QR7tKu5FGNfaLKEoU";
 
 #[tokio::test]
 async fn each_example_payload_applies_with_the_expected_rows() {
-    let db = TestDatabase::create().await.unwrap();
+    let db = crate::common::database().await;
     let (sync, pool) = sync_for(&db).await;
 
     assert_eq!(
@@ -184,7 +184,7 @@ async fn each_example_payload_applies_with_the_expected_rows() {
 
 #[tokio::test]
 async fn the_creator_becomes_owner() {
-    let db = TestDatabase::create().await.unwrap();
+    let db = crate::common::database().await;
     let (sync, pool) = sync_for(&db).await;
     let mut body: Value =
         serde_json::from_slice(&example("organizationMembership.updated")).unwrap();
@@ -203,7 +203,7 @@ async fn the_creator_becomes_owner() {
 
 #[tokio::test]
 async fn duplicates_and_out_of_order_deliveries() {
-    let db = TestDatabase::create().await.unwrap();
+    let db = crate::common::database().await;
     let (sync, pool) = sync_for(&db).await;
 
     // A membership event for an organization not yet created creates it.
@@ -290,7 +290,7 @@ async fn duplicates_and_out_of_order_deliveries() {
 
 #[tokio::test]
 async fn bad_signatures_and_malformed_payloads_leave_the_database_unchanged() {
-    let db = TestDatabase::create().await.unwrap();
+    let db = crate::common::database().await;
     let (sync, pool) = sync_for(&db).await;
     deliver(&sync, "m0", &example("organization.created"))
         .await
@@ -345,7 +345,7 @@ async fn bad_signatures_and_malformed_payloads_leave_the_database_unchanged() {
 
 #[tokio::test]
 async fn database_failures_are_500_and_roll_back() {
-    let db = TestDatabase::create().await.unwrap();
+    let db = crate::common::database().await;
     let (sync, pool) = sync_for(&db).await;
     // Another organization already holds the slug: the insert fails in the database.
     let taken = OrgId::from_external_id("org_other");
@@ -371,7 +371,7 @@ async fn database_failures_are_500_and_roll_back() {
 
 #[tokio::test]
 async fn old_delivery_records_are_pruned_without_a_bypass() {
-    let db = TestDatabase::create().await.unwrap();
+    let db = crate::common::database().await;
     let (sync, _pool) = sync_for(&db).await;
     deliver(&sync, "p1", &example("organization.created"))
         .await
@@ -473,7 +473,7 @@ proptest! {
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            let db = TestDatabase::create().await.unwrap();
+            let db = crate::common::database().await;
             let (sync, pool) = sync_for(&db).await;
             // Two organizations per case, one applied in order, one permuted.
             let in_order = format!("org_o{seed}");
@@ -518,7 +518,7 @@ proptest! {
 #[tokio::test]
 async fn every_delivery_has_a_span_with_its_message_event_and_outcome() {
     use crate::spans::{Spans, field};
-    let db = TestDatabase::create().await.unwrap();
+    let db = crate::common::database().await;
     let (sync, _) = sync_for(&db).await;
     let spans = Spans::start();
     let body = example("organization.created");

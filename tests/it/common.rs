@@ -41,8 +41,33 @@ pub(crate) async fn world(role: As) -> World {
     world_with(role, 5).await
 }
 
-pub(crate) async fn world_with(role: As, max_connections: u32) -> World {
+/// The example application's own migrations (its `projects` table), applied beside
+/// pg-tenancy's as a user's would be.
+pub(crate) static APP_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./examples/migrations");
+
+/// A fresh database with pg-tenancy's migrations, then the application's own (`projects`),
+/// granted to the application and service roles: what a deployment does.
+pub(crate) async fn database() -> TestDatabase {
     let db = TestDatabase::create().await.expect("test database");
+    with_projects(&db).await;
+    db
+}
+
+/// The application's migrations and grants on `db` (made by `TestDatabase::create*`).
+pub(crate) async fn with_projects(db: &TestDatabase) {
+    db.migrate(&APP_MIGRATOR)
+        .await
+        .expect("the app's migrations");
+    db.grant_app(&["projects"])
+        .await
+        .expect("grant to the app role");
+    db.grant_service(&["projects"])
+        .await
+        .expect("grant to the service role");
+}
+
+pub(crate) async fn world_with(role: As, max_connections: u32) -> World {
+    let db = database().await;
     let pool = match crate::bouncer::shared() {
         // TENANCY_VIA_PGBOUNCER=1: the suite's pools go through PgBouncer in transaction mode.
         Some(bouncer) => {

@@ -1,6 +1,6 @@
 //! Membership checks, the organization switcher, and the connect-time role check.
 
-use pg_tenancy::testing::{TestCluster, TestDatabase};
+use pg_tenancy::testing::TestCluster;
 use pg_tenancy::{Error, ErrorKind, OrgId, Role, TenantPool, UserId};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, Executor, PgConnection};
@@ -169,7 +169,7 @@ async fn switcher_lists_own_memberships_and_nothing_else() {
 #[tokio::test]
 async fn connect_refuses_a_superuser_and_a_bypassrls_role() {
     let cluster = TestCluster::global().unwrap();
-    let db = TestDatabase::create().await.unwrap();
+    let db = crate::common::database().await;
     let admin = cluster.admin_options().database(db.name());
     let is_superuser: bool = {
         let mut c = PgConnection::connect_with(&admin).await.unwrap();

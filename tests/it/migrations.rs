@@ -1,7 +1,7 @@
 //! The migration files work as plain SQL for a non-superuser owner, and produce the promised
 //! catalog state.
 
-use pg_tenancy::migrations::{MIGRATOR, SERVICE_TABLES};
+use pg_tenancy::migrations::{MIGRATIONS_TABLE, MIGRATOR, SERVICE_TABLES};
 use pg_tenancy::testing::TestDatabase;
 use sqlx::{Connection, PgConnection};
 
@@ -54,6 +54,70 @@ async fn files_apply_as_plain_sql_in_name_order_as_a_non_superuser_owner() {
     MIGRATOR.run(&mut conn).await.unwrap();
     assert_eq!(search_path(&mut conn).await, before);
     assert_catalog(&mut conn).await;
+    // What `sqlx migrate run` does with the files: resolve the folder at run time, record in
+    // sqlx's default table.
+    let cli = TestDatabase::create_empty().await.unwrap();
+    let mut conn = PgConnection::connect_with(&cli.owner_options())
+        .await
+        .unwrap();
+    let folder = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"));
+    let runtime = sqlx::migrate::Migrator::new(folder).await.unwrap();
+    assert_eq!(runtime.iter().count(), MIGRATOR.iter().count());
+    runtime.run(&mut conn).await.unwrap();
+    assert_catalog(&mut conn).await;
+}
+
+/// A user's own `sqlx::migrate!()` runs in the same database after pg-tenancy's: the crate
+/// records its migrations in its own table, so sqlx does not refuse versions it does not know.
+/// The control: the same two migrators sharing one table fail as users saw ("previously
+/// applied but missing").
+#[tokio::test]
+async fn an_applications_own_migrations_live_beside_the_crates() {
+    let db = TestDatabase::create().await.unwrap();
+    db.migrate(&crate::common::APP_MIGRATOR).await.unwrap();
+    // And again, as every deployment re-runs both: nothing to do, no error.
+    pg_tenancy::migrations::migrate(
+        &sqlx::PgPool::connect_with(db.owner_options())
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    db.migrate(&crate::common::APP_MIGRATOR).await.unwrap();
+    let mut conn = PgConnection::connect_with(&db.owner_options())
+        .await
+        .unwrap();
+    let recorded = async |conn: &mut PgConnection, table: &str| -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(conn)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        recorded(&mut conn, MIGRATIONS_TABLE).await,
+        MIGRATOR.iter().count() as i64
+    );
+    assert_eq!(
+        recorded(&mut conn, "_sqlx_migrations").await,
+        crate::common::APP_MIGRATOR.iter().count() as i64
+    );
+
+    // Control: pg-tenancy's migrations recorded in sqlx's default table, then the app's.
+    let shared = TestDatabase::create_empty().await.unwrap();
+    let mut conn = PgConnection::connect_with(&shared.owner_options())
+        .await
+        .unwrap();
+    let folder = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"));
+    let default_table = sqlx::migrate::Migrator::new(folder).await.unwrap();
+    default_table.run(&mut conn).await.unwrap();
+    let refused = crate::common::APP_MIGRATOR
+        .run(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, sqlx::migrate::MigrateError::VersionMissing(_)),
+        "{refused:?}"
+    );
 }
 
 /// Every table: RLS enabled and forced; at least one policy with USING and WITH CHECK on the

@@ -29,6 +29,7 @@ async fn a_server_restart_under_load_loses_no_commit_and_half_applies_nothing() 
         Err(e) => panic!("{e}"),
     };
     let db = TestDatabase::create_in(&cluster).await.unwrap();
+    crate::common::with_projects(&db).await;
     let pool = PgPoolOptions::new()
         .max_connections(6)
         .acquire_timeout(Duration::from_secs(2))

@@ -1,4 +1,5 @@
--- Memberships a verified session token claims before the identity provider's webhook arrives
+-- pg-tenancy 5/6: membership claims. Memberships a verified session token claims before the
+-- identity provider's webhook arrives
 -- (`web::Tenancy::with_token_memberships`): when may a token's "member of X" be applied?
 --
 -- Never for a membership that ended after the token was issued: a removed member's token stays
@@ -29,6 +30,16 @@ CREATE POLICY removal_refresh ON membership_removals FOR UPDATE
     USING      (organization_id = (SELECT tenancy_current_org_id()))
     WITH CHECK (organization_id = (SELECT tenancy_current_org_id()) AND removed_at = now());
 
+-- Functions below capture this search_path (SET search_path FROM CURRENT): the schema the
+-- migrations run in, pg_catalog, and pg_temp last, so that a temporary table can never shadow a
+-- table they read. Session-level because `psql -f` runs each statement in its own transaction;
+-- the caller's value is saved here and restored at the end of the file, so a pooled connection
+-- that ran the migration goes back as it came.
+SELECT pg_catalog.set_config('tenancy.migration_search_path',
+                             pg_catalog.current_setting('search_path'), false);
+SELECT pg_catalog.set_config('search_path',
+    pg_catalog.format('%I, pg_catalog, pg_temp', pg_catalog.current_schema()), false);
+
 CREATE FUNCTION tenancy_record_removal() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path FROM CURRENT
@@ -45,3 +56,8 @@ REVOKE ALL ON FUNCTION tenancy_record_removal() FROM PUBLIC;
 CREATE TRIGGER tenancy_record_removal
     AFTER DELETE ON organization_members
     FOR EACH ROW EXECUTE FUNCTION tenancy_record_removal();
+
+-- The caller's search_path back, and no trace of the saved value.
+SELECT pg_catalog.set_config('search_path',
+                             pg_catalog.current_setting('tenancy.migration_search_path'), false);
+RESET tenancy.migration_search_path;

@@ -1,0 +1,251 @@
+-- pg-tenancy 2/6: the tenant context and the entries that set it.
+--
+-- Provides:
+-- - the context functions every policy calls, `tenancy_current_org_id()`,
+--   `tenancy_current_user_id()`, `tenancy_current_org_role()` and `tenancy_switcher_user_id()`:
+--   each value counts only inside the transaction that set it (`app.current_unit` =
+--   `transaction_timestamp()`), so a value left at session level is void in every later
+--   transaction, and an unset value is NULL (no rows, no writes);
+-- - the entries, called in the `BEGIN` round trip of every unit: `tenancy_enter` (a member
+--   unit: checks the session, the membership of a live organization and the role, then sets the
+--   context transaction-locally), `tenancy_enter_user` (the organization switcher) and
+--   `tenancy_enter_new_organization` (bootstrap);
+-- - `tenancy_member_role`, the lookup behind `TenantPool::authorize`.
+-- Every function pins its name resolution (this schema, pg_catalog, pg_temp last).
+
+-- Functions below capture this search_path (SET search_path FROM CURRENT): the schema the
+-- migrations run in, pg_catalog, and pg_temp last, so that a temporary table can never shadow a
+-- table they read. Session-level because `psql -f` runs each statement in its own transaction;
+-- the caller's value is saved here and restored at the end of the file, so a pooled connection
+-- that ran the migration goes back as it came.
+SELECT pg_catalog.set_config('tenancy.migration_search_path',
+                             pg_catalog.current_setting('search_path'), false);
+SELECT pg_catalog.set_config('search_path',
+    pg_catalog.format('%I, pg_catalog, pg_temp', pg_catalog.current_schema()), false);
+
+-- ---------------------------------------------------------------------------------------------
+-- The context, as policies read it.
+
+CREATE OR REPLACE FUNCTION tenancy_current_unit_is_live() RETURNS boolean
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$ SELECT pg_catalog.current_setting('app.current_unit', true)
+                 = pg_catalog.transaction_timestamp()::text $$;
+
+-- Writes the four context functions every policy calls, for one mode: in the default mode
+-- they read the current unit's settings (inlinable SQL, one InitPlan per statement as
+-- `(SELECT f())`); in hardened mode the same, only while the unit's seal holds
+-- (tenancy_context_is_sealed, below). Replacing them switches users' own policies written
+-- with them too. The owner's alone (tenancy_enable_hardened_mode and _disable_ call it).
+--
+-- - tenancy_current_org_id(), tenancy_current_user_id();
+-- - tenancy_current_org_role(): the role the unit acts with, checked against the membership
+--   by the entry (never more than the membership holds, nor than the application claimed);
+--   'service' in a service unit; one setting read, no table lookup;
+-- - tenancy_switcher_user_id(): the user, only while no organization is chosen (the switcher
+--   policies: one InitPlan where `org IS NULL AND user_id = user` needs two).
+CREATE FUNCTION tenancy_install_context_functions(hardened boolean) RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path FROM CURRENT
+    AS $$
+DECLARE
+    s        text := pg_catalog.quote_ident(pg_catalog.current_schema());
+    live     text := CASE WHEN hardened THEN 'tenancy_context_is_sealed()'
+                          ELSE 'tenancy_current_unit_is_live()' END;
+    parallel text := CASE WHEN hardened THEN '' ELSE 'PARALLEL SAFE' END;
+BEGIN
+    EXECUTE pg_catalog.format($f$
+        CREATE OR REPLACE FUNCTION %1$s.tenancy_current_org_id() RETURNS uuid
+            LANGUAGE sql STABLE %3$s
+            AS $b$ SELECT CASE WHEN %1$s.%2$s
+                               THEN NULLIF(pg_catalog.current_setting('app.current_org_id', true), '')::uuid END $b$;
+        CREATE OR REPLACE FUNCTION %1$s.tenancy_current_user_id() RETURNS text
+            LANGUAGE sql STABLE %3$s
+            AS $b$ SELECT CASE WHEN %1$s.%2$s
+                               THEN NULLIF(pg_catalog.current_setting('app.current_user_id', true), '') END $b$;
+        CREATE OR REPLACE FUNCTION %1$s.tenancy_current_org_role() RETURNS text
+            LANGUAGE sql STABLE %3$s
+            AS $b$ SELECT CASE WHEN %1$s.%2$s
+                               THEN NULLIF(pg_catalog.current_setting('app.current_org_role', true), '') END $b$;
+        CREATE OR REPLACE FUNCTION %1$s.tenancy_switcher_user_id() RETURNS text
+            LANGUAGE sql STABLE %3$s
+            AS $b$ SELECT CASE WHEN %1$s.%2$s
+                                AND NULLIF(pg_catalog.current_setting('app.current_org_id', true), '') IS NULL
+                               THEN NULLIF(pg_catalog.current_setting('app.current_user_id', true), '') END $b$;
+    $f$, s, live, parallel);
+END
+$$;
+REVOKE ALL ON FUNCTION tenancy_install_context_functions(boolean) FROM PUBLIC;
+
+SELECT tenancy_install_context_functions(false);
+
+CREATE FUNCTION tenancy_role_rank(role text) RETURNS int
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT CASE role WHEN 'owner' THEN 3 WHEN 'admin' THEN 2 WHEN 'member' THEN 1 END $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Entering a unit: procedures, called as `BEGIN; CALL tenancy_enter(...)` in one round trip
+-- (a CALL skips the planner and the row description a SELECT would cost). Raised SQLSTATEs:
+--   TNC01 not a member of a live organization     TNC02 role below the required role
+--   TNC04 organization already exists (bootstrap)  TNC05 session not clean: close the connection
+--   TNC06 wrong entry for this database's mode     TNC07 not a service role
+--   TNC08 signed context expired (hardened mode)
+
+-- A member unit: `member` must be a member of the live organization `org` with at least
+-- `required`. The unit then acts as `required` when `act_as_required` (an OrgContext's role:
+-- never more than the application claimed), else as the membership's role (with_member).
+--
+-- First, what a unit may not find on its session: a changed role or search path, or
+-- temporary objects (which shadow unqualified table names). TNC05; the pool closes such a
+-- connection. SQL-level prepared statements (which can replace a driver's cached statement)
+-- are looked for by the other entries and by the signed entry of hardened mode, not here: the
+-- scan materializes every statement of the session (the driver's cache included) and cost
+-- about 0.09 of saturated throughput, and in the default mode the SQL that could plant one
+-- can already switch its own context with set_config (docs/security.md).
+--
+-- This runs once per unit, so it is kept cheap: the session check is one simple expression
+-- (no query), names are schema-qualified when the function is created (no SET clause to save
+-- and restore), and one index lookup of the membership suffices because a deleted
+-- organization keeps no memberships (tenancy_forget_members).
+DO $do$
+BEGIN
+EXECUTE pg_catalog.format($fn$
+CREATE PROCEDURE tenancy_enter(org uuid, member text, required text, act_as_required boolean,
+                               search_path_now text, search_path_expected text)
+    LANGUAGE plpgsql
+    AS $body$
+DECLARE
+    found_role text;
+    ignored    text;
+BEGIN
+    IF current_user <> session_user
+       OR search_path_now IS DISTINCT FROM search_path_expected
+       OR pg_catalog.pg_my_temp_schema() <> 0 THEN
+        RAISE EXCEPTION 'tenancy: session not clean (role, search_path or temporary objects)'
+            USING ERRCODE = 'TNC05';
+    END IF;
+    -- One expression per step: PL/pgSQL prepares each expression once per transaction.
+    ignored := pg_catalog.set_config('app.current_unit', pg_catalog.transaction_timestamp()::text, true)
+            || pg_catalog.set_config('app.current_org_id', org::text, true)
+            || pg_catalog.set_config('app.current_user_id', member, true);
+    SELECT m.role INTO found_role FROM %1$I.organization_members m
+     WHERE m.organization_id = org AND m.user_id = member;
+    IF found_role IS NULL
+       OR %1$I.tenancy_role_rank(required) IS NULL
+       OR %1$I.tenancy_role_rank(found_role) < %1$I.tenancy_role_rank(required) THEN
+        IF found_role IS NULL THEN
+            RAISE EXCEPTION 'tenancy: not a member of this organization' USING ERRCODE = 'TNC01';
+        ELSIF %1$I.tenancy_role_rank(required) IS NULL THEN
+            RAISE EXCEPTION 'tenancy: unknown role %%', required USING ERRCODE = '22023';
+        END IF;
+        RAISE EXCEPTION 'tenancy: role below the required role'
+            USING ERRCODE = 'TNC02', DETAIL = found_role;
+    END IF;
+    ignored := pg_catalog.set_config('app.current_org_role',
+                                     CASE WHEN act_as_required THEN required ELSE found_role END, true);
+END
+$body$
+$fn$, pg_catalog.current_schema());
+END
+$do$;
+
+-- The session check alone, for the other entries (switcher, bootstrap, service, and every
+-- signed entry of hardened mode), prepared statements included.
+CREATE FUNCTION tenancy_assert_clean_session(search_path_now text, search_path_expected text)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path FROM CURRENT
+    AS $$
+BEGIN
+    IF current_user <> session_user
+       OR search_path_now IS DISTINCT FROM search_path_expected
+       OR pg_catalog.pg_my_temp_schema() <> 0
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_statements WHERE from_sql) THEN
+        RAISE EXCEPTION 'tenancy: session not clean (role, search_path, temporary objects or prepared statements)'
+            USING ERRCODE = 'TNC05';
+    END IF;
+END
+$$;
+
+-- Sets the four context settings for the current transaction (the entries below; the hot
+-- tenancy_enter inlines the same four lines to spare a call per unit).
+CREATE FUNCTION tenancy_set_context(org uuid, member text, role text) RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    AS $$
+DECLARE
+    ignored text;
+BEGIN
+    ignored := pg_catalog.set_config('app.current_unit', pg_catalog.transaction_timestamp()::text, true);
+    ignored := pg_catalog.set_config('app.current_org_id', coalesce(org::text, ''), true);
+    ignored := pg_catalog.set_config('app.current_user_id', coalesce(member, ''), true);
+    ignored := pg_catalog.set_config('app.current_org_role', coalesce(role, ''), true);
+END
+$$;
+
+-- A user unit without an organization (the organization switcher): only the user is set, so
+-- only the switcher policies apply.
+CREATE PROCEDURE tenancy_enter_user(member text, search_path_now text, search_path_expected text)
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+    AS $$
+BEGIN
+    PERFORM tenancy_assert_clean_session(search_path_now, search_path_expected);
+    PERFORM tenancy_set_context(NULL, member, NULL);
+END
+$$;
+
+-- Organization bootstrap (TenantPool::create_organization): `member` creates `org` and
+-- becomes its owner. Refused (TNC04) when an organization with that id exists or existed.
+CREATE PROCEDURE tenancy_enter_new_organization(org uuid, member text, search_path_now text,
+                                               search_path_expected text)
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+    AS $$
+DECLARE
+    ignored text;
+BEGIN
+    PERFORM tenancy_assert_clean_session(search_path_now, search_path_expected);
+    PERFORM tenancy_set_context(org, member, NULL);
+    IF EXISTS (SELECT 1 FROM organizations WHERE id = org) THEN
+        RAISE EXCEPTION 'tenancy: organization exists' USING ERRCODE = 'TNC04';
+    END IF;
+    ignored := pg_catalog.set_config('app.current_org_role', 'owner', true);
+END
+$$;
+
+-- Membership lookup for TenantPool::authorize (one autocommit round trip). It sets the
+-- context for its own lookup (sealed in hardened mode: it runs as the owner to do so) and
+-- restores the previous values before returning. It answers only the role of the
+-- (organization, user) pair it is asked about.
+CREATE OR REPLACE FUNCTION tenancy_member_role(org uuid, member text) RETURNS text
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path FROM CURRENT
+    AS $$
+DECLARE
+    found_role text;
+    names      text[] := ARRAY['app.current_unit', 'app.current_org_id', 'app.current_user_id',
+                               'app.current_org_role', 'app.context_expiry', 'app.context_seal'];
+    previous   text[];
+    ignored    text;
+BEGIN
+    SELECT pg_catalog.array_agg(coalesce(pg_catalog.current_setting(n, true), '') ORDER BY o)
+      INTO previous FROM pg_catalog.unnest(names) WITH ORDINALITY AS t(n, o);
+    PERFORM tenancy_set_context(org, member, NULL);
+    IF EXISTS (SELECT 1 FROM tenancy_context_key) THEN
+        PERFORM tenancy_seal((extract(epoch FROM pg_catalog.statement_timestamp()) + 60)::bigint);
+    END IF;
+    SELECT m.role INTO found_role FROM organization_members m
+     WHERE m.organization_id = org AND m.user_id = member;
+    FOR i IN 1..6 LOOP
+        ignored := pg_catalog.set_config(names[i], previous[i], true);
+    END LOOP;
+    RETURN found_role;
+END
+$$;
+
+-- (tenancy_seal and tenancy_context_key are hardened mode's, in ..._06_tenancy_hardened.sql;
+-- PL/pgSQL resolves them when called.)
+
+-- The caller's search_path back, and no trace of the saved value.
+SELECT pg_catalog.set_config('search_path',
+                             pg_catalog.current_setting('tenancy.migration_search_path'), false);
+RESET tenancy.migration_search_path;

@@ -1,0 +1,132 @@
+-- pg-tenancy 3/6: what each role may do to organizations and memberships, enforced by
+-- policies and triggers.
+--
+-- Provides the policies of `organizations` and `organization_members` for request units:
+-- members read their organization; admins update it and add, change and remove members and
+-- admins; only an owner grants, changes or removes an owner, marks the organization deleted or
+-- deletes it; anyone may leave; the organization switcher reads a user's own memberships while
+-- no organization is chosen. And the triggers: a deleted organization keeps no memberships
+-- (`tenancy_forget_members`), and a live organization keeps an owner (`tenancy_keep_an_owner`).
+-- The tenant predicate is always the bare indexed column against the per-statement constant;
+-- role conditions are per-statement constants too.
+
+-- Functions below capture this search_path (SET search_path FROM CURRENT): the schema the
+-- migrations run in, pg_catalog, and pg_temp last, so that a temporary table can never shadow a
+-- table they read. Session-level because `psql -f` runs each statement in its own transaction;
+-- the caller's value is saved here and restored at the end of the file, so a pooled connection
+-- that ran the migration goes back as it came.
+SELECT pg_catalog.set_config('tenancy.migration_search_path',
+                             pg_catalog.current_setting('search_path'), false);
+SELECT pg_catalog.set_config('search_path',
+    pg_catalog.format('%I, pg_catalog, pg_temp', pg_catalog.current_schema()), false);
+
+-- Organization switcher: with a user set and no organization chosen, the user's own
+-- memberships and their organizations. SELECT only; never applies inside an organization.
+CREATE POLICY own_memberships ON organization_members FOR SELECT
+    USING (user_id = (SELECT tenancy_switcher_user_id()));
+CREATE POLICY own_organizations ON organizations FOR SELECT
+    USING (id IN (SELECT m.organization_id FROM organization_members m
+                   WHERE m.user_id = (SELECT tenancy_switcher_user_id())));
+
+CREATE POLICY tenant_read ON organizations FOR SELECT
+    USING (id = (SELECT tenancy_current_org_id()));
+-- Bootstrap: only the unit tenancy_enter_new_organization opened acts as owner of an
+-- organization that has no row yet.
+CREATE POLICY owner_insert ON organizations FOR INSERT
+    WITH CHECK (id = (SELECT tenancy_current_org_id())
+                AND (SELECT tenancy_current_org_role()) = 'owner');
+-- Admins update; only an owner may mark the organization deleted.
+CREATE POLICY admin_update ON organizations FOR UPDATE
+    USING      (id = (SELECT tenancy_current_org_id())
+                AND (SELECT tenancy_current_org_role()) IN ('admin', 'owner'))
+    WITH CHECK (id = (SELECT tenancy_current_org_id())
+                AND (SELECT tenancy_current_org_role()) IN ('admin', 'owner')
+                AND (deleted_at IS NULL OR (SELECT tenancy_current_org_role()) = 'owner'));
+CREATE POLICY owner_delete ON organizations FOR DELETE
+    USING (id = (SELECT tenancy_current_org_id())
+           AND (SELECT tenancy_current_org_role()) = 'owner');
+
+CREATE POLICY tenant_read ON organization_members FOR SELECT
+    USING (organization_id = (SELECT tenancy_current_org_id()));
+-- Admins add members and admins; only an owner grants, changes or removes an owner.
+CREATE POLICY admin_insert ON organization_members FOR INSERT
+    WITH CHECK (organization_id = (SELECT tenancy_current_org_id())
+                AND (SELECT tenancy_current_org_role()) IN ('admin', 'owner')
+                AND (role <> 'owner' OR (SELECT tenancy_current_org_role()) = 'owner'));
+CREATE POLICY admin_update ON organization_members FOR UPDATE
+    USING      (organization_id = (SELECT tenancy_current_org_id())
+                AND (SELECT tenancy_current_org_role()) IN ('admin', 'owner')
+                AND (role <> 'owner' OR (SELECT tenancy_current_org_role()) = 'owner'))
+    WITH CHECK (organization_id = (SELECT tenancy_current_org_id())
+                AND (SELECT tenancy_current_org_role()) IN ('admin', 'owner')
+                AND (role <> 'owner' OR (SELECT tenancy_current_org_role()) = 'owner'));
+-- Admins remove members (an owner removes owners); anyone may leave.
+CREATE POLICY admin_delete_or_leave ON organization_members FOR DELETE
+    USING (organization_id = (SELECT tenancy_current_org_id())
+           AND (((SELECT tenancy_current_org_role()) IN ('admin', 'owner')
+                 AND (role <> 'owner' OR (SELECT tenancy_current_org_role()) = 'owner'))
+                OR user_id = (SELECT tenancy_current_user_id())));
+
+-- Policies that deliberately do not compare the tenant column are marked for the audit
+-- (`pg_tenancy::audit` skips a policy whose comment contains "tenancy-audit: allow"), each with
+-- its reason.
+COMMENT ON POLICY own_memberships ON organization_members IS
+    'tenancy-audit: allow. The organization switcher: with no organization chosen, a user reads their own memberships (SELECT only; never inside an organization).';
+COMMENT ON POLICY own_organizations ON organizations IS
+    'tenancy-audit: allow. The organization switcher: the organizations of the user''s own memberships (SELECT only; never inside an organization).';
+
+-- A deleted organization keeps no memberships, so "member of a live organization" is one index
+-- lookup. Marking an organization deleted (an owner's UPDATE, or the sync) removes them; the
+-- sync already did, and the policies let only an owner mark it.
+CREATE FUNCTION tenancy_forget_members() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+    AS $$
+BEGIN
+    DELETE FROM organization_members WHERE organization_id = NEW.id;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER tenancy_forget_members
+    AFTER UPDATE OF deleted_at ON organizations
+    FOR EACH ROW WHEN (OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL)
+    EXECUTE FUNCTION tenancy_forget_members();
+
+-- The last owner of a live organization cannot leave or be demoted. Row locks on the remaining
+-- owners serialize concurrent demotions (one of two racing transactions fails). Service units
+-- (the identity provider is the source of truth) and organizations being deleted are exempt.
+CREATE FUNCTION tenancy_keep_an_owner() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+    AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.role = 'owner' AND NEW.organization_id = OLD.organization_id THEN
+        RETURN NULL;
+    END IF;
+    IF pg_catalog.pg_has_role(current_user, 'tenancy_service', 'USAGE') THEN
+        RETURN NULL;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM organizations
+                    WHERE id = OLD.organization_id AND deleted_at IS NULL) THEN
+        RETURN NULL;
+    END IF;
+    PERFORM 1 FROM organization_members
+      WHERE organization_id = OLD.organization_id AND role = 'owner'
+      FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenancy: an organization keeps at least one owner' USING ERRCODE = 'TNC03';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER tenancy_keep_an_owner
+    AFTER UPDATE OR DELETE ON organization_members
+    FOR EACH ROW WHEN (OLD.role = 'owner')
+    EXECUTE FUNCTION tenancy_keep_an_owner();
+
+-- The caller's search_path back, and no trace of the saved value.
+SELECT pg_catalog.set_config('search_path',
+                             pg_catalog.current_setting('tenancy.migration_search_path'), false);
+RESET tenancy.migration_search_path;

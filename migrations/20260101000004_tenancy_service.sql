@@ -1,0 +1,113 @@
+-- pg-tenancy 4/6: the service path (webhook sync, background jobs) and its bookkeeping.
+--
+-- Provides `tenancy_enter_service` (only a member of the NOLOGIN role `tenancy_service` may
+-- enter), the service policies on `organizations` and `organization_members` (a service unit
+-- acts inside the organization it entered), and the webhook bookkeeping tables, which only
+-- service units can read or write: `membership_tombstones` (identity-provider memberships that
+-- were deleted: a late event for one is ignored) and `webhook_deliveries` (deliveries already
+-- applied, for idempotency; old ones pruned across organizations by a service unit entered
+-- without one).
+--
+-- Needs the role `tenancy_service` (create it once per cluster, as a role with CREATEROLE):
+--     CREATE ROLE tenancy_service NOLOGIN;
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'tenancy_service') THEN
+        RAISE EXCEPTION 'tenancy: the role tenancy_service does not exist'
+            USING HINT = 'As a role with CREATEROLE: CREATE ROLE tenancy_service NOLOGIN; '
+                         'then GRANT tenancy_service TO <the login your webhook sync and jobs use>.';
+    END IF;
+END
+$$;
+
+-- Functions below capture this search_path (SET search_path FROM CURRENT): the schema the
+-- migrations run in, pg_catalog, and pg_temp last, so that a temporary table can never shadow a
+-- table they read. Session-level because `psql -f` runs each statement in its own transaction;
+-- the caller's value is saved here and restored at the end of the file, so a pooled connection
+-- that ran the migration goes back as it came.
+SELECT pg_catalog.set_config('tenancy.migration_search_path',
+                             pg_catalog.current_setting('search_path'), false);
+SELECT pg_catalog.set_config('search_path',
+    pg_catalog.format('%I, pg_catalog, pg_temp', pg_catalog.current_schema()), false);
+
+-- A service unit: only a member of `tenancy_service` may enter. With an organization, the
+-- service policies admit that organization's rows; without one (NULL), only the cross-
+-- organization maintenance policies apply (pruning webhook deliveries). In hardened mode it
+-- is sealed by tenancy_seal_service.
+CREATE PROCEDURE tenancy_enter_service(org uuid, search_path_now text, search_path_expected text)
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+    AS $$
+BEGIN
+    IF NOT pg_catalog.pg_has_role(current_user, 'tenancy_service', 'USAGE') THEN
+        RAISE EXCEPTION 'tenancy: % is not a member of tenancy_service', current_user
+            USING ERRCODE = 'TNC07';
+    END IF;
+    PERFORM tenancy_assert_clean_session(search_path_now, search_path_expected);
+    PERFORM tenancy_set_context(org, NULL, 'service');
+    PERFORM tenancy_seal_service();
+END
+$$;
+-- (tenancy_seal_service, which also checks the login, is in ..._06_tenancy_hardened.sql.)
+
+-- ---------------------------------------------------------------------------------------------
+-- Service policies: a service unit acts inside the organization it entered, on every table the
+-- sync writes. Permissive, so they add to the member policies for members of tenancy_service.
+
+CREATE POLICY service_unit ON organizations TO tenancy_service
+    USING      (id = (SELECT tenancy_current_org_id()) AND (SELECT tenancy_current_org_role()) = 'service')
+    WITH CHECK (id = (SELECT tenancy_current_org_id()) AND (SELECT tenancy_current_org_role()) = 'service');
+CREATE POLICY service_unit ON organization_members TO tenancy_service
+    USING      (organization_id = (SELECT tenancy_current_org_id()) AND (SELECT tenancy_current_org_role()) = 'service')
+    WITH CHECK (organization_id = (SELECT tenancy_current_org_id()) AND (SELECT tenancy_current_org_role()) = 'service');
+
+-- Identity-provider memberships that were deleted: a late `created` or `updated` for one of
+-- them is ignored.
+CREATE TABLE membership_tombstones (
+    organization_id uuid        NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    external_id     text        NOT NULL,
+    user_id         text        NOT NULL,
+    deleted_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (organization_id, external_id)
+);
+
+-- Webhook deliveries already applied, keyed by the message id (`svix-id`, stable across
+-- retries), recorded in the same transaction as their effect. No foreign key: a delivery is
+-- recorded before the organization it creates exists.
+CREATE TABLE webhook_deliveries (
+    organization_id uuid        NOT NULL,
+    message_id      text        NOT NULL,
+    event_type      text        NOT NULL,
+    received_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (organization_id, message_id)
+);
+CREATE INDEX webhook_deliveries_received_at_idx ON webhook_deliveries (received_at);
+
+ALTER TABLE membership_tombstones ENABLE ROW LEVEL SECURITY;
+ALTER TABLE membership_tombstones FORCE  ROW LEVEL SECURITY;
+ALTER TABLE webhook_deliveries    ENABLE ROW LEVEL SECURITY;
+ALTER TABLE webhook_deliveries    FORCE  ROW LEVEL SECURITY;
+
+-- The webhook bookkeeping belongs to service units alone: no policy admits anyone else.
+CREATE POLICY service_unit ON membership_tombstones TO tenancy_service
+    USING      (organization_id = (SELECT tenancy_current_org_id()) AND (SELECT tenancy_current_org_role()) = 'service')
+    WITH CHECK (organization_id = (SELECT tenancy_current_org_id()) AND (SELECT tenancy_current_org_role()) = 'service');
+CREATE POLICY service_unit ON webhook_deliveries TO tenancy_service
+    USING      (organization_id = (SELECT tenancy_current_org_id()) AND (SELECT tenancy_current_org_role()) = 'service')
+    WITH CHECK (organization_id = (SELECT tenancy_current_org_id()) AND (SELECT tenancy_current_org_role()) = 'service');
+-- Pruning old delivery records, across organizations: a service unit entered without an
+-- organization may read and delete them, nothing else.
+CREATE POLICY service_prune_read ON webhook_deliveries FOR SELECT TO tenancy_service
+    USING ((SELECT tenancy_current_org_id()) IS NULL AND (SELECT tenancy_current_org_role()) = 'service');
+CREATE POLICY service_prune_delete ON webhook_deliveries FOR DELETE TO tenancy_service
+    USING ((SELECT tenancy_current_org_id()) IS NULL AND (SELECT tenancy_current_org_role()) = 'service');
+COMMENT ON POLICY service_prune_read ON webhook_deliveries IS
+    'tenancy-audit: allow. Service units entered without an organization read old delivery records to prune them (tenancy_service only).';
+COMMENT ON POLICY service_prune_delete ON webhook_deliveries IS
+    'tenancy-audit: allow. Service units entered without an organization delete old delivery records (tenancy_service only).';
+
+-- The caller's search_path back, and no trace of the saved value.
+SELECT pg_catalog.set_config('search_path',
+                             pg_catalog.current_setting('tenancy.migration_search_path'), false);
+RESET tenancy.migration_search_path;

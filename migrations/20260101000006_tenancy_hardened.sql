@@ -1,0 +1,238 @@
+-- pg-tenancy 6/6: hardened mode (opt-in). Inside a unit for organization A, SQL that calls
+-- set_config or SET LOCAL (an injection) still cannot reach organization B's rows.
+--
+-- The application holds a key the database roles that serve requests cannot read. For each unit
+-- it signs (kind, organization, user, role, how the role applies, expiry) with HMAC-SHA-256 and
+-- enters through tenancy_enter_signed. A SECURITY DEFINER function checks that signature, then
+-- seals the settings the unit runs with (bound to the transaction and the expiry) with the
+-- same key. In hardened mode the context functions verify the seal on every statement: a
+-- setting an injection changed no longer matches, and the context is NULL (no rows, no writes).
+--
+-- Off until the owner runs `SELECT tenancy_enable_hardened_mode('\x<32+ random bytes>')`;
+-- `tenancy_disable_hardened_mode()` goes back. Both are the owner's alone. The service entry
+-- (file 4) and authorize's lookup (file 2) serve both modes: they call tenancy_seal_service and
+-- tenancy_seal, below, which seal only when the key is there.
+
+-- Functions below capture this search_path (SET search_path FROM CURRENT): the schema the
+-- migrations run in, pg_catalog, and pg_temp last, so that a temporary table can never shadow a
+-- table they read. Session-level because `psql -f` runs each statement in its own transaction;
+-- the caller's value is saved here and restored at the end of the file, so a pooled connection
+-- that ran the migration goes back as it came.
+SELECT pg_catalog.set_config('tenancy.migration_search_path',
+                             pg_catalog.current_setting('search_path'), false);
+SELECT pg_catalog.set_config('search_path',
+    pg_catalog.format('%I, pg_catalog, pg_temp', pg_catalog.current_schema()), false);
+
+-- The key, as HMAC's inner and outer padded blocks. No grant to anyone: only the SECURITY
+-- DEFINER functions below (owned by the owner) read it.
+CREATE TABLE tenancy_context_key (
+    id   boolean PRIMARY KEY DEFAULT true CHECK (id),
+    ikey bytea   NOT NULL CHECK (length(ikey) = 64),
+    okey bytea   NOT NULL CHECK (length(okey) = 64)
+);
+REVOKE ALL ON tenancy_context_key FROM PUBLIC;
+
+CREATE FUNCTION tenancy_hmac(message text) RETURNS text
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path FROM CURRENT
+    AS $$
+DECLARE
+    k record;
+BEGIN
+    -- PL/pgSQL rather than SQL: its plan for the key lookup is cached per session (a SQL
+    -- function that reads a table is planned at every call before PostgreSQL 18).
+    SELECT ikey, okey INTO k FROM tenancy_context_key;
+    RETURN pg_catalog.encode(pg_catalog.sha256(k.okey
+           || pg_catalog.sha256(k.ikey || pg_catalog.convert_to(message, 'UTF8'))), 'hex');
+END
+$$;
+REVOKE ALL ON FUNCTION tenancy_hmac(text) FROM PUBLIC;
+
+-- Whether hardened mode is on (TenantPool refuses to serve unsigned units when it is).
+CREATE FUNCTION tenancy_hardened_mode() RETURNS boolean
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path FROM CURRENT
+    AS $$ SELECT EXISTS (SELECT 1 FROM tenancy_context_key) $$;
+
+-- The seal over the settings a unit runs with: valid only in its transaction, until its expiry.
+CREATE FUNCTION tenancy_context_seal() RETURNS text
+    LANGUAGE sql STABLE
+    AS $$ SELECT pg_catalog.concat_ws('|',
+                 pg_catalog.current_setting('app.current_unit', true),
+                 pg_catalog.current_setting('app.current_org_id', true),
+                 pg_catalog.current_setting('app.current_user_id', true),
+                 pg_catalog.current_setting('app.current_org_role', true),
+                 pg_catalog.current_setting('app.context_expiry', true)) $$;
+
+-- Per statement (hardened mode): the settings are the ones the signed entry sealed, in this
+-- transaction. Settings that are not (an injection changed one, or none were sealed) give
+-- false: the context is NULL, no rows, no writes. A genuine seal past its expiry raises TNC08:
+-- a unit that outlives its context fails loudly rather than silently reading nothing. The
+-- expiry is in the database's clock (the pool measures its offset when it starts).
+CREATE FUNCTION tenancy_context_is_sealed() RETURNS boolean
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path FROM CURRENT
+    AS $$
+BEGIN
+    IF pg_catalog.current_setting('app.current_unit', true)
+       IS DISTINCT FROM pg_catalog.transaction_timestamp()::text
+       OR tenancy_hmac('seal|' || tenancy_context_seal())
+          IS DISTINCT FROM pg_catalog.current_setting('app.context_seal', true) THEN
+        RETURN false;
+    END IF;
+    IF pg_catalog.current_setting('app.context_expiry')::bigint
+       < extract(epoch FROM pg_catalog.statement_timestamp()) THEN
+        RAISE EXCEPTION 'tenancy: the unit outlived its signed context'
+            USING ERRCODE = 'TNC08',
+                  HINT = 'Keep units shorter than the context lifetime (TenantPool::with_context_ttl).';
+    END IF;
+    RETURN true;
+END
+$$;
+
+-- Seals the settings as they stand. Only the functions below call it.
+CREATE FUNCTION tenancy_seal(expiry bigint) RETURNS void
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path FROM CURRENT
+    AS $$
+DECLARE
+    ignored text;
+BEGIN
+    ignored := pg_catalog.set_config('app.context_expiry', expiry::text, true);
+    ignored := pg_catalog.set_config('app.context_seal', tenancy_hmac('seal|' || tenancy_context_seal()), true);
+END
+$$;
+REVOKE ALL ON FUNCTION tenancy_seal(bigint) FROM PUBLIC;
+
+-- The signed entry, for every request unit: `kind` is 'member' (tenancy_enter's checks),
+-- 'user' (the switcher) or 'new' (bootstrap). The application's signature covers the kind, the
+-- organization, the user, the required role, how it applies and the expiry. Runs as the owner
+-- (it reads the key), so the caller's session is checked first by tenancy_enter_signed.
+-- TNC06: hardened mode is off, or the signature is bad; TNC08: it has expired (in the
+-- database's clock).
+CREATE FUNCTION tenancy_enter_sealed(kind text, org uuid, member text, required text,
+                                     act_as_required boolean, expiry bigint, signature text)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path FROM CURRENT
+    AS $$
+DECLARE
+    found_role text;
+    ignored    text;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM tenancy_context_key) THEN
+        RAISE EXCEPTION 'tenancy: hardened mode is not enabled' USING ERRCODE = 'TNC06';
+    END IF;
+    IF tenancy_hmac(pg_catalog.concat_ws('|', 'enter', kind, coalesce(org::text, ''), member,
+                                         coalesce(required, ''), act_as_required::text, expiry::text))
+       IS DISTINCT FROM signature THEN
+        RAISE EXCEPTION 'tenancy: bad context signature' USING ERRCODE = 'TNC06';
+    END IF;
+    IF expiry < extract(epoch FROM pg_catalog.statement_timestamp()) THEN
+        RAISE EXCEPTION 'tenancy: expired context signature' USING ERRCODE = 'TNC08';
+    END IF;
+    PERFORM tenancy_set_context(org, member, NULL);
+    PERFORM tenancy_seal(expiry);
+    IF kind = 'user' THEN
+        RETURN;
+    ELSIF kind = 'new' THEN
+        IF EXISTS (SELECT 1 FROM organizations WHERE id = org) THEN
+            RAISE EXCEPTION 'tenancy: organization exists' USING ERRCODE = 'TNC04';
+        END IF;
+        found_role := 'owner';
+    ELSIF kind = 'member' THEN
+        SELECT m.role INTO found_role FROM organization_members m
+         WHERE m.organization_id = org AND m.user_id = member;
+        IF found_role IS NULL THEN
+            RAISE EXCEPTION 'tenancy: not a member of this organization' USING ERRCODE = 'TNC01';
+        END IF;
+        IF tenancy_role_rank(found_role) < tenancy_role_rank(required) THEN
+            RAISE EXCEPTION 'tenancy: role below the required role'
+                USING ERRCODE = 'TNC02', DETAIL = found_role;
+        END IF;
+        IF act_as_required THEN
+            found_role := required;
+        END IF;
+    ELSE
+        RAISE EXCEPTION 'tenancy: unknown entry %', kind USING ERRCODE = '22023';
+    END IF;
+    ignored := pg_catalog.set_config('app.current_org_role', found_role, true);
+    PERFORM tenancy_seal(expiry);
+END
+$$;
+
+CREATE PROCEDURE tenancy_enter_signed(kind text, org uuid, member text, required text,
+                                      act_as_required boolean, search_path_now text,
+                                      search_path_expected text, expiry bigint, signature text)
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+    AS $$
+BEGIN
+    PERFORM tenancy_assert_clean_session(search_path_now, search_path_expected);
+    PERFORM tenancy_enter_sealed(kind, org, member, required, act_as_required, expiry, signature);
+END
+$$;
+
+-- Service units in hardened mode: sealed for a member of tenancy_service (checked on the
+-- session's login, since this runs as the owner), for a short expiry.
+CREATE FUNCTION tenancy_seal_service() RETURNS void
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path FROM CURRENT
+    AS $$
+BEGIN
+    IF NOT pg_catalog.pg_has_role(session_user, 'tenancy_service', 'USAGE') THEN
+        RAISE EXCEPTION 'tenancy: % is not a member of tenancy_service', session_user
+            USING ERRCODE = 'TNC07';
+    END IF;
+    IF EXISTS (SELECT 1 FROM tenancy_context_key)
+       AND pg_catalog.current_setting('app.current_org_role', true) = 'service' THEN
+        PERFORM tenancy_seal((extract(epoch FROM pg_catalog.statement_timestamp()) + 300)::bigint);
+    END IF;
+END
+$$;
+
+-- Switching modes stores or forgets the key and rewrites the context functions
+-- (tenancy_install_context_functions), so users' own policies written with them follow.
+CREATE FUNCTION tenancy_enable_hardened_mode(key bytea) RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path FROM CURRENT
+    AS $$
+DECLARE
+    block bytea := '\x'::bytea;
+    ipad  bytea;
+    opad  bytea;
+BEGIN
+    IF key IS NULL OR pg_catalog.length(key) < 32 THEN
+        RAISE EXCEPTION 'tenancy: the context key needs at least 32 bytes' USING ERRCODE = '22023';
+    END IF;
+    block := CASE WHEN pg_catalog.length(key) > 64 THEN pg_catalog.sha256(key) ELSE key END;
+    block := block || pg_catalog.decode(pg_catalog.repeat('00', 64 - pg_catalog.length(block)), 'hex');
+    ipad := block;
+    opad := block;
+    FOR i IN 0..63 LOOP
+        ipad := pg_catalog.set_byte(ipad, i, pg_catalog.get_byte(block, i) # 54);
+        opad := pg_catalog.set_byte(opad, i, pg_catalog.get_byte(block, i) # 92);
+    END LOOP;
+    DELETE FROM tenancy_context_key;
+    INSERT INTO tenancy_context_key (ikey, okey) VALUES (ipad, opad);
+    PERFORM tenancy_install_context_functions(true);
+END
+$$;
+
+CREATE FUNCTION tenancy_disable_hardened_mode() RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path FROM CURRENT
+    AS $$
+BEGIN
+    DELETE FROM tenancy_context_key;
+    PERFORM tenancy_install_context_functions(false);
+END
+$$;
+
+REVOKE ALL ON FUNCTION tenancy_enable_hardened_mode(bytea) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenancy_disable_hardened_mode() FROM PUBLIC;
+
+-- The caller's search_path back, and no trace of the saved value.
+SELECT pg_catalog.set_config('search_path',
+                             pg_catalog.current_setting('tenancy.migration_search_path'), false);
+RESET tenancy.migration_search_path;
