@@ -238,7 +238,17 @@ impl TestDatabase {
     /// A connection URL for the application role, password included: for handing to another
     /// process (a program under test). Never print it.
     pub fn app_url(&self) -> String {
-        let (role, password, name) = (&self.app.role, &self.app.password, &self.name);
+        self.url(&self.app)
+    }
+
+    /// A connection URL for the owner role (to run migrations from another process), password
+    /// included. Never print it.
+    pub fn owner_url(&self) -> String {
+        self.url(&self.owner)
+    }
+
+    fn url(&self, login: &Login) -> String {
+        let (role, password, name) = (&login.role, &login.password, &self.name);
         let host = self.base.get_host();
         let port = self.base.get_port();
         // Role, password and database name are generated from letters, digits and '_'.
