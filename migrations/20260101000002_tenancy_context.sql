@@ -88,7 +88,11 @@ CREATE FUNCTION tenancy_role_rank(role text) RETURNS int
 --   TNC01 not a member of a live organization     TNC02 role below the required role
 --   TNC04 organization already exists (bootstrap)  TNC05 session not clean: close the connection
 --   TNC06 wrong entry for this database's mode     TNC07 not a service role
---   TNC08 signed context expired (hardened mode)
+--   TNC08 signed context expired (hardened mode)  TNC09 this transaction already entered a unit
+--   TNC10 the context changed inside a statement (a trigger refuses to act under it)
+--
+-- Every entry refuses a transaction that has already entered (TNC09): SQL running inside a
+-- unit cannot enter again as another user, with another role, or in another organization.
 
 -- A member unit: `member` must be a member of the live organization `org` with at least
 -- `required`. The unit then acts as `required` when `act_as_required` (an OrgContext's role:
@@ -104,8 +108,9 @@ CREATE FUNCTION tenancy_role_rank(role text) RETURNS int
 --
 -- This runs once per unit, so it is kept cheap: the session check is one simple expression
 -- (no query), names are schema-qualified when the function is created (no SET clause to save
--- and restore), and one index lookup of the membership suffices because a deleted
--- organization keeps no memberships (tenancy_forget_members).
+-- and restore), and the membership and the organization's liveness are one join of two
+-- primary-key lookups. (A deleted organization also keeps no memberships, by
+-- tenancy_forget_members; the entry does not rely on it.)
 DO $do$
 BEGIN
 EXECUTE pg_catalog.format($fn$
@@ -119,7 +124,14 @@ DECLARE
 BEGIN
     IF current_user <> session_user
        OR search_path_now IS DISTINCT FROM search_path_expected
-       OR pg_catalog.pg_my_temp_schema() <> 0 THEN
+       OR pg_catalog.pg_my_temp_schema() <> 0
+       OR pg_catalog.current_setting('app.current_unit', true)
+          = pg_catalog.transaction_timestamp()::text THEN
+        IF pg_catalog.current_setting('app.current_unit', true)
+           = pg_catalog.transaction_timestamp()::text THEN
+            RAISE EXCEPTION 'tenancy: this transaction already entered a unit'
+                USING ERRCODE = 'TNC09';
+        END IF;
         RAISE EXCEPTION 'tenancy: session not clean (role, search_path or temporary objects)'
             USING ERRCODE = 'TNC05';
     END IF;
@@ -127,8 +139,9 @@ BEGIN
     ignored := pg_catalog.set_config('app.current_unit', pg_catalog.transaction_timestamp()::text, true)
             || pg_catalog.set_config('app.current_org_id', org::text, true)
             || pg_catalog.set_config('app.current_user_id', member, true);
-    SELECT m.role INTO found_role FROM %1$I.organization_members m
-     WHERE m.organization_id = org AND m.user_id = member;
+    SELECT m.role INTO found_role
+      FROM %1$I.organization_members m JOIN %1$I.organizations o ON o.id = m.organization_id
+     WHERE m.organization_id = org AND m.user_id = member AND o.id = org AND o.deleted_at IS NULL;
     IF found_role IS NULL
        OR %1$I.tenancy_role_rank(required) IS NULL
        OR %1$I.tenancy_role_rank(found_role) < %1$I.tenancy_role_rank(required) THEN
@@ -149,7 +162,7 @@ END
 $do$;
 
 -- The session check alone, for the other entries (switcher, bootstrap, service, and every
--- signed entry of hardened mode), prepared statements included.
+-- signed entry of hardened mode), prepared statements included, and the re-entry check.
 CREATE FUNCTION tenancy_assert_clean_session(search_path_now text, search_path_expected text)
     RETURNS void
     LANGUAGE plpgsql VOLATILE
@@ -163,11 +176,26 @@ BEGIN
         RAISE EXCEPTION 'tenancy: session not clean (role, search_path, temporary objects or prepared statements)'
             USING ERRCODE = 'TNC05';
     END IF;
+    PERFORM tenancy_assert_not_entered();
 END
 $$;
 
--- Sets the four context settings for the current transaction (the entries below; the hot
--- tenancy_enter inlines the same four lines to spare a call per unit).
+-- TNC09 when this transaction already entered a unit.
+CREATE FUNCTION tenancy_assert_not_entered() RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path FROM CURRENT
+    AS $$
+BEGIN
+    IF pg_catalog.current_setting('app.current_unit', true)
+       = pg_catalog.transaction_timestamp()::text THEN
+        RAISE EXCEPTION 'tenancy: this transaction already entered a unit' USING ERRCODE = 'TNC09';
+    END IF;
+END
+$$;
+
+-- Sets the four context settings for the current transaction. Not executable by request
+-- roles (SQL inside a unit must not switch its context through it): only the SECURITY
+-- DEFINER entries call it, after their checks; the others write the same lines inline.
 CREATE FUNCTION tenancy_set_context(org uuid, member text, role text) RETURNS void
     LANGUAGE plpgsql VOLATILE
     AS $$
@@ -180,6 +208,7 @@ BEGIN
     ignored := pg_catalog.set_config('app.current_org_role', coalesce(role, ''), true);
 END
 $$;
+REVOKE ALL ON FUNCTION tenancy_set_context(uuid, text, text) FROM PUBLIC;
 
 -- A user unit without an organization (the organization switcher): only the user is set, so
 -- only the switcher policies apply.
@@ -187,14 +216,21 @@ CREATE PROCEDURE tenancy_enter_user(member text, search_path_now text, search_pa
     LANGUAGE plpgsql
     SET search_path FROM CURRENT
     AS $$
+DECLARE
+    ignored text;
 BEGIN
     PERFORM tenancy_assert_clean_session(search_path_now, search_path_expected);
-    PERFORM tenancy_set_context(NULL, member, NULL);
+    ignored := pg_catalog.set_config('app.current_unit', pg_catalog.transaction_timestamp()::text, true)
+            || pg_catalog.set_config('app.current_org_id', '', true)
+            || pg_catalog.set_config('app.current_user_id', member, true)
+            || pg_catalog.set_config('app.current_org_role', '', true);
 END
 $$;
 
 -- Organization bootstrap (TenantPool::create_organization): `member` creates `org` and
--- becomes its owner. Refused (TNC04) when an organization with that id exists or existed.
+-- becomes its owner. Refused (TNC04) when an organization with that id exists, a deleted one
+-- included: request units never hard-delete an organization (..._03_tenancy_roles.sql), and
+-- a purge keeps its row (tenancy_purge_organization), so an id is never free again.
 CREATE PROCEDURE tenancy_enter_new_organization(org uuid, member text, search_path_now text,
                                                search_path_expected text)
     LANGUAGE plpgsql
@@ -204,7 +240,10 @@ DECLARE
     ignored text;
 BEGIN
     PERFORM tenancy_assert_clean_session(search_path_now, search_path_expected);
-    PERFORM tenancy_set_context(org, member, NULL);
+    ignored := pg_catalog.set_config('app.current_unit', pg_catalog.transaction_timestamp()::text, true)
+            || pg_catalog.set_config('app.current_org_id', org::text, true)
+            || pg_catalog.set_config('app.current_user_id', member, true)
+            || pg_catalog.set_config('app.current_org_role', '', true);
     IF EXISTS (SELECT 1 FROM organizations WHERE id = org) THEN
         RAISE EXCEPTION 'tenancy: organization exists' USING ERRCODE = 'TNC04';
     END IF;
@@ -215,7 +254,8 @@ $$;
 -- Membership lookup for TenantPool::authorize (one autocommit round trip). It sets the
 -- context for its own lookup (sealed in hardened mode: it runs as the owner to do so) and
 -- restores the previous values before returning. It answers only the role of the
--- (organization, user) pair it is asked about.
+-- (organization, user) pair it is asked about, in a live organization, and never inside a
+-- unit (TNC09): SQL running in one organization's unit cannot ask about another's members.
 CREATE OR REPLACE FUNCTION tenancy_member_role(org uuid, member text) RETURNS text
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path FROM CURRENT
@@ -227,14 +267,16 @@ DECLARE
     previous   text[];
     ignored    text;
 BEGIN
+    PERFORM tenancy_assert_not_entered();
     SELECT pg_catalog.array_agg(coalesce(pg_catalog.current_setting(n, true), '') ORDER BY o)
       INTO previous FROM pg_catalog.unnest(names) WITH ORDINALITY AS t(n, o);
     PERFORM tenancy_set_context(org, member, NULL);
     IF EXISTS (SELECT 1 FROM tenancy_context_key) THEN
         PERFORM tenancy_seal((extract(epoch FROM pg_catalog.statement_timestamp()) + 60)::bigint);
     END IF;
-    SELECT m.role INTO found_role FROM organization_members m
-     WHERE m.organization_id = org AND m.user_id = member;
+    SELECT m.role INTO found_role
+      FROM organization_members m JOIN organizations o ON o.id = m.organization_id
+     WHERE m.organization_id = org AND m.user_id = member AND o.id = org AND o.deleted_at IS NULL;
     FOR i IN 1..6 LOOP
         ignored := pg_catalog.set_config(names[i], previous[i], true);
     END LOOP;

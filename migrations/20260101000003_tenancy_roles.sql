@@ -3,8 +3,8 @@
 --
 -- Provides the policies of `organizations` and `organization_members` for request units:
 -- members read their organization; admins update it and add, change and remove members and
--- admins; only an owner grants, changes or removes an owner, marks the organization deleted or
--- deletes it; anyone may leave; the organization switcher reads a user's own memberships while
+-- admins; only an owner grants, changes or removes an owner or marks the organization deleted
+-- (nobody hard-deletes it); anyone may leave; the organization switcher reads a user's own memberships while
 -- no organization is chosen. And the triggers: a deleted organization keeps no memberships
 -- (`tenancy_forget_members`), and a live organization keeps an owner (`tenancy_keep_an_owner`).
 -- The tenant predicate is always the bare indexed column against the per-statement constant;
@@ -42,9 +42,12 @@ CREATE POLICY admin_update ON organizations FOR UPDATE
     WITH CHECK (id = (SELECT tenancy_current_org_id())
                 AND (SELECT tenancy_current_org_role()) IN ('admin', 'owner')
                 AND (deleted_at IS NULL OR (SELECT tenancy_current_org_role()) = 'owner'));
-CREATE POLICY owner_delete ON organizations FOR DELETE
-    USING (id = (SELECT tenancy_current_org_id())
-           AND (SELECT tenancy_current_org_role()) = 'owner');
+-- Nobody deletes an organization's row, service units and the owner included: deleting means
+-- marking it deleted (above), and its row stays as the id's tombstone, so that bootstrap
+-- refuses the id forever (TNC04) and a late identity-provider event finds it deleted. Purging
+-- its data is a service operation that keeps the row (tenancy_purge_organization).
+CREATE POLICY no_hard_delete ON organizations AS RESTRICTIVE FOR DELETE
+    USING (false);
 
 CREATE POLICY tenant_read ON organization_members FOR SELECT
     USING (organization_id = (SELECT tenancy_current_org_id()));
@@ -75,14 +78,19 @@ COMMENT ON POLICY own_memberships ON organization_members IS
 COMMENT ON POLICY own_organizations ON organizations IS
     'tenancy-audit: allow. The organization switcher: the organizations of the user''s own memberships (SELECT only; never inside an organization).';
 
--- A deleted organization keeps no memberships, so "member of a live organization" is one index
--- lookup. Marking an organization deleted (an owner's UPDATE, or the sync) removes them; the
--- sync already did, and the policies let only an owner mark it.
+-- A deleted organization keeps no memberships: marking it deleted (an owner's UPDATE, or the
+-- sync) removes them. The entries also refuse a deleted organization themselves.
 CREATE FUNCTION tenancy_forget_members() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path FROM CURRENT
     AS $$
 BEGIN
+    -- The statement's context must still be this organization: SQL that changes it inside the
+    -- statement (`RETURNING set_config(...)` runs before AFTER triggers) would make this
+    -- DELETE see nothing and leave the members in place.
+    IF tenancy_current_org_id() IS DISTINCT FROM NEW.id THEN
+        RAISE EXCEPTION 'tenancy: the context changed inside the statement' USING ERRCODE = 'TNC10';
+    END IF;
     DELETE FROM organization_members WHERE organization_id = NEW.id;
     RETURN NULL;
 END
@@ -103,6 +111,11 @@ CREATE FUNCTION tenancy_keep_an_owner() RETURNS trigger
 BEGIN
     IF TG_OP = 'UPDATE' AND NEW.role = 'owner' AND NEW.organization_id = OLD.organization_id THEN
         RETURN NULL;
+    END IF;
+    -- The checks below read the tables under the statement's context: it must still be this
+    -- organization's (see tenancy_forget_members).
+    IF tenancy_current_org_id() IS DISTINCT FROM OLD.organization_id THEN
+        RAISE EXCEPTION 'tenancy: the context changed inside the statement' USING ERRCODE = 'TNC10';
     END IF;
     IF pg_catalog.pg_has_role(current_user, 'tenancy_service', 'USAGE') THEN
         RETURN NULL;

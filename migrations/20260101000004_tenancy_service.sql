@@ -39,17 +39,60 @@ CREATE PROCEDURE tenancy_enter_service(org uuid, search_path_now text, search_pa
     LANGUAGE plpgsql
     SET search_path FROM CURRENT
     AS $$
+DECLARE
+    ignored text;
 BEGIN
     IF NOT pg_catalog.pg_has_role(current_user, 'tenancy_service', 'USAGE') THEN
         RAISE EXCEPTION 'tenancy: % is not a member of tenancy_service', current_user
             USING ERRCODE = 'TNC07';
     END IF;
     PERFORM tenancy_assert_clean_session(search_path_now, search_path_expected);
-    PERFORM tenancy_set_context(org, NULL, 'service');
+    ignored := pg_catalog.set_config('app.current_unit', pg_catalog.transaction_timestamp()::text, true)
+            || pg_catalog.set_config('app.current_org_id', coalesce(org::text, ''), true)
+            || pg_catalog.set_config('app.current_user_id', '', true)
+            || pg_catalog.set_config('app.current_org_role', 'service', true);
     PERFORM tenancy_seal_service();
 END
 $$;
 -- (tenancy_seal_service, which also checks the login, is in ..._06_tenancy_hardened.sql.)
+
+-- Purging a deleted organization's data (ServicePool::purge_organization), in a service unit
+-- entered for `org`: marks it deleted if it is not yet (its members go), then deletes its rows
+-- from every table whose single-column foreign key references `organizations` (their own
+-- foreign keys cascade further), except the sync's membership tombstones. The organization's
+-- row stays, as its id's tombstone: nobody can bootstrap the id again. Returns the number of
+-- rows deleted from those tables.
+CREATE FUNCTION tenancy_purge_organization(org uuid) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    SET search_path FROM CURRENT
+    AS $$
+DECLARE
+    fk    record;
+    n     bigint;
+    total bigint := 0;
+BEGIN
+    IF tenancy_current_org_role() IS DISTINCT FROM 'service'
+       OR tenancy_current_org_id() IS DISTINCT FROM org THEN
+        RAISE EXCEPTION 'tenancy: purging needs a service unit entered for this organization'
+            USING ERRCODE = 'TNC07';
+    END IF;
+    UPDATE organizations SET deleted_at = pg_catalog.now() WHERE id = org AND deleted_at IS NULL;
+    FOR fk IN
+        SELECT c.conrelid::regclass AS tbl, a.attname
+          FROM pg_catalog.pg_constraint c
+          JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+         WHERE c.contype = 'f' AND c.confrelid = 'organizations'::regclass
+           AND pg_catalog.cardinality(c.conkey) = 1
+           AND c.conrelid NOT IN ('membership_tombstones'::regclass, 'organization_members'::regclass)
+         ORDER BY c.conrelid
+    LOOP
+        EXECUTE pg_catalog.format('DELETE FROM %s WHERE %I = $1', fk.tbl, fk.attname) USING org;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        total := total + n;
+    END LOOP;
+    RETURN total;
+END
+$$;
 
 -- ---------------------------------------------------------------------------------------------
 -- Service policies: a service unit acts inside the organization it entered, on every table the

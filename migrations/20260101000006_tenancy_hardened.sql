@@ -120,6 +120,7 @@ DECLARE
     found_role text;
     ignored    text;
 BEGIN
+    PERFORM tenancy_assert_not_entered();
     IF NOT EXISTS (SELECT 1 FROM tenancy_context_key) THEN
         RAISE EXCEPTION 'tenancy: hardened mode is not enabled' USING ERRCODE = 'TNC06';
     END IF;
@@ -141,8 +142,10 @@ BEGIN
         END IF;
         found_role := 'owner';
     ELSIF kind = 'member' THEN
-        SELECT m.role INTO found_role FROM organization_members m
-         WHERE m.organization_id = org AND m.user_id = member;
+        SELECT m.role INTO found_role
+          FROM organization_members m JOIN organizations o ON o.id = m.organization_id
+         WHERE m.organization_id = org AND m.user_id = member AND o.id = org
+           AND o.deleted_at IS NULL;
         IF found_role IS NULL THEN
             RAISE EXCEPTION 'tenancy: not a member of this organization' USING ERRCODE = 'TNC01';
         END IF;

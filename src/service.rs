@@ -112,6 +112,30 @@ impl ServicePool {
             .await
     }
 
+    /// Purges an organization's data in one service unit: marks it deleted if it is not yet
+    /// (its memberships go), then deletes its rows from every table whose foreign key
+    /// references `organizations` (`ON DELETE CASCADE` on their own children does the rest).
+    /// The organization's row stays, marked deleted, as its id's tombstone: nobody can create
+    /// an organization with that id again, and a late identity-provider event finds it
+    /// deleted. Nothing hard-deletes an organization's row (a policy refuses it to everyone).
+    /// Returns how many rows were deleted from those tables.
+    ///
+    /// The service login needs `DELETE` on those tables (the README's grants).
+    ///
+    /// # Errors
+    /// A database error; `42501` when the service login lacks `DELETE` on one of the tables, or
+    /// a foreign-key violation when a table references them without `ON DELETE CASCADE`.
+    pub async fn purge_organization(&self, org: OrgId) -> Result<u64> {
+        self.with_org(org, async |tx| {
+            let deleted: i64 = sqlx::query_scalar("SELECT tenancy_purge_organization($1)")
+                .bind(org.as_uuid())
+                .fetch_one(&mut *tx)
+                .await?;
+            Ok(u64::try_from(deleted).unwrap_or(0))
+        })
+        .await
+    }
+
     /// A service unit in no organization: only the cross-organization maintenance policies
     /// (pruning webhook deliveries) admit anything in it.
     #[cfg(feature = "clerk")]

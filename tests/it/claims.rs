@@ -116,28 +116,32 @@ async fn a_deleted_organization_is_never_brought_back_by_a_claim(role: As) {
         let s = session("org_alpha", user, Role::Member, now() + 2);
         assert_eq!(admitted(&t, &s).await, Err("not_a_member"));
     }
-    // Deleted outright: its members' tokens from before cannot recreate it.
-    w.pool
-        .with_rls(&w.b.ctx(Role::Owner), async |tx| {
-            sqlx::query("DELETE FROM organizations").execute(tx).await?;
-            Ok::<_, pg_tenancy::Error>(())
-        })
-        .await
-        .unwrap();
+    // Purged (its data deleted by a service operation that keeps its row): its members' tokens
+    // from before cannot recreate it. (A hard DELETE is refused to everyone.)
+    let purger = w.db.service_pool(1).await.unwrap();
+    purger.purge_organization(w.b.id).await.unwrap();
     let stale = session("org_beta", &w.b.admin, Role::Admin, before);
     assert_eq!(admitted(&t, &stale).await, Err("not_a_member"));
     let service = w.db.service_pool(1).await.unwrap();
-    let rows: i64 = service
+    let (live, rows, projects): (i64, i64, i64) = service
         .with_org(w.b.id, async |tx| {
             Ok::<_, pg_tenancy::Error>(
-                sqlx::query_scalar("SELECT count(*) FROM organizations")
-                    .fetch_one(tx)
-                    .await?,
+                sqlx::query_as(
+                    "SELECT (SELECT count(*) FROM organizations WHERE deleted_at IS NULL), \
+                            (SELECT count(*) FROM organizations), \
+                            (SELECT count(*) FROM projects)",
+                )
+                .fetch_one(tx)
+                .await?,
             )
         })
         .await
         .unwrap();
-    assert_eq!(rows, 0, "not recreated");
+    assert_eq!(
+        (live, rows, projects),
+        (0, 1, 0),
+        "not recreated; purged; tombstone kept"
+    );
     // Positive control: an organization the database has never seen (created in the identity
     // provider a moment ago) gets a placeholder row and the member.
     let s = session("org_brand_new", &newcomer, Role::Admin, now());

@@ -31,7 +31,9 @@ fn a_new_users_program_with_its_own_tenant_table_works() {
         String::from_utf8_lossy(&build.stderr)
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let db = rt.block_on(TestDatabase::create_empty()).expect("test database");
+    let db = rt
+        .block_on(TestDatabase::create_empty())
+        .expect("test database");
     let run = Command::new(format!("{target}/debug/tenancy-downstream-check"))
         .env("OWNER_DATABASE_URL", db.owner_url())
         .env("DATABASE_URL", db.app_url())

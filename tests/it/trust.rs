@@ -314,9 +314,11 @@ async fn member_cannot_escalate_or_manage_with_raw_sql(role: As) {
         .unwrap(),
         1
     );
+    // Nobody hard-deletes an organization, its owner included: the row stays as the id's
+    // tombstone (marking it deleted is the owner's way; see last_owner_stays).
     assert_eq!(
         run(&w.pool, &o, "DELETE FROM organizations").await.unwrap(),
-        1
+        0
     );
 }
 
@@ -476,11 +478,15 @@ async fn last_owner_stays(role: As) {
     .await
     .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
-    // Deleting the whole organization is not blocked by the rule.
+    // Deleting the whole organization (marking it deleted) is not blocked by the rule.
     assert_eq!(
-        run(&w.pool, &co_ctx, "DELETE FROM organizations")
-            .await
-            .unwrap(),
+        run(
+            &w.pool,
+            &co_ctx,
+            "UPDATE organizations SET deleted_at = now()"
+        )
+        .await
+        .unwrap(),
         1
     );
 }
@@ -661,35 +667,41 @@ async fn a_poisoned_session_is_closed_before_the_next_unit() {
 
 #[tokio::test]
 async fn temp_tables_cannot_shadow_tenancy_lookups() {
-    // Even in the unit that creates it, a temporary organization_members does not change what
-    // tenancy's functions read: they resolve names with pg_temp last.
+    // On the session that creates it, a temporary organization_members does not change what
+    // tenancy's functions read: they resolve names with pg_temp last. (The owner may create
+    // temporary tables; the application role may not, below.)
     let w = world_with(As::Owner, 1).await;
     let mallory = UserId::new("user_mallory").unwrap();
-    let owner_role: Option<String> = w
-        .pool
-        .with_rls(&w.a.ctx(Role::Member), async |tx| {
-            sqlx::query(
-                "CREATE TEMP TABLE organization_members \
-                 (organization_id uuid, user_id text, role text, created_at timestamptz)",
-            )
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("INSERT INTO organization_members VALUES ($1, $2, 'owner', now())")
-                .bind(w.b.id.as_uuid())
-                .bind(mallory.as_str())
-                .execute(&mut *tx)
-                .await?;
-            Ok::<_, Error>(
-                sqlx::query_scalar("SELECT tenancy_member_role($1, $2)")
-                    .bind(w.b.id.as_uuid())
-                    .bind(mallory.as_str())
-                    .fetch_one(&mut *tx)
-                    .await?,
-            )
-        })
+    let mut session = PgConnection::connect_with(&w.db.owner_options())
         .await
         .unwrap();
-    assert_eq!(owner_role, None);
+    sqlx::raw_sql(
+        "CREATE TEMP TABLE organization_members \
+         (organization_id uuid, user_id text, role text, created_at timestamptz)",
+    )
+    .execute(&mut session)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO organization_members VALUES ($1, $2, 'owner', now())")
+        .bind(w.b.id.as_uuid())
+        .bind(mallory.as_str())
+        .execute(&mut session)
+        .await
+        .unwrap();
+    let role_of = async |session: &mut PgConnection, user: &UserId| -> Option<String> {
+        sqlx::query_scalar("SELECT tenancy_member_role($1, $2)")
+            .bind(w.b.id.as_uuid())
+            .bind(user.as_str())
+            .fetch_one(session)
+            .await
+            .unwrap()
+    };
+    assert_eq!(role_of(&mut session, &mallory).await, None);
+    // Control: the same lookup on the same session finds the real owner.
+    assert_eq!(
+        role_of(&mut session, &w.b.owner).await.as_deref(),
+        Some("owner")
+    );
     // The application role cannot create one at all (TEMP revoked by the set-up).
     let app = world(As::App).await;
     let e = run(
@@ -776,7 +788,8 @@ async fn bootstrap_only_creates_new_organizations() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
-    // An injection calling the bootstrap entry inside a unit is refused the same way.
+    // An injection calling the bootstrap entry inside a unit is refused: the transaction has
+    // already entered a unit (TNC09).
     let e = run(
         &w.pool,
         &w.b.ctx(Role::Member),
@@ -788,7 +801,7 @@ async fn bootstrap_only_creates_new_organizations() {
     )
     .await
     .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    assert_eq!(sqlstate(&e).as_deref(), Some("TNC09"), "{e}");
     assert!(matches!(
         w.pool.authorize(&mallory, w.a.id).await,
         Err(Error::NotAMember)
