@@ -5,11 +5,11 @@
 
 use pg_tenancy::audit::{AuditOptions, PolicyOptions, policy_sql, policy_sql_with};
 use pg_tenancy::testing::{TableUnderTest, TestDatabase, assert_audit_clean, check_isolation};
-use pg_tenancy::{Error, Role, TenantPool};
+use pg_tenancy::{Error, OrgContext, OrgId, TenantPool, UserId};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, Executor, PgPool};
 
-use crate::common::{As, both_roles, seed_org, sqlstate};
+use crate::common::{As, both_roles, sqlstate};
 
 /// A user's table named with a reserved word, as its owner would create it.
 const CREATE_ORDER: &str = r#"CREATE TABLE "order" (
@@ -46,6 +46,20 @@ async fn with_order() -> TestDatabase {
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
     db
+}
+
+/// A new organization, and its owner's context (through the request path; no other table
+/// involved, so that these tests need nothing but pg-tenancy's migrations and `order`).
+async fn org(pool: &TenantPool, slug: &str) -> OrgContext {
+    let owner = UserId::new(format!("user_{slug}_owner")).unwrap();
+    pool.create_organization(
+        OrgId::from_external_id(&format!("org_{slug}")),
+        slug,
+        Some(slug),
+        &owner,
+    )
+    .await
+    .expect("create organization")
 }
 
 fn order_under_test() -> TableUnderTest {
@@ -107,10 +121,10 @@ async fn the_isolation_kit_passes_on_a_table_named_order(role: As) {
         As::App => db.app_pool(3).await.unwrap(),
         As::Owner => db.owner_pool(3).await.unwrap(),
     };
-    let a = seed_org(&pool, "alpha").await;
-    let b = seed_org(&pool, "beta").await;
+    let a = org(&pool, "alpha").await;
+    let b = org(&pool, "beta").await;
     let table = order_under_test();
-    let result = check_isolation(&pool, &a.ctx(Role::Owner), &b.ctx(Role::Owner), &table).await;
+    let result = check_isolation(&pool, &a, &b, &table).await;
     assert_eq!(result, Ok(()), "{table:?}");
     // The defence removed (no policy compares the organization): the kit says so.
     as_owner(
@@ -120,20 +134,18 @@ async fn the_isolation_kit_passes_on_a_table_named_order(role: As) {
     )
     .await
     .unwrap();
-    let failures = check_isolation(&pool, &a.ctx(Role::Owner), &b.ctx(Role::Owner), &table)
-        .await
-        .unwrap_err();
+    let failures = check_isolation(&pool, &a, &b, &table).await.unwrap_err();
     assert!(
         failures.iter().any(|f| f.starts_with("cross-tenant read")),
         "{failures:?}"
     );
 }
 
-/// Inserts a row into `order` as `org`'s owner and counts the rows visible: the application
-/// role using the table.
-async fn use_order(pool: &TenantPool, org: &crate::common::Org) -> Result<i64, Error> {
-    let id = org.id;
-    pool.with_rls(&org.ctx(Role::Owner), async |tx| {
+/// Inserts a row into `order` as `ctx` and counts the rows visible: the application role using
+/// the table.
+async fn use_order(pool: &TenantPool, ctx: &OrgContext) -> Result<i64, Error> {
+    let id = ctx.org_id();
+    pool.with_rls(ctx, async |tx| {
         sqlx::query(r#"INSERT INTO "order" (organization_id, body) VALUES ($1, 'o')"#)
             .bind(id.as_uuid())
             .execute(&mut *tx)
@@ -150,7 +162,7 @@ async fn the_generated_grant_lets_the_application_role_use_the_table() {
     for grant in [false, true] {
         let db = TestDatabase::create().await.unwrap();
         let pool = db.app_pool(2).await.unwrap();
-        let org = seed_org(&pool, "alpha").await;
+        let org = org(&pool, "alpha").await;
         as_owner(&db, CREATE_ORDER).await.unwrap();
         // Before: a new table is the owner's alone.
         let e = use_order(&pool, &org).await.unwrap_err();
