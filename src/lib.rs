@@ -58,6 +58,7 @@ pub mod migrations;
 mod pool;
 mod role;
 mod service;
+mod sql_ident;
 mod sql_types;
 #[cfg(all(feature = "testing", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "testing", unix))))]

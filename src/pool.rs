@@ -14,6 +14,7 @@ use crate::error::{Error, Result, sqlstate};
 use crate::hardened::{ContextKey, Signer};
 use crate::ids::{OrgId, UserId};
 use crate::role::Role;
+use crate::sql_ident::quote_ident;
 
 // sqlx's transaction bookkeeping, driven directly (sqlx does not re-export the trait) so that
 // the window between sending BEGIN and sqlx counting the transaction is ours to guard (see
@@ -665,11 +666,6 @@ impl<'a> Entry<'a> {
             _ => None,
         }
     }
-}
-
-/// `"name"` with inner quotes doubled.
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// `'text'` for printable ASCII without quote or backslash (so that no server setting can

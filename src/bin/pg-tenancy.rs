@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! pg-tenancy audit <DATABASE_URL> [--json] [--column C] [--setting S] [--table T]... [--schema S]...
-//! pg-tenancy policy <TABLE> [--column C] [--database-url URL]
+//! pg-tenancy policy <TABLE> [--column C] [--grant ROLE]... [--database-url URL]
 //! ```
 //!
 //! `audit` exits 0 without errors (warnings allowed), 1 with errors, 2 when it could not
@@ -11,19 +11,21 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use pg_tenancy::audit::{AuditOptions, audit, policy_sql, policy_sql_for};
+use pg_tenancy::audit::{AuditOptions, PolicyOptions, audit, policy_sql_for_with, policy_sql_with};
 use sqlx::ConnectOptions;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 const USAGE: &str = "usage:
   pg-tenancy audit <DATABASE_URL> [--json] [--column C] [--setting S] [--table T[:column]]... [--schema S]...
-  pg-tenancy policy <TABLE> [--column C] [--database-url URL]
+  pg-tenancy policy <TABLE> [--column C] [--grant ROLE]... [--database-url URL]
 
 audit: findings on the tenant tables, policies, role, views and functions of the database
   (exit 0: no error, 1: errors, 2: could not connect). Connect as your application's role.
-policy: the SQL that makes TABLE a tenant table like pg-tenancy's own (with --database-url, also
-  the composite keys for foreign keys that cross organizations).";
+policy: the SQL that makes TABLE a tenant table like pg-tenancy's own, ending with the GRANT of
+  SELECT, INSERT, UPDATE, DELETE to each --grant ROLE (your application's role; without one, a
+  comment says which GRANT to run); with --database-url, also the composite keys for foreign
+  keys that cross organizations.";
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -165,24 +167,28 @@ async fn run_audit(args: &[String]) -> ExitCode {
 }
 
 async fn run_policy(args: &[String]) -> ExitCode {
-    let args = match parse(args, &[], &["--column", "--database-url"]) {
+    let args = match parse(args, &[], &["--column", "--grant", "--database-url"]) {
         Ok(a) => a,
         Err(e) => return usage(&e),
     };
     let [table] = args.positional.as_slice() else {
         return usage("one TABLE");
     };
-    let column = args
-        .last("--column")
-        .unwrap_or_else(|| "organization_id".to_owned());
+    let mut options = PolicyOptions::default();
+    if let Some(column) = args.last("--column") {
+        options = options.with_column(column);
+    }
+    for role in args.all("--grant") {
+        options = options.with_grant(role);
+    }
     let sql = match args.last("--database-url") {
-        None => policy_sql(table, &column),
+        None => policy_sql_with(table, &options),
         Some(url) => {
             let pool = match connect(&url).await {
                 Ok(p) => p,
                 Err(code) => return code,
             };
-            match policy_sql_for(&pool, table, &column).await {
+            match policy_sql_for_with(&pool, table, &options).await {
                 Ok(sql) => sql,
                 Err(e) => {
                     eprintln!("pg-tenancy: could not read the catalog: {e}");

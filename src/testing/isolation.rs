@@ -2,7 +2,7 @@
 
 use sqlx::{AssertSqlSafe, PgConnection};
 
-use crate::audit::quote_ident;
+use crate::sql_ident::{quote_ident, quote_qualified};
 use crate::{Error, OrgContext, OrgId, ServicePool, TenantPool};
 
 /// A tenant table and how to make one of its rows.
@@ -18,12 +18,8 @@ impl TableUnderTest {
     /// `INSERT` that makes one row with `$1` (a uuid) as the organization, e.g.
     /// `INSERT INTO notes (organization_id, body) VALUES ($1, 'x')`.
     pub fn new(table: &str, column: &str, insert: &str) -> Self {
-        let table = match table.split_once('.') {
-            Some((schema, name)) => format!("{}.{}", quote_ident(schema), quote_ident(name)),
-            None => quote_ident(table),
-        };
         TableUnderTest {
-            table,
+            table: quote_qualified(table),
             column: quote_ident(column),
             insert: insert.to_owned(),
         }
