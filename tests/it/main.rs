@@ -19,5 +19,7 @@ mod migrations;
 mod restart;
 mod round_trips;
 mod spans;
+#[path = "../support/mod.rs"]
+mod support;
 mod trust;
 mod webhook;
