@@ -9,6 +9,7 @@ mod claims;
 mod clerk;
 mod common;
 mod downstream;
+mod features;
 mod hardened;
 mod hostile;
 mod isolation;
