@@ -1,7 +1,9 @@
 //! The suites through a real PgBouncer (the distribution's, 1.18 here) in **transaction**
 //! pooling mode, in front of the test cluster: isolation, leaks, trust attacks and the load
-//! with a ledger. Skipped, saying so, when `pgbouncer` is not installed, unless
-//! `TENANCY_REQUIRE_PGBOUNCER` is set (`.ci/run` sets it and installs PgBouncer).
+//! with a ledger. Without `pgbouncer` installed they print `SKIPPED <test>: <reason>` on
+//! stderr (seen with `cargo test -- --nocapture`) and pass, unless `TENANCY_REQUIRE_PGBOUNCER`
+//! is set (`.ci/run` sets it and installs PgBouncer), when they fail. Each bouncer is stopped
+//! with its test, passed or failed (`support::process`), which the last tests here check.
 //!
 //! The configuration under test is the one `docs/scaling.md` gives for PgBouncer before 1.21
 //! (no protocol-level prepared statements across transactions): `pool_mode = transaction`,
@@ -10,8 +12,8 @@
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pg_tenancy::testing::{TestCluster, TestDatabase, check_isolation};
@@ -19,6 +21,8 @@ use pg_tenancy::{Error, OrgId, Role, TenantPool, UserId};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::common::{Org, seed_org};
+use crate::support::process::{Mark, ProcessTree};
+use crate::support::skip::{skip_or_fail, skipped};
 
 const PGBOUNCER: &str = "/usr/sbin/pgbouncer";
 
@@ -28,7 +32,13 @@ pub(crate) fn shared() -> Option<&'static Bouncer> {
     static SHARED: std::sync::OnceLock<Option<Bouncer>> = std::sync::OnceLock::new();
     std::env::var_os("TENANCY_VIA_PGBOUNCER")?;
     SHARED
-        .get_or_init(|| Some(Bouncer::start().expect("TENANCY_VIA_PGBOUNCER needs pgbouncer")))
+        .get_or_init(|| {
+            assert!(
+                installed(),
+                "TENANCY_VIA_PGBOUNCER is set and {PGBOUNCER} is missing: apt-get install pgbouncer"
+            );
+            Some(Bouncer::launch())
+        })
         .as_ref()
 }
 
@@ -39,7 +49,10 @@ pub(crate) fn shared() -> Option<&'static Bouncer> {
 pub(crate) fn skip_session_test(premise: &str) -> bool {
     let skip = std::env::var_os("TENANCY_VIA_PGBOUNCER").is_some();
     if skip {
-        eprintln!("SKIPPED through PgBouncer (transaction mode): the test observes {premise}");
+        skipped(&format!(
+            "through PgBouncer in transaction mode (TENANCY_VIA_PGBOUNCER) the test cannot \
+             observe {premise}; it runs in full in the direct pass"
+        ));
     }
     skip
 }
@@ -47,15 +60,18 @@ pub(crate) fn skip_session_test(premise: &str) -> bool {
 pub(crate) struct Bouncer {
     addr: SocketAddr,
     dir: PathBuf,
-    child: Child,
+    process: ProcessTree,
 }
 
 impl Drop for Bouncer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+fn installed() -> bool {
+    Path::new(PGBOUNCER).exists()
 }
 
 /// The unprivileged user to run PgBouncer as when this process is root (it refuses root).
@@ -73,17 +89,22 @@ fn unprivileged() -> Option<(u32, u32)> {
 }
 
 impl Bouncer {
-    /// Starts PgBouncer in transaction mode in front of the test cluster (its unix socket,
-    /// where the cluster trusts local connections), or `None` when it is not installed.
+    /// Starts PgBouncer in transaction mode in front of the test cluster, or `None` (the
+    /// test skips, saying so) when it is not installed.
     pub(crate) fn start() -> Option<Bouncer> {
-        if !std::path::Path::new(PGBOUNCER).exists() {
-            assert!(
-                std::env::var_os("TENANCY_REQUIRE_PGBOUNCER").is_none(),
-                "TENANCY_REQUIRE_PGBOUNCER is set and {PGBOUNCER} is missing: apt-get install pgbouncer"
+        if !installed() {
+            skip_or_fail(
+                "TENANCY_REQUIRE_PGBOUNCER",
+                &format!("{PGBOUNCER} is not installed (apt-get install pgbouncer)"),
             );
-            eprintln!("SKIPPED: {PGBOUNCER} not installed (apt-get install pgbouncer)");
             return None;
         }
+        Some(Bouncer::launch())
+    }
+
+    /// Starts PgBouncer in front of the test cluster (its unix socket, where the cluster
+    /// trusts local connections).
+    fn launch() -> Bouncer {
         let cluster = TestCluster::global().unwrap();
         let admin = cluster.admin_options();
         let socket = admin
@@ -127,19 +148,22 @@ impl Bouncer {
         command
             .arg(dir.join("pgbouncer.ini"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0);
+            .stderr(Stdio::null());
         if let Some((uid, gid)) = owner {
             command.uid(uid).gid(gid);
         }
-        let child = command.spawn().expect("start pgbouncer");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let process = ProcessTree::spawn(&mut command).expect("start pgbouncer");
+        let bouncer = Bouncer {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+            process,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(addr).is_err() {
+        while std::net::TcpStream::connect(bouncer.addr).is_err() {
             assert!(Instant::now() < deadline, "pgbouncer did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Some(Bouncer { addr, dir, child })
+        bouncer
     }
 
     /// Lets `db`'s roles in (PgBouncer's trust mode still wants the names in its auth file),
@@ -159,7 +183,7 @@ impl Bouncer {
         drop(file);
         // SIGHUP: reload the configuration and the auth file.
         let status = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
+            .args(["-HUP", &self.process.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
@@ -168,6 +192,11 @@ impl Bouncer {
 
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// What identifies this bouncer's processes, to check that none outlives it.
+    fn mark(&self) -> Mark {
+        self.process.mark()
     }
 }
 
@@ -357,4 +386,37 @@ async fn sqlx_statement_cache_through_pgbouncer_fails_loudly_and_never_crosses()
             .unwrap();
         assert_eq!(rows, vec![(t.a.id,)]);
     }
+}
+
+#[test]
+fn no_bouncer_process_outlives_its_test_passed_or_failed() {
+    let Some(bouncer) = Bouncer::start() else {
+        return;
+    };
+    // Positive control: while it runs, the scan finds the bouncer by its group and mark.
+    let mark = bouncer.mark();
+    let running = mark.survivors();
+    assert!(running.iter().any(|p| p.contains(PGBOUNCER)), "{running:?}");
+    drop(bouncer);
+    assert_eq!(
+        mark.survivors(),
+        Vec::<String>::new(),
+        "after a passing test"
+    );
+
+    // A failing test: its bouncer is stopped while the panic unwinds.
+    let (sender, marks) = std::sync::mpsc::channel();
+    let failed = std::thread::spawn(move || {
+        let bouncer = Bouncer::launch();
+        sender.send(bouncer.mark()).unwrap();
+        panic!("a forced failure while a bouncer runs");
+    })
+    .join();
+    assert!(failed.is_err());
+    let mark = marks.recv().unwrap();
+    assert_eq!(
+        mark.survivors(),
+        Vec::<String>::new(),
+        "after a failing test"
+    );
 }

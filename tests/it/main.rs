@@ -10,6 +10,7 @@ mod clerk;
 mod common;
 mod downstream;
 mod generator;
+mod features;
 mod hardened;
 mod hostile;
 mod isolation;
@@ -20,5 +21,7 @@ mod migrations;
 mod restart;
 mod round_trips;
 mod spans;
+#[path = "../support/mod.rs"]
+mod support;
 mod trust;
 mod webhook;

@@ -1,35 +1,48 @@
 //! A journey through the axum app's page in a real headless Chromium (Debian's `chromium` and
 //! `chromium-driver`, which `.ci/run` installs), driven over WebDriver: sign-in, onboarding,
 //! projects, a member's forbidden action, and an isolation check across two organizations.
-//! Saves `target/browser-journey.png`.
+//! Saves `browser-journey.png` in cargo's `target/tmp` (`CARGO_TARGET_TMPDIR`).
 //!
-//! Without `/usr/bin/chromedriver` the test says so and passes, unless
-//! `TENANCY_REQUIRE_BROWSER` is set (as `.ci/run` sets it), when it fails.
+//! Without `/usr/bin/chromedriver` the tests print `SKIPPED <test>: <reason>` on stderr (seen
+//! with `cargo test -- --nocapture`) and pass, unless `TENANCY_REQUIRE_BROWSER` is set (as
+//! `.ci/run` sets it), when they fail.
+//!
+//! ChromeDriver and the dozen Chromium processes it starts are stopped with their test, passed
+//! or failed (`support::process`): both tests here check that none remains.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::harness::Harness;
+use crate::support::process::ProcessTree;
+use crate::support::skip::skip_or_fail;
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
+/// Whether the browser is here; says so, or fails under `TENANCY_REQUIRE_BROWSER`, when not.
+fn browser_available() -> bool {
+    let here = std::path::Path::new(CHROMEDRIVER).exists();
+    if !here {
+        skip_or_fail(
+            "TENANCY_REQUIRE_BROWSER",
+            &format!("{CHROMEDRIVER} is not installed (apt-get install chromium chromium-driver)"),
+        );
+    }
+    here
+}
+
+/// ChromeDriver with one browser session. Fields drop in order: the processes stop before
+/// their profile directory is removed.
 struct Driver {
-    process: Child,
+    process: ProcessTree,
     base: String,
     session: String,
     client: reqwest::Client,
     _profile: tempfile::TempDir,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
 }
 
 impl Driver {
@@ -39,12 +52,17 @@ impl Driver {
             .local_addr()
             .unwrap()
             .port();
-        let process = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
+        let profile = tempfile::tempdir().unwrap();
+        // Chromium's configuration and crash reports go to the run's directory, not ~/.config.
+        let process = ProcessTree::spawn(
+            Command::new(CHROMEDRIVER)
+                .arg(format!("--port={port}"))
+                .env("XDG_CONFIG_HOME", profile.path())
+                .env("XDG_CACHE_HOME", profile.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .expect("start chromedriver");
         let base = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -59,7 +77,6 @@ impl Driver {
             assert!(Instant::now() < deadline, "chromedriver did not start");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let profile = tempfile::tempdir().unwrap();
         // As root, without a sandbox; no background networking (this machine has none).
         let args = [
             "--headless=new",
@@ -213,15 +230,7 @@ impl Driver {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_journey_in_a_real_browser_from_sign_in_to_an_isolation_check() {
-    if !std::path::Path::new(CHROMEDRIVER).exists() {
-        assert!(
-            std::env::var_os("TENANCY_REQUIRE_BROWSER").is_none(),
-            "TENANCY_REQUIRE_BROWSER is set and {CHROMEDRIVER} is missing: \
-             apt-get install chromium chromium-driver"
-        );
-        eprintln!(
-            "SKIPPED: {CHROMEDRIVER} not installed (apt-get install chromium chromium-driver)"
-        );
+    if !browser_available() {
         return;
     }
     let h = Harness::axum().await;
@@ -278,7 +287,37 @@ async fn a_journey_in_a_real_browser_from_sign_in_to_an_isolation_check() {
     // The project is still there, and the page says why plainly.
     assert!(d.text("#projects").await.contains("Rocket skates"));
 
-    let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-journey.png");
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-journey.png");
     d.screenshot(&shot).await;
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+
+    // No process of the run outlives it. Positive control: while the browser runs, the scan
+    // finds ChromeDriver and Chromium's renderers.
+    let mark = d.process.mark();
+    let running = mark.survivors();
+    assert!(
+        running.iter().any(|p| p.contains(CHROMEDRIVER))
+            && running.iter().any(|p| p.contains("--type=renderer")),
+        "{running:#?}"
+    );
+    drop(d);
+    assert_eq!(mark.survivors(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_browser_test_leaves_no_browser_process() {
+    if !browser_available() {
+        return;
+    }
+    let (sender, mark) = tokio::sync::oneshot::channel();
+    let failed = tokio::spawn(async move {
+        let d = Driver::start().await;
+        d.goto("about:blank").await;
+        let _ = sender.send(d.process.mark());
+        panic!("a forced failure while the browser runs");
+    })
+    .await;
+    assert!(failed.is_err_and(|e| e.is_panic()));
+    let mark = mark.await.unwrap();
+    assert_eq!(mark.survivors(), Vec::<String>::new());
 }

@@ -15,6 +15,8 @@ mod adapters;
 mod browser;
 mod cases;
 mod harness;
+#[path = "../support/mod.rs"]
+mod support;
 mod tokens;
 
 macro_rules! for_both_apps {
