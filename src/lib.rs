@@ -47,6 +47,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod audit;
+#[cfg(feature = "web")]
+mod claims;
 #[cfg(feature = "clerk")]
 #[cfg_attr(docsrs, doc(cfg(feature = "clerk")))]
 pub mod clerk;
