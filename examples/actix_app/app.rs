@@ -111,11 +111,7 @@ async fn add_member(
     Ok(HttpResponse::Created().json(member))
 }
 
-async fn remove_member(
-    app: web::Data<App>,
-    ctx: OrgContext,
-    user_id: web::Path<String>,
-) -> Result {
+async fn remove_member(app: web::Data<App>, ctx: OrgContext, user_id: web::Path<String>) -> Result {
     Ok(HttpResponse::Ok().json(shared::remove_member(&app, &ctx, &user_id).await?))
 }
 

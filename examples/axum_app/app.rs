@@ -43,7 +43,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/me/organizations", get(my_organizations))
         .route("/api/organizations", post(create_organization))
         .route("/api/projects", get(list_projects).post(create_project))
-        .route("/api/projects/{id}", get(get_project).delete(delete_project))
+        .route(
+            "/api/projects/{id}",
+            get(get_project).delete(delete_project),
+        )
         .route("/api/members", get(list_members).post(add_member))
         .route("/api/members/{user_id}", delete(remove_member))
         .route("/webhooks/clerk", post(clerk_webhook))

@@ -189,7 +189,10 @@ mod tests {
         let verifier = issuer.verifier();
         let claims = issuer.claims("user_alice", Some(("org_acme", "admin", Some("acme"))), 60);
         let token = issuer.sign(&claims);
-        let verified = verifier.verify(&token).await.expect("a minted token verifies");
+        let verified = verifier
+            .verify(&token)
+            .await
+            .expect("a minted token verifies");
         assert_eq!(verified.user_id.as_str(), "user_alice");
         assert_eq!(verified.org_external_id.as_deref(), Some("org_acme"));
         assert_eq!(verified.org_role.as_deref(), Some("admin"));

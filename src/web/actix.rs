@@ -89,9 +89,8 @@ pub fn json_config() -> web::JsonConfig {
 
 fn body_error(error: JsonPayloadError) -> ApiError {
     let answer = match &error {
-        JsonPayloadError::OverflowKnownLength { limit, .. } | JsonPayloadError::Overflow { limit } => {
-            ApiError::payload_too_large(*limit)
-        }
+        JsonPayloadError::OverflowKnownLength { limit, .. }
+        | JsonPayloadError::Overflow { limit } => ApiError::payload_too_large(*limit),
         JsonPayloadError::Payload(PayloadError::Overflow) => {
             ApiError::coded(Code::PayloadTooLarge, "the body exceeds the limit")
         }
@@ -99,7 +98,9 @@ fn body_error(error: JsonPayloadError) -> ApiError {
         JsonPayloadError::Deserialize(e) if e.is_data() => {
             ApiError::invalid_body(format!("invalid body: {e}"))
         }
-        JsonPayloadError::Deserialize(e) => ApiError::malformed_body(format!("malformed body: {e}")),
+        JsonPayloadError::Deserialize(e) => {
+            ApiError::malformed_body(format!("malformed body: {e}"))
+        }
         JsonPayloadError::Payload(_) => ApiError::malformed_body("the body could not be read"),
         _ => ApiError::coded(Code::Internal, "internal error"),
     };
