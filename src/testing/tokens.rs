@@ -195,7 +195,7 @@ mod tests {
             .expect("a minted token verifies");
         assert_eq!(verified.user_id.as_str(), "user_alice");
         assert_eq!(verified.org_external_id.as_deref(), Some("org_acme"));
-        assert_eq!(verified.org_role.as_deref(), Some("admin"));
+        assert_eq!(verified.org_role.as_deref(), Some("org:admin"));
         assert_eq!(verified.org_slug.as_deref(), Some("acme"));
 
         // The payload swapped for one naming bob, the signature kept: refused.

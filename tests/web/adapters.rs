@@ -232,12 +232,15 @@ async fn post_body(url: &str, content_type: Option<&str>, body: &[u8]) -> (u16, 
     )
 }
 
+/// What is sent (a name, the content type, the body) and the answer expected (status, code).
+type BodyCase<'a> = (&'a str, Option<&'a str>, &'a [u8], u16, &'a str);
+
 /// Every way a JSON body fails, each answered by `url` in the API's JSON error shape with the
 /// code from the table; beside the well-formed body accepted.
 async fn assert_json_body_errors(url: &str) {
     const JSON: Option<&str> = Some("application/json");
     let big = format!(r#"{{"name": "{}"}}"#, "x".repeat(BODY_LIMIT));
-    let cases: [(&str, Option<&str>, &[u8], u16, &str); 7] = [
+    let cases: [BodyCase; 7] = [
         (
             "no content type",
             None,
