@@ -21,16 +21,6 @@
 //! [`actix::json_config`]: 415 `unsupported_media_type`, 400 `malformed_body`, 422
 //! `invalid_body`, 413 `payload_too_large`.
 //!
-//! # Logging
-//!
-//! An [`ApiError`] keeps its cause (the database error behind a 500):
-//! [`source`](std::error::Error::source) returns it, and the body never shows it. When an
-//! adapter answers with a 5xx, it emits one `tracing` event at level `ERROR` (target
-//! `pg_tenancy::web::error`) with the fields `status`, `code`, `message` and `cause` (the
-//! cause's chain, each error's `Display` joined by `: `): what the error says, no token text,
-//! no request body. A 4xx is not logged. This needs only a `tracing` subscriber in your
-//! application; the crate's `tracing` feature turns on its spans, not these events.
-//!
 //! **Just joined.** A user added to an organization in the identity provider gets a token
 //! naming it before the provider's webhook reaches the database. With
 //! [`Tenancy::with_token_memberships`], a membership the verified token claims and the database
@@ -42,6 +32,16 @@
 //! Without it, such a user gets 403 `not_a_member` until the webhook is applied.
 //!
 //! The adapters: [`axum`] and [`actix`].
+//!
+//! # Logging
+//!
+//! An [`ApiError`] keeps its cause (the database error behind a 500):
+//! [`source`](std::error::Error::source) returns it, and the body never shows it. When an
+//! adapter answers with a 5xx, it emits one `tracing` event at level `ERROR` (target
+//! `pg_tenancy::web::error`) with the fields `status`, `code`, `message` and `cause` (the
+//! cause's chain, each error's `Display` joined by `: `): what the error says, no token text,
+//! no request body. A 4xx is not logged. This needs only a `tracing` subscriber in your
+//! application; the crate's `tracing` feature turns on its spans, not these events.
 
 use std::fmt;
 use std::marker::PhantomData;
