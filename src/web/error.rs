@@ -339,9 +339,8 @@ mod tests {
         assert_eq!(ApiError::payload_too_large(10).status(), 413);
     }
 
-    /// Every code of the table is in docs/web.md's table, in its status's row; and every code
-    /// that row lists for a status the table has is one the crate answers with (or a token
-    /// error's).
+    /// Every code of the table is in docs/web.md's table, in its status's row (the token
+    /// errors' codes, `clerk::TokenError::code`, are listed there beside them).
     #[test]
     fn the_documented_codes_are_the_table() {
         let doc = include_str!("../../docs/web.md");
