@@ -412,7 +412,7 @@ fn assert_logged_once(recorder: &Recorder, token: &str) {
     let errors = recorder.errors();
     assert_eq!(errors.len(), 1, "one error event per 500: {errors:?}");
     let event = &errors[0];
-    assert!(event.contains("pg_tenancy::web"), "{event}");
+    assert!(event.contains("ERROR pg_tenancy::web::error"), "{event}");
     assert!(
         event.contains("status=500") && event.contains("code=\"internal\""),
         "{event}"
