@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs each example app as a person would (`cargo run --example <app> -- --dev`), on a free port,
 # and calls it with curl as the README shows: health, a dev token, onboarding, a project, and
-# the 401 / 403 answers. Exits non-zero on any unexpected answer.
+# the 401 / 403 / 415 answers. Exits non-zero on any unexpected answer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +50,10 @@ for app in axum_app actix_app; do
     -d '{"name":"Rocket skates"}' "$base/api/projects")"
   check "$app list projects" "Rocket skates" "$(curl -s -H "authorization: Bearer $token" \
     "$base/api/projects" | json '[0]["name"]')"
+  # A body without its content type is refused in the API's JSON shape, not the framework's text.
+  check "$app body without content type" 415:unsupported_media_type "$(curl -s -X POST \
+    -H "authorization: Bearer $token" -d '{"name":"Giant magnet"}' "$base/api/projects" \
+    -w ':%{http_code}' | python3 -c "import json,sys; b,s=sys.stdin.read().rsplit(':',1); print(s+':'+json.loads(b)['error'])")"
   kill $pid; wait $pid 2>/dev/null || true
   trap - EXIT
 done

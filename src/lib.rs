@@ -38,15 +38,17 @@
 //! | `webhook` | yes | [`webhook`]: Standard Webhooks / Svix signature verification |
 //! | `clerk` | yes | [`clerk`]: the Clerk webhook sync and session claims |
 //! | `clerk-jwt` | | `clerk::SessionTokenVerifier`: Clerk session tokens verified (RS256, JWKS) |
-//! | `web` | | `web`: the request layer the adapters share (`Tenancy`, `ApiError`, `RequireRole`) |
+//! | `web` | | `web`: the request layer the adapters share (`Tenancy`, `ApiError`, `RequireRole`); 5xx answers logged through `tracing` |
 //! | `axum` | | `web::axum`: axum 0.8 extractors and responses (turns on `web`) |
 //! | `actix-web` | | `web::actix`: actix-web 4 extractors and responses (turns on `web`) |
 //! | `http` | | `webhook::WebhookHeaders::from_header_map` |
 //! | `tracing` | | `tenancy.unit` and `tenancy.webhook` spans |
-//! | `testing` | | `testing`: a throwaway PostgreSQL and test databases (Unix) |
+//! | `testing` | | `testing`: a throwaway PostgreSQL and test databases (Unix); with `clerk-jwt`, `testing::DevTokenIssuer` |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod audit;
+#[cfg(feature = "web")]
+mod claims;
 #[cfg(feature = "clerk")]
 #[cfg_attr(docsrs, doc(cfg(feature = "clerk")))]
 pub mod clerk;

@@ -1,43 +1,43 @@
-//! The axum routes over `shared`: extractors from `pg_tenancy::web::axum`, JSON errors from
-//! `ApiError`.
+//! The axum routes: extractors from `pg_tenancy::web::axum` (the context, the role, and `Json`
+//! bodies that fail in the API's JSON error shape), the logic in `shared`.
 
 // pub for the end-to-end tests, which include this file.
 #![allow(unreachable_pub, missing_debug_implementations)]
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::Router;
+use axum::body::Body;
 use axum::extract::{FromRef, Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Html;
+use axum::routing::{delete, get, post};
 use serde_json::Value;
 
 use pg_tenancy::OrgContext;
+use pg_tenancy::web::axum::Json;
 use pg_tenancy::web::{Admin, ApiError, RequireRole, Session, Tenancy};
+use pg_tenancy::webhook::WebhookHeaders;
 
 use crate::shared::{self, App, WEBHOOK_BODY_LIMIT};
 
-/// The router's state: the app, and the `Tenancy` slice the extractors take through `FromRef`.
+/// The router's state: the app; the extractors take its `Tenancy` through `FromRef`.
 #[derive(Clone)]
-pub struct AppState {
-    app: Arc<App>,
-}
+pub struct AppState(Arc<App>);
 
 impl FromRef<AppState> for Tenancy {
     fn from_ref(state: &AppState) -> Tenancy {
-        state.app.tenancy.clone()
+        state.0.tenancy.clone()
     }
 }
 
-type Answer = Result<Json<Value>, ApiError>;
+type Result<T, E = ApiError> = std::result::Result<T, E>;
 
 /// Every route of the API.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(index))
-        .route("/health", get(|| async { Json(shared::health()) }))
+        .route("/health", get(health))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/dev/token", post(dev_token))
         .route("/api/me/organizations", get(my_organizations))
@@ -48,96 +48,113 @@ pub fn router(app: Arc<App>) -> Router {
             get(get_project).delete(delete_project),
         )
         .route("/api/members", get(list_members).post(add_member))
-        .route(
-            "/api/members/{user_id}",
-            axum::routing::delete(remove_member),
-        )
+        .route("/api/members/{user_id}", delete(remove_member))
         .route("/webhooks/clerk", post(clerk_webhook))
         .fallback(|| async { ApiError::not_found() })
-        .with_state(AppState { app })
+        .with_state(AppState(app))
 }
 
 async fn index() -> Html<&'static str> {
     Html(shared::INDEX_HTML)
 }
 
-async fn jwks(State(s): State<AppState>) -> Response {
-    match &s.app.dev {
-        Some(dev) => Json(dev.jwks().clone()).into_response(),
-        None => ApiError::not_found().into_response(),
-    }
+async fn health() -> Json<shared::Health> {
+    Json(shared::health())
 }
 
-async fn dev_token(State(s): State<AppState>, body: Bytes) -> Answer {
-    shared::dev_token(&s.app, &body).await.map(Json)
+async fn jwks(State(AppState(app)): State<AppState>) -> Result<Json<Value>> {
+    let dev = app.dev.as_ref().ok_or_else(ApiError::not_found)?;
+    Ok(Json(dev.jwks().clone()))
 }
 
-async fn my_organizations(State(s): State<AppState>, session: Session) -> Answer {
-    shared::my_organizations(&s.app, &session).await.map(Json)
+async fn dev_token(
+    State(AppState(app)): State<AppState>,
+    Json(request): Json<shared::TokenRequest>,
+) -> Result<Json<shared::DevToken>> {
+    Ok(Json(shared::dev_token(&app, request).await?))
 }
 
-async fn create_organization(State(s): State<AppState>, session: Session, body: Bytes) -> Response {
-    match shared::create_organization(&s.app, &session, &body).await {
-        Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
-        Err(e) => e.into_response(),
-    }
+async fn my_organizations(
+    State(AppState(app)): State<AppState>,
+    session: Session,
+) -> Result<Json<shared::MyOrganizations>> {
+    Ok(Json(shared::my_organizations(&app, &session).await?))
 }
 
-async fn list_projects(State(s): State<AppState>, ctx: OrgContext) -> Answer {
-    shared::list_projects(&s.app, &ctx).await.map(Json)
+async fn create_organization(
+    State(AppState(app)): State<AppState>,
+    session: Session,
+    Json(new): Json<shared::NewOrganization>,
+) -> Result<(StatusCode, Json<shared::Organization>)> {
+    let organization = shared::create_organization(&app, &session, new).await?;
+    Ok((StatusCode::CREATED, Json(organization)))
 }
 
-async fn create_project(State(s): State<AppState>, ctx: OrgContext, body: Bytes) -> Response {
-    match shared::create_project(&s.app, &ctx, &body).await {
-        Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
-        Err(e) => e.into_response(),
-    }
+async fn list_projects(
+    State(AppState(app)): State<AppState>,
+    ctx: OrgContext,
+) -> Result<Json<Vec<shared::Project>>> {
+    Ok(Json(shared::list_projects(&app, &ctx).await?))
 }
 
-async fn get_project(State(s): State<AppState>, ctx: OrgContext, Path(id): Path<String>) -> Answer {
-    shared::get_project(&s.app, &ctx, &id).await.map(Json)
+async fn create_project(
+    State(AppState(app)): State<AppState>,
+    ctx: OrgContext,
+    Json(new): Json<shared::NewProject>,
+) -> Result<(StatusCode, Json<shared::Project>)> {
+    let project = shared::create_project(&app, &ctx, new).await?;
+    Ok((StatusCode::CREATED, Json(project)))
+}
+
+async fn get_project(
+    State(AppState(app)): State<AppState>,
+    ctx: OrgContext,
+    Path(id): Path<String>,
+) -> Result<Json<shared::Project>> {
+    Ok(Json(shared::get_project(&app, &ctx, &id).await?))
 }
 
 async fn delete_project(
-    State(s): State<AppState>,
+    State(AppState(app)): State<AppState>,
     ctx: RequireRole<Admin>,
     Path(id): Path<String>,
-) -> Answer {
-    shared::delete_project(&s.app, &ctx, &id).await.map(Json)
+) -> Result<Json<shared::Deleted>> {
+    Ok(Json(shared::delete_project(&app, &ctx, &id).await?))
 }
 
-async fn list_members(State(s): State<AppState>, ctx: OrgContext) -> Answer {
-    shared::list_members(&s.app, &ctx).await.map(Json)
+async fn list_members(
+    State(AppState(app)): State<AppState>,
+    ctx: OrgContext,
+) -> Result<Json<Vec<shared::Member>>> {
+    Ok(Json(shared::list_members(&app, &ctx).await?))
 }
 
-async fn add_member(State(s): State<AppState>, ctx: RequireRole<Admin>, body: Bytes) -> Response {
-    match shared::add_member(&s.app, &ctx, &body).await {
-        Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
-        Err(e) => e.into_response(),
-    }
+async fn add_member(
+    State(AppState(app)): State<AppState>,
+    ctx: RequireRole<Admin>,
+    Json(new): Json<shared::NewMember>,
+) -> Result<(StatusCode, Json<shared::Member>)> {
+    let member = shared::add_member(&app, &ctx, new).await?;
+    Ok((StatusCode::CREATED, Json(member)))
 }
 
 async fn remove_member(
-    State(s): State<AppState>,
+    State(AppState(app)): State<AppState>,
     ctx: OrgContext,
     Path(user_id): Path<String>,
-) -> Answer {
-    shared::remove_member(&s.app, &ctx, &user_id)
-        .await
-        .map(Json)
+) -> Result<Json<shared::Removed>> {
+    Ok(Json(shared::remove_member(&app, &ctx, &user_id).await?))
 }
 
-async fn clerk_webhook(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Answer {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > WEBHOOK_BODY_LIMIT) {
-        return Err(ApiError::payload_too_large(WEBHOOK_BODY_LIMIT));
-    }
+/// The raw body (the signature covers its bytes), read up to the webhook limit.
+async fn clerk_webhook(
+    State(AppState(app)): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<shared::Delivery>> {
     let body = axum::body::to_bytes(body, WEBHOOK_BODY_LIMIT)
         .await
         .map_err(|_| ApiError::payload_too_large(WEBHOOK_BODY_LIMIT))?;
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    shared::clerk_webhook(&s.app, header, &body).await.map(Json)
+    let headers = WebhookHeaders::from_header_map(&headers);
+    Ok(Json(shared::clerk_webhook(&app, &headers, &body).await?))
 }

@@ -1,4 +1,5 @@
-//! A throwaway PostgreSQL for tests and examples (feature `testing`).
+//! A throwaway PostgreSQL for tests and examples (feature `testing`), and with `clerk-jwt` a
+//! development token issuer ([`DevTokenIssuer`]).
 //!
 //! [`TestDatabase::create`] gives each test a fresh database, migrated, with three login roles:
 //! the database **owner** (ran the migrations; subject to the policies only because every table
@@ -23,11 +24,16 @@ mod cluster;
 mod database;
 mod isolation;
 mod proxy;
+#[cfg(feature = "clerk-jwt")]
+mod tokens;
 
 pub use cluster::TestCluster;
 pub use database::TestDatabase;
 pub use isolation::{TableUnderTest, assert_isolated, check_isolation, check_service_isolation};
 pub use proxy::{ProxyStats, TcpProxy};
+#[cfg(feature = "clerk-jwt")]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "testing", feature = "clerk-jwt"))))]
+pub use tokens::{DevKeyError, DevTokenIssuer};
 
 /// Audits the database `pool` connects to ([`audit::audit`](crate::audit::audit)) and fails
 /// the test with the report when there is an error; returns the report (warnings included).

@@ -1,5 +1,6 @@
 //! actix-web 4: [`Session`], [`OrgContext`] and [`RequireRole`] as extractors, [`ApiError`] as
-//! a [`ResponseError`].
+//! a [`ResponseError`], and [`json_config`], a `web::Json` configuration that answers a bad
+//! body with an [`ApiError`].
 //!
 //! The state is [`Tenancy`] in the app data, as `web::Data<Tenancy>` or `web::ThinData<Tenancy>`.
 //! An app without it answers 500 `server_misconfigured`, naming the call that adds it. The
@@ -28,6 +29,7 @@
 //! # fn app(tenancy: Tenancy) {
 //! let app = App::new()
 //!     .app_data(web::Data::new(tenancy))
+//!     .app_data(pg_tenancy::web::actix::json_config())
 //!     .route("/api/projects", web::get().to(projects))
 //!     .route("/api/admin", web::get().to(admin_only));
 //! # }
@@ -40,17 +42,69 @@ use actix_web::dev::Payload;
 use actix_web::http::{StatusCode, header};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 
+use actix_web::error::{JsonPayloadError, PayloadError};
+
+use super::error::Code;
 use super::{ApiError, MinRole, RequireRole, Session, Tenancy, token_from_request};
 use crate::OrgContext;
 
+/// The JSON body, logged first when it is a 5xx (see [`ApiError`]).
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     fn error_response(&self) -> HttpResponse {
+        self.log_if_server_error();
         HttpResponse::build(self.status_code()).json(self.body())
     }
+}
+
+/// A [`web::JsonConfig`] whose error handler answers a body `web::Json<T>` refuses with an
+/// [`ApiError`] in the same JSON shape as every other error, not with actix-web's plain text:
+/// 415 `unsupported_media_type` without `Content-Type: application/json`, 400
+/// `malformed_body` for text that is not JSON, 422 `invalid_body` for JSON of the wrong shape,
+/// 413 `payload_too_large` above the limit (actix-web's 2 MB unless you call `.limit(bytes)`
+/// on it). Add it to the app data.
+///
+/// ```
+/// use actix_web::{App, web};
+///
+/// #[derive(serde::Deserialize)]
+/// struct NewProject {
+///     name: String,
+/// }
+///
+/// async fn create(project: web::Json<NewProject>) -> String {
+///     project.into_inner().name
+/// }
+///
+/// let app = App::new()
+///     .app_data(pg_tenancy::web::actix::json_config().limit(64 * 1024))
+///     .route("/api/projects", web::post().to(create));
+/// ```
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default().error_handler(|error, _| body_error(error).into())
+}
+
+fn body_error(error: JsonPayloadError) -> ApiError {
+    let answer = match &error {
+        JsonPayloadError::OverflowKnownLength { limit, .. }
+        | JsonPayloadError::Overflow { limit } => ApiError::payload_too_large(*limit),
+        JsonPayloadError::Payload(PayloadError::Overflow) => {
+            ApiError::coded(Code::PayloadTooLarge, "the body exceeds the limit")
+        }
+        JsonPayloadError::ContentType => ApiError::unsupported_media_type(),
+        JsonPayloadError::Deserialize(e) if e.is_data() => {
+            ApiError::invalid_body(format!("invalid body: {e}"))
+        }
+        JsonPayloadError::Deserialize(e) => {
+            ApiError::malformed_body(format!("malformed body: {e}"))
+        }
+        JsonPayloadError::Payload(_) => ApiError::malformed_body("the body could not be read"),
+        _ => ApiError::coded(Code::Internal, "internal error"),
+    };
+    answer.with_source(error)
 }
 
 fn tenancy(req: &HttpRequest) -> Result<Tenancy, ApiError> {

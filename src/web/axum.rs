@@ -1,13 +1,14 @@
 //! axum 0.8: [`Session`], [`OrgContext`] and [`RequireRole`] as extractors, [`ApiError`] as a
-//! response.
+//! response, and [`Json`], axum's JSON extractor answering a bad body with an [`ApiError`].
 //!
 //! The state is [`Tenancy`], reached through [`FromRef`]: your state holds one (or is one),
 //! so a router without it does not compile. The verified session and the context are kept in
 //! the request's extensions, so that several extractors in one handler verify and look up once.
 //!
 //! ```no_run
-//! use axum::{Json, Router, extract::FromRef, routing::get};
+//! use axum::{Router, extract::FromRef, routing::get};
 //! use pg_tenancy::OrgContext;
+//! use pg_tenancy::web::axum::Json;
 //! use pg_tenancy::web::{Admin, ApiError, RequireRole, Tenancy};
 //!
 //! #[derive(Clone)]
@@ -48,19 +49,101 @@
 //! }
 //! ```
 
-use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRef, FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
+use super::error::Code;
 use super::{ApiError, MinRole, RequireRole, Session, Tenancy, token_from_request};
 use crate::OrgContext;
 
+/// The JSON body, logged first when it is a 5xx (see [`ApiError`]).
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        self.log_if_server_error();
         let status =
             StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (status, axum::Json(self.body())).into_response()
+    }
+}
+
+/// axum's [`Json`](axum::Json), but a body it refuses is answered with an [`ApiError`] in
+/// the same JSON shape as every other error, not with axum's plain text: 415
+/// `unsupported_media_type` without `Content-Type: application/json`, 400 `malformed_body` for
+/// text that is not JSON, 422 `invalid_body` for JSON of the wrong shape, 413
+/// `payload_too_large` above the body limit (axum's `DefaultBodyLimit`, 2 MB unless you set
+/// it). As a response it is axum's `Json`.
+///
+/// ```
+/// use pg_tenancy::web::axum::Json;
+///
+/// #[derive(serde::Deserialize)]
+/// struct NewProject {
+///     name: String,
+/// }
+///
+/// async fn create(Json(project): Json<NewProject>) -> Json<String> {
+///     Json(project.name)
+/// }
+/// # let _ = axum::routing::post::<_, _, ()>(create);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Json(value)),
+            Err(rejection) => Err(body_error(rejection)),
+        }
+    }
+}
+
+fn body_error(rejection: JsonRejection) -> ApiError {
+    let error = match rejection.status() {
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::unsupported_media_type(),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::coded(Code::PayloadTooLarge, "the body exceeds the limit")
+        }
+        StatusCode::UNPROCESSABLE_ENTITY => ApiError::invalid_body(rejection.body_text()),
+        status if status.is_client_error() => ApiError::malformed_body(rejection.body_text()),
+        _ => ApiError::coded(Code::Internal, "internal error"),
+    };
+    error.with_source(rejection)
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+impl<T> From<T> for Json<T> {
+    fn from(value: T) -> Self {
+        Json(value)
+    }
+}
+
+impl<T> std::ops::Deref for Json<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> std::ops::DerefMut for Json<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
     }
 }
 

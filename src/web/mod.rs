@@ -14,9 +14,12 @@
 //! 3. **The unit of work**, through [`TenantPool::with_rls`] with that context: the database
 //!    admits it again, and Row-Level Security scopes every statement.
 //!
-//! Every failure is an [`ApiError`]: an HTTP status from [`ErrorKind`], a stable `code`, and a
-//! message safe to show (never database text), serialized as
-//! `{"error": <code>, "message": <text>}`.
+//! Every failure is an [`ApiError`]: an HTTP status, a stable `code` (one table holds every
+//! code the crate answers with, and its status; docs/web.md lists it), and a message safe to
+//! show (never database text), serialized as `{"error": <code>, "message": <text>}`. A request
+//! body refused by the framework answers the same way through [`axum::Json`] or
+//! [`actix::json_config`]: 415 `unsupported_media_type`, 400 `malformed_body`, 422
+//! `invalid_body`, 413 `payload_too_large`.
 //!
 //! **Just joined.** A user added to an organization in the identity provider gets a token
 //! naming it before the provider's webhook reaches the database. With
@@ -29,14 +32,29 @@
 //! Without it, such a user gets 403 `not_a_member` until the webhook is applied.
 //!
 //! The adapters: [`axum`] and [`actix`].
+//!
+//! # Logging
+//!
+//! An [`ApiError`] keeps its cause (the database error behind a 500):
+//! [`source`](std::error::Error::source) returns it, and the body never shows it. When an
+//! adapter answers with a 5xx, it emits one `tracing` event at level `ERROR` (target
+//! `pg_tenancy::web::error`) with the fields `status`, `code`, `message` and `cause` (the
+//! cause's chain, each error's `Display` joined by `: `): what the error says, no token text,
+//! no request body. A 4xx is not logged. This needs only a `tracing` subscriber in your
+//! application; the crate's `tracing` feature turns on its spans, not these events.
 
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::ids::{OrgId, UserId};
 use crate::{OrgContext, Role, ServicePool, TenantPool};
+
+pub use crate::claims::MembershipClaim;
+pub use error::ApiError;
+
+mod error;
 
 #[cfg(feature = "actix-web")]
 #[cfg_attr(docsrs, doc(cfg(feature = "actix-web")))]
@@ -73,32 +91,6 @@ impl Session {
     pub fn with_claim(mut self, claim: MembershipClaim) -> Self {
         self.claim = Some(claim);
         self
-    }
-}
-
-/// A membership a verified session token claims.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct MembershipClaim {
-    /// The identity provider's organization id (`org_...`); the [`OrgId`] derives from it.
-    pub org_external_id: String,
-    /// The organization's slug, if the token states it (a placeholder name until the webhook).
-    pub org_slug: Option<String>,
-    /// The role the token states, mapped; applied at most as [`Role::Admin`].
-    pub role: Role,
-    /// When the token was issued (unix seconds).
-    pub issued_at: i64,
-}
-
-impl MembershipClaim {
-    /// A claim of `role` in the organization `org_external_id`, as of `issued_at`.
-    pub fn new(org_external_id: impl Into<String>, role: Role, issued_at: i64) -> Self {
-        MembershipClaim {
-            org_external_id: org_external_id.into(),
-            org_slug: None,
-            role,
-            issued_at,
-        }
     }
 }
 
@@ -181,11 +173,7 @@ impl Tenancy {
     pub async fn session(&self, token: Option<&str>) -> Result<Session, ApiError> {
         match token {
             Some(t) if !t.is_empty() => self.verifier.verify(t).await,
-            _ => Err(ApiError::new(
-                ErrorKind::Unauthenticated,
-                "missing_token",
-                "no session token: send Authorization: Bearer <token> or the __session cookie",
-            )),
+            _ => Err(error::missing_token()),
         }
     }
 
@@ -208,71 +196,12 @@ impl Tenancy {
             return Err(Error::NotAMember.into());
         };
         if OrgId::from_external_id(&claim.org_external_id) != org
-            || !apply_claim(service, org, &session.user_id, claim).await?
+            || !crate::claims::apply(service, org, &session.user_id, claim).await?
         {
             return Err(Error::NotAMember.into());
         }
         Ok(self.pool.authorize(&session.user_id, org).await?)
     }
-}
-
-/// Applies a token's membership claim in a service unit; `false` when it must not be.
-async fn apply_claim(
-    service: &ServicePool,
-    org: OrgId,
-    user: &UserId,
-    claim: &MembershipClaim,
-) -> Result<bool, Error> {
-    service
-        .with_org(org, async |tx| {
-            let deleted: Option<bool> = sqlx::query_scalar(
-                "SELECT deleted_at IS NOT NULL FROM organizations WHERE id = $1",
-            )
-            .bind(org)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if deleted == Some(true) {
-                return Ok(false);
-            }
-            // Before anything is written: a unit that answers `false` still commits.
-            let removed_since: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM membership_removals \
-                 WHERE organization_id = $1 AND user_id = $2 AND removed_at >= to_timestamp($3))",
-            )
-            .bind(org)
-            .bind(user)
-            .bind(claim.issued_at as f64)
-            .fetch_one(&mut *tx)
-            .await?;
-            if removed_since {
-                return Ok(false);
-            }
-            if deleted.is_none() {
-                // A placeholder until the webhook brings the organization (any event
-                // overwrites a row without `external_updated_at`).
-                let name = claim.org_slug.as_deref().unwrap_or(&claim.org_external_id);
-                sqlx::query(
-                    "INSERT INTO organizations (id, name, external_id) VALUES ($1, $2, $3) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(org)
-                .bind(name)
-                .bind(&claim.org_external_id)
-                .execute(&mut *tx)
-                .await?;
-            }
-            sqlx::query(
-                "INSERT INTO organization_members (organization_id, user_id, role) \
-                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            )
-            .bind(org)
-            .bind(user)
-            .bind(claim.role.min(Role::Admin))
-            .execute(&mut *tx)
-            .await?;
-            Ok(true)
-        })
-        .await
 }
 
 /// The token of a request: `Authorization: Bearer <token>` if present, else the `__session`
@@ -296,121 +225,6 @@ pub fn token_from_request<'a>(
         .find(|(name, _)| *name == "__session")
         .map(|(_, value)| value.trim_matches('"'))
         .filter(|t| !t.is_empty())
-}
-
-/// An error answer: status, stable code, and a message safe to show. Its JSON body is
-/// `{"error": <code>, "message": <message>}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    status: u16,
-    code: &'static str,
-    message: String,
-}
-
-impl fmt::Display for ApiError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.code, self.message)
-    }
-}
-
-impl std::error::Error for ApiError {}
-
-impl ApiError {
-    /// An error of `kind` (its status) with `code` and `message`.
-    pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status: kind.http_status(),
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// 413 `payload_too_large`: a body over `limit` bytes.
-    pub fn payload_too_large(limit: usize) -> Self {
-        ApiError {
-            status: 413,
-            code: "payload_too_large",
-            message: format!("the body exceeds {limit} bytes"),
-        }
-    }
-
-    /// 400 `bad_request`.
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::BadRequest, "bad_request", message)
-    }
-
-    /// 404 `not_found`.
-    pub fn not_found() -> Self {
-        Self::new(ErrorKind::NotFound, "not_found", "no such resource")
-    }
-
-    /// 403 `no_active_organization`: the session has no organization (onboarding: create or
-    /// choose one).
-    pub fn no_active_organization() -> Self {
-        Self::new(
-            ErrorKind::Forbidden,
-            "no_active_organization",
-            "the session has no active organization: create or choose one",
-        )
-    }
-
-    /// 500 `server_misconfigured`, naming what is missing and how to add it.
-    pub fn misconfigured(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Internal, "server_misconfigured", message)
-    }
-
-    /// The HTTP status.
-    pub fn status(&self) -> u16 {
-        self.status
-    }
-
-    /// The stable code.
-    pub fn code(&self) -> &'static str {
-        self.code
-    }
-
-    /// The message.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-
-    /// The JSON body.
-    pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({ "error": self.code, "message": self.message })
-    }
-}
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        let kind = e.kind();
-        let (code, message) = match &e {
-            Error::Unauthenticated => ("unauthenticated", e.to_string()),
-            Error::NotAMember => ("not_a_member", e.to_string()),
-            Error::InsufficientRole { .. } => ("insufficient_role", e.to_string()),
-            Error::InvalidUserId => ("invalid_user_id", e.to_string()),
-            Error::InvalidRole(_) => ("invalid_role", "invalid role".to_owned()),
-            // Database text stays in the server's logs.
-            _ => match kind {
-                ErrorKind::Forbidden => ("forbidden", "not allowed".to_owned()),
-                ErrorKind::NotFound => ("not_found", "no such resource".to_owned()),
-                ErrorKind::Conflict => ("conflict", "conflicts with existing data".to_owned()),
-                ErrorKind::BadRequest => ("bad_request", "bad request".to_owned()),
-                _ => ("internal", "internal error".to_owned()),
-            },
-        };
-        ApiError::new(kind, code, message)
-    }
-}
-
-#[cfg(feature = "clerk-jwt")]
-impl From<crate::clerk::TokenError> for ApiError {
-    fn from(e: crate::clerk::TokenError) -> Self {
-        let message = match e.kind() {
-            ErrorKind::Internal => "session keys unavailable".to_owned(),
-            _ => e.to_string(),
-        };
-        ApiError::new(e.kind(), e.code(), message)
-    }
 }
 
 /// A least role, in a type: [`Member`], [`Admin`] or [`Owner`], for `RequireRole<Admin>`.
@@ -498,19 +312,5 @@ mod tests {
         );
         assert_eq!(token_from_request(None, ["__session="]), None);
         assert_eq!(token_from_request(None, []), None);
-    }
-
-    #[test]
-    fn api_errors_never_carry_database_text() {
-        let db = Error::Database(sqlx::Error::Protocol("secret detail".into()));
-        let e = ApiError::from(db);
-        assert_eq!((e.status(), e.code()), (500, "internal"));
-        assert!(!e.body().to_string().contains("secret"));
-        let e = ApiError::from(Error::Database(sqlx::Error::RowNotFound));
-        assert_eq!((e.status(), e.code()), (404, "not_found"));
-        let e = ApiError::from(Error::NotAMember);
-        assert_eq!(e.body()["error"], "not_a_member");
-        assert_eq!(e.status(), 403);
-        assert_eq!(ApiError::no_active_organization().status(), 403);
     }
 }

@@ -34,8 +34,6 @@ pub async fn health_and_missing_or_bad_tokens_are_401(h: &Harness) {
         .await;
     assert_eq!(status, OK, "{body}");
     assert_eq!(body["user_id"], "user_alice");
-    // Malformed JSON answers in the same JSON shape.
-    assert!(body.is_object());
 }
 
 pub async fn each_organization_sees_only_its_own_projects(h: &Harness) {
@@ -241,54 +239,111 @@ pub async fn a_session_without_an_organization_gets_onboarding_answers(h: &Harne
     assert_eq!(body["organizations"][0]["role"], "owner");
 }
 
-pub async fn malformed_ids_and_bodies_are_400(h: &Harness) {
+pub async fn malformed_ids_and_bodies_are_refused_in_json(h: &Harness) {
     let (_, alice) = h.onboard("user_alice", "Acme").await;
-    for (method, path, body) in [
-        (Method::GET, "/api/projects/not-a-uuid", None),
-        (Method::DELETE, "/api/projects/1%27%20OR%201=1", None),
-        (Method::POST, "/api/projects", Some(json!("a string"))),
+    for (method, path, body, status, error) in [
+        (
+            Method::GET,
+            "/api/projects/not-a-uuid",
+            None,
+            400,
+            "bad_request",
+        ),
+        (
+            Method::DELETE,
+            "/api/projects/1%27%20OR%201=1",
+            None,
+            400,
+            "bad_request",
+        ),
+        // JSON of the wrong shape.
+        (
+            Method::POST,
+            "/api/projects",
+            Some(json!("a string")),
+            422,
+            "invalid_body",
+        ),
         (
             Method::POST,
             "/api/projects",
             Some(json!({"title": "no name"})),
+            422,
+            "invalid_body",
         ),
-        (Method::POST, "/api/projects", Some(json!({"name": ""}))),
+        // The right shape, values the API refuses.
+        (
+            Method::POST,
+            "/api/projects",
+            Some(json!({"name": ""})),
+            400,
+            "bad_request",
+        ),
         (
             Method::POST,
             "/api/members",
             Some(json!({"user_id": "a'b", "role": "member"})),
+            400,
+            "invalid_user_id",
         ),
         (
             Method::POST,
             "/api/members",
             Some(json!({"user_id": "user_x", "role": "god"})),
+            400,
+            "invalid_role",
         ),
         (
             Method::POST,
             "/api/organizations",
             Some(json!({"name": "X", "slug": "Bad Slug"})),
+            400,
+            "bad_request",
         ),
     ] {
-        let (status, answer) = h
+        let (got, answer) = h
             .call(method.clone(), path, Some(&alice), body.as_ref(), &[])
             .await;
-        assert_eq!(status.as_u16(), 400, "{method} {path} {body:?}: {answer}");
+        assert_eq!(
+            (got.as_u16(), code(&answer)),
+            (status, error),
+            "{method} {path} {body:?}: {answer}"
+        );
         assert!(answer["message"].is_string(), "{answer}");
     }
-    // Unparseable JSON text, invalid UTF-8, and a NUL byte in a name.
-    for body in [
-        &b"{"[..],
-        b"{\"name\": \"\xff\xfe\"}",
-        b"{\"name\": \"a\\u0000b\"}",
+    // Bodies that are not JSON of any shape: cut short, not UTF-8, without the JSON content
+    // type, over the 2 MiB limit; and a NUL byte in a name, which the database refuses.
+    let big = format!(r#"{{"name": "{}"}}"#, "x".repeat(3 << 20));
+    let json = Some("application/json");
+    for (body, content_type, status, error) in [
+        (&b"{"[..], json, 400, "malformed_body"),
+        (b"{\"name\": \"\xff\xfe\"}", json, 400, "malformed_body"),
+        (b"{\"name\": \"ok\"}", None, 415, "unsupported_media_type"),
+        (
+            b"{\"name\": \"ok\"}",
+            Some("text/plain"),
+            415,
+            "unsupported_media_type",
+        ),
+        (big.as_bytes(), json, 413, "payload_too_large"),
+        (b"{\"name\": \"a\\u0000b\"}", json, 400, "bad_request"),
     ] {
-        let response = reqwest::Client::new()
+        let mut request = reqwest::Client::new()
             .post(format!("{}/api/projects", h.base))
             .bearer_auth(&alice)
-            .body(body.to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 400, "{body:?}");
+            .body(body.to_vec());
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = request.send().await.unwrap();
+        let got = response.status().as_u16();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        let shown = String::from_utf8_lossy(&body[..body.len().min(40)]).into_owned();
+        assert_eq!(
+            (got, code(&answer)),
+            (status, error),
+            "{shown} {content_type:?}: {answer}"
+        );
     }
     assert!(h.project_names(&alice).await.is_empty(), "nothing written");
     // A token that is not UTF-8 (bytes a header may carry) is a 401.

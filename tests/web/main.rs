@@ -52,7 +52,7 @@ for_both_apps!(
     an_admin_cannot_grant_owner,
     switching_to_an_organization_the_user_is_not_in_is_refused,
     a_session_without_an_organization_gets_onboarding_answers,
-    malformed_ids_and_bodies_are_400,
+    malformed_ids_and_bodies_are_refused_in_json,
     a_webhook_creates_a_membership_that_then_works_and_a_replay_changes_nothing,
     a_forged_webhook_is_400_and_writes_nothing,
     an_oversized_webhook_is_413,

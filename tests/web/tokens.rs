@@ -8,13 +8,14 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use rsa::pkcs8::{EncodePublicKey, LineEnding};
 use serde_json::{Value, json};
 
 use pg_tenancy::ErrorKind;
 use pg_tenancy::clerk::{SessionTokenVerifier, TokenError};
 
-use crate::shared::{DevIssuer, unix_now};
+use pg_tenancy::testing::DevTokenIssuer as DevIssuer;
+
+use crate::shared::unix_now;
 
 const ISS: &str = "https://clerk.example.test";
 const ORIGIN: &str = "https://app.example.test";
@@ -231,10 +232,7 @@ fn other_pem(issuer: &DevIssuer) -> String {
 }
 
 fn keys_public_pem(keys: &Keys) -> String {
-    keys.issuer
-        .public_key()
-        .to_public_key_pem(LineEnding::LF)
-        .unwrap()
+    keys.issuer.public_pem().to_owned()
 }
 
 #[tokio::test]
