@@ -31,6 +31,13 @@ CREATE TABLE tenancy_context_key (
     okey bytea   NOT NULL CHECK (length(okey) = 64)
 );
 REVOKE ALL ON tenancy_context_key FROM PUBLIC;
+-- Out of reach whatever request roles are granted (`GRANT SELECT ON ALL TABLES IN SCHEMA ...`
+-- included): row security on, with no policy and not forced, so every role but the owner
+-- reads no row; the owner's SECURITY DEFINER functions below read it. TenantPool::hardened
+-- refuses a role that can read it, and the audit reports one as an error.
+ALTER TABLE tenancy_context_key ENABLE ROW LEVEL SECURITY;
+COMMENT ON TABLE tenancy_context_key IS
+    'tenancy-audit: allow. Hardened mode''s key: row security with no policy, read only by its owner''s SECURITY DEFINER functions.';
 
 CREATE FUNCTION tenancy_hmac(message text) RETURNS text
     LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -54,15 +61,27 @@ CREATE FUNCTION tenancy_hardened_mode() RETURNS boolean
     SET search_path FROM CURRENT
     AS $$ SELECT EXISTS (SELECT 1 FROM tenancy_context_key) $$;
 
+-- What a signature or a seal covers, encoded so that no field can stand for another's
+-- boundary: each field as `<octets>:<text>`, joined with '|'. A NULL field makes the whole
+-- message NULL, and no signature verifies a NULL message. (The application encodes its
+-- signed entries the same way: `hardened::encode`.)
+CREATE FUNCTION tenancy_signed_message(fields text[]) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT CASE WHEN pg_catalog.array_position(fields, NULL) IS NULL
+                      THEN (SELECT pg_catalog.string_agg(pg_catalog.octet_length(f)::text || ':' || f,
+                                                         '|' ORDER BY i)
+                              FROM pg_catalog.unnest(fields) WITH ORDINALITY AS t(f, i)) END $$;
+
 -- The seal over the settings a unit runs with: valid only in its transaction, until its expiry.
+-- A setting never set reads as '' (an unset context is empty either way).
 CREATE FUNCTION tenancy_context_seal() RETURNS text
     LANGUAGE sql STABLE
-    AS $$ SELECT pg_catalog.concat_ws('|',
-                 pg_catalog.current_setting('app.current_unit', true),
-                 pg_catalog.current_setting('app.current_org_id', true),
-                 pg_catalog.current_setting('app.current_user_id', true),
-                 pg_catalog.current_setting('app.current_org_role', true),
-                 pg_catalog.current_setting('app.context_expiry', true)) $$;
+    AS $$ SELECT tenancy_signed_message(ARRAY['seal',
+                 coalesce(pg_catalog.current_setting('app.current_unit', true), ''),
+                 coalesce(pg_catalog.current_setting('app.current_org_id', true), ''),
+                 coalesce(pg_catalog.current_setting('app.current_user_id', true), ''),
+                 coalesce(pg_catalog.current_setting('app.current_org_role', true), ''),
+                 coalesce(pg_catalog.current_setting('app.context_expiry', true), '')]) $$;
 
 -- Per statement (hardened mode): the settings are the ones the signed entry sealed, in this
 -- transaction. Settings that are not (an injection changed one, or none were sealed) give
@@ -76,7 +95,7 @@ CREATE FUNCTION tenancy_context_is_sealed() RETURNS boolean
 BEGIN
     IF pg_catalog.current_setting('app.current_unit', true)
        IS DISTINCT FROM pg_catalog.transaction_timestamp()::text
-       OR tenancy_hmac('seal|' || tenancy_context_seal())
+       OR tenancy_hmac(tenancy_context_seal())
           IS DISTINCT FROM pg_catalog.current_setting('app.context_seal', true) THEN
         RETURN false;
     END IF;
@@ -99,7 +118,7 @@ DECLARE
     ignored text;
 BEGIN
     ignored := pg_catalog.set_config('app.context_expiry', expiry::text, true);
-    ignored := pg_catalog.set_config('app.context_seal', tenancy_hmac('seal|' || tenancy_context_seal()), true);
+    ignored := pg_catalog.set_config('app.context_seal', tenancy_hmac(tenancy_context_seal()), true);
 END
 $$;
 REVOKE ALL ON FUNCTION tenancy_seal(bigint) FROM PUBLIC;
@@ -124,8 +143,18 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM tenancy_context_key) THEN
         RAISE EXCEPTION 'tenancy: hardened mode is not enabled' USING ERRCODE = 'TNC06';
     END IF;
-    IF tenancy_hmac(pg_catalog.concat_ws('|', 'enter', kind, coalesce(org::text, ''), member,
-                                         coalesce(required, ''), act_as_required::text, expiry::text))
+    -- Fields the signature does not pin down are refused before it is checked: a known kind, a
+    -- user, a flag and an expiry; a role only where the kind takes one, and a known one.
+    IF kind IS NULL OR kind NOT IN ('member', 'user', 'new') OR member IS NULL
+       OR act_as_required IS NULL OR expiry IS NULL OR signature IS NULL
+       OR (kind = 'member') <> (required IS NOT NULL)
+       OR (required IS NOT NULL AND tenancy_role_rank(required) IS NULL)
+       OR (kind = 'user') <> (org IS NULL) THEN
+        RAISE EXCEPTION 'tenancy: malformed signed entry' USING ERRCODE = 'TNC06';
+    END IF;
+    IF tenancy_hmac(tenancy_signed_message(ARRAY['enter', kind, coalesce(org::text, ''), member,
+                                                 coalesce(required, ''), act_as_required::text,
+                                                 expiry::text]))
        IS DISTINCT FROM signature THEN
         RAISE EXCEPTION 'tenancy: bad context signature' USING ERRCODE = 'TNC06';
     END IF;
