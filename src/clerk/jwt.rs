@@ -32,6 +32,7 @@ use serde_json::Value;
 use super::roles::RoleMapping;
 use super::session::SessionClaims;
 use crate::error::ErrorKind;
+use crate::util::{ECHO_CHARS, clip};
 
 /// Why a session token was refused.
 #[derive(Debug, thiserror::Error)]
@@ -337,9 +338,9 @@ impl SessionTokenVerifier {
             Keys::Remote(remote) => remote.keys_for(kid.as_deref()).await?,
         };
         // The kid is echoed in the error: clipped, as the client wrote it.
-        let key = keys.get(kid.as_deref()).ok_or_else(|| {
-            TokenError::UnknownKey(kid.as_deref().map(|k| k.chars().take(64).collect()))
-        })?;
+        let key = keys
+            .get(kid.as_deref())
+            .ok_or_else(|| TokenError::UnknownKey(kid.as_deref().map(|k| clip(k, ECHO_CHARS))))?;
 
         let mut validation = Validation::new(Algorithm::RS256);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "sub"]);
@@ -381,11 +382,10 @@ fn read_header(token: &str) -> Result<Option<String>, TokenError> {
         .map_err(|_| TokenError::Malformed("header is not base64url"))?;
     let header: Value =
         serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed("header is not JSON"))?;
-    // What the client wrote is echoed in errors (and answers): at most a few dozen characters.
-    let clip = |s: &str| s.chars().take(64).collect::<String>();
     match header.get("alg").and_then(Value::as_str) {
         Some("RS256") => {}
-        Some(other) => return Err(TokenError::UnsupportedAlgorithm(clip(other))),
+        // What the client wrote is echoed in errors (and answers): clipped.
+        Some(other) => return Err(TokenError::UnsupportedAlgorithm(clip(other, ECHO_CHARS))),
         None => return Err(TokenError::Malformed("header has no alg")),
     }
     Ok(header.get("kid").and_then(Value::as_str).map(str::to_owned))
