@@ -7,8 +7,9 @@
 //!   [`TokenError::UnsupportedAlgorithm`], before any key is used);
 //! - the signature, by the key the header's `kid` names (a JWKS fetched from a URL and cached,
 //!   refreshed at most once per [`refresh interval`](SessionTokenVerifier::with_refresh_interval)
-//!   when a token names a key not in the cache; while no fetch has succeeded, every token is
-//!   [`TokenError::KeysUnavailable`]), or by a static PEM or JWKS (no network);
+//!   when a token names a key not in the cache; while no fetch has succeeded, every token
+//!   that gets this far is [`TokenError::KeysUnavailable`]), or by a static PEM or JWKS (no
+//!   network);
 //! - `exp` and `nbf` present and in range (leeway 5 s by default), `iss` equal to the instance's
 //!   Frontend API URL, `sub` present;
 //! - `azp`, when present, one of the configured origins (an empty allow-list refuses every token
@@ -83,8 +84,8 @@ pub enum TokenError {
     #[error("session is pending")]
     PendingSession,
     /// The verifier holds no keys: they could not be fetched or parsed (a 500: the server's
-    /// problem, not the client's). While a JWKS URL's verifier holds none, every token gets
-    /// this, whatever its `kid`, until a fetch succeeds. The [`KeysError`] says what failed,
+    /// problem, not the client's). While a JWKS URL's verifier holds none, every token that
+    /// reaches the key lookup gets this, whatever its `kid`, until a fetch succeeds. The [`KeysError`] says what failed,
     /// and is the error's [`source`](std::error::Error::source).
     #[error("session token keys unavailable")]
     KeysUnavailable(#[source] KeysError),
@@ -285,8 +286,8 @@ impl SessionTokenVerifier {
     /// `kid`, at most once per refresh interval (30 s by default). `issuer` is the instance's
     /// Frontend API URL.
     ///
-    /// While no fetch has succeeded, every token is [`TokenError::KeysUnavailable`] (a 500),
-    /// whatever its `kid`, and a failed fetch is tried again at most once per refresh interval;
+    /// While no fetch has succeeded, every token that reaches the key lookup (past the length
+    /// and header checks) is [`TokenError::KeysUnavailable`] (a 500), whatever its `kid`, and a failed fetch is tried again at most once per refresh interval;
     /// once keys are held, they keep serving while the URL is unreachable, and a `kid` they do
     /// not know is [`TokenError::UnknownKey`] (a 401).
     ///

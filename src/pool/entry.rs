@@ -23,7 +23,7 @@ pub(crate) struct Units {
     /// ([`TenantPool::dangerously_skip_role_check`](crate::TenantPool::dangerously_skip_role_check)).
     pub(super) schema_prefix: Arc<str>,
     /// The session `search_path` every unit must find, as a validated SQL literal (`NULL`
-    /// when unknown).
+    /// when unknown, which the database's session check never matches).
     search_path_literal: Arc<str>,
     /// Hardened mode: signs each request unit's context.
     signer: Option<Signer>,
@@ -116,8 +116,10 @@ impl Units {
         })
     }
 
-    /// Units that name pg-tenancy's procedures unqualified and skip the `search_path` check
-    /// (for [`TenantPool::dangerously_skip_role_check`](crate::TenantPool::dangerously_skip_role_check)).
+    /// Units built without reading the database (for
+    /// [`TenantPool::dangerously_skip_role_check`](crate::TenantPool::dangerously_skip_role_check)):
+    /// they name pg-tenancy's procedures unqualified and expect a `NULL` `search_path`, which
+    /// no session has, so the database refuses their every unit as unclean (`TNC05`).
     pub(super) fn unchecked(pool: PgPool) -> Units {
         Units {
             pool,

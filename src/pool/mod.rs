@@ -92,9 +92,11 @@ impl TenantPool {
     /// unchanged). [`Error::MissingSchema`] when the migrations have not been applied.
     ///
     /// # Errors
-    /// [`Error::UnsafeDatabaseRole`], [`Error::MissingSchema`], and
-    /// [`Error::HardenedModeRequired`] when the database is in hardened mode (unsigned units
-    /// would see nothing there).
+    /// [`Error::UnsafeDatabaseRole`], [`Error::MissingSchema`],
+    /// [`Error::UnsupportedSearchPath`] when the session's `search_path` is not printable ASCII
+    /// without quote or backslash, [`Error::HardenedModeRequired`] when the database is in
+    /// hardened mode (unsigned units would see nothing there); a database error reading the
+    /// catalog.
     pub async fn new(pool: PgPool) -> Result<Self> {
         let units = Units::inspect(pool).await?;
         if units.hardened_mode().await? {
@@ -135,8 +137,11 @@ impl TenantPool {
     }
 
     /// Wraps a pool **without** checking its role. Only for tools that deliberately connect as
-    /// a role that bypasses RLS (migrations, audits); never for serving requests. Units name
-    /// pg-tenancy's functions unqualified and skip the `search_path` check.
+    /// a role that bypasses RLS (migrations, audits); never for serving requests.
+    ///
+    /// Nothing is read from the database, so its units have no expected `search_path` to send:
+    /// the database refuses every one of them as an unclean session (a database error with
+    /// SQLSTATE `TNC05`). Use [`pool`](Self::pool) and [`audited`](Self::audited) on it.
     pub fn dangerously_skip_role_check(pool: PgPool) -> Self {
         TenantPool {
             units: Units::unchecked(pool),
