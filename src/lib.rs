@@ -66,6 +66,7 @@ mod sql_types;
 #[cfg_attr(docsrs, doc(cfg(all(feature = "testing", unix))))]
 pub mod testing;
 mod trace;
+mod util;
 #[cfg(feature = "web")]
 #[cfg_attr(docsrs, doc(cfg(feature = "web")))]
 pub mod web;

@@ -22,7 +22,6 @@
 //! your HTTP layer (Svix documents payloads up to about 350 kB; 1 MiB is a sensible cap).
 
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -234,13 +233,6 @@ pub struct Verifier {
     tolerance: u64,
 }
 
-/// The system clock in unix seconds (0 before the epoch), the `now` of [`Verifier::verify`].
-pub(crate) fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 impl Verifier {
     /// A verifier for one secret, with the default tolerance of 300 s.
     ///
@@ -304,7 +296,7 @@ impl Verifier {
         headers: &WebhookHeaders<'h>,
         body: &[u8],
     ) -> Result<Verified<'h>, WebhookError> {
-        self.verify_at(headers, body, unix_now())
+        self.verify_at(headers, body, crate::util::unix_now())
     }
 
     /// Verifies against `now` (unix seconds): deterministic tests, or your own clock.

@@ -7,7 +7,9 @@
 //!   [`TokenError::UnsupportedAlgorithm`], before any key is used);
 //! - the signature, by the key the header's `kid` names (a JWKS fetched from a URL and cached,
 //!   refreshed at most once per [`refresh interval`](SessionTokenVerifier::with_refresh_interval)
-//!   when a token names a key not in the cache), or by a static PEM or JWKS (no network);
+//!   when a token names a key not in the cache; while no fetch has succeeded, every token
+//!   that gets this far is [`TokenError::KeysUnavailable`]), or by a static PEM or JWKS (no
+//!   network);
 //! - `exp` and `nbf` present and in range (leeway 5 s by default), `iss` equal to the instance's
 //!   Frontend API URL, `sub` present;
 //! - `azp`, when present, one of the configured origins (an empty allow-list refuses every token
@@ -17,6 +19,7 @@
 //! Every rejection is its own [`TokenError`] variant, so that logs say which check failed; all
 //! but a configuration or key-fetching failure are [`ErrorKind::Unauthenticated`] (401).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -32,6 +35,7 @@ use serde_json::Value;
 use super::roles::RoleMapping;
 use super::session::SessionClaims;
 use crate::error::ErrorKind;
+use crate::util::{ECHO_CHARS, clip};
 
 /// Why a session token was refused.
 #[derive(Debug, thiserror::Error)]
@@ -79,10 +83,62 @@ pub enum TokenError {
     /// `sts` is `pending`: the session is not fully set up.
     #[error("session is pending")]
     PendingSession,
-    /// The verifier's keys could not be fetched or parsed (a 500: the server's problem, not the
-    /// client's).
-    #[error("session token keys unavailable: {0}")]
-    KeysUnavailable(String),
+    /// The verifier holds no keys: they could not be fetched or parsed (a 500: the server's
+    /// problem, not the client's). While a JWKS URL's verifier holds none, every token that
+    /// reaches the key lookup gets this, whatever its `kid`, until a fetch succeeds. The [`KeysError`] says what failed,
+    /// and is the error's [`source`](std::error::Error::source).
+    #[error("session token keys unavailable")]
+    KeysUnavailable(#[source] KeysError),
+}
+
+/// What made a verifier's keys unavailable: what failed (`Display`) and, as its
+/// [`source`](std::error::Error::source), the error underneath when there is one (the HTTP
+/// client's, the JSON parser's, the PEM decoder's). Cheap to clone: while no keys are held, the
+/// last fetch's failure is handed to every token that asks.
+#[derive(Debug, Clone)]
+pub struct KeysError {
+    reason: Cow<'static, str>,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl KeysError {
+    fn new(reason: impl Into<Cow<'static, str>>) -> Self {
+        KeysError {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    fn because(
+        reason: impl Into<Cow<'static, str>>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        KeysError {
+            reason: reason.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+}
+
+impl fmt::Display for KeysError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for KeysError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // The error itself, not its `Arc` (so that it downcasts to its own type).
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<KeysError> for TokenError {
+    fn from(e: KeysError) -> Self {
+        TokenError::KeysUnavailable(e)
+    }
 }
 
 impl TokenError {
@@ -190,9 +246,23 @@ struct RemoteKeys {
 
 #[derive(Default)]
 struct Cache {
-    keys: Arc<KeySet>,
-    fetched_at: Option<Instant>,
+    held: Held,
     attempted_at: Option<Instant>,
+}
+
+/// What a JWKS URL's verifier holds.
+#[derive(Default)]
+enum Held {
+    /// No fetch yet.
+    #[default]
+    Nothing,
+    /// No fetch has succeeded; the last one failed so.
+    Failed(KeysError),
+    /// The keys of the last successful fetch.
+    Keys {
+        keys: Arc<KeySet>,
+        fetched_at: Instant,
+    },
 }
 
 /// The largest JWKS document a fetch accepts.
@@ -216,13 +286,18 @@ impl SessionTokenVerifier {
     /// `kid`, at most once per refresh interval (30 s by default). `issuer` is the instance's
     /// Frontend API URL.
     ///
+    /// While no fetch has succeeded, every token that reaches the key lookup (past the length
+    /// and header checks) is [`TokenError::KeysUnavailable`] (a 500), whatever its `kid`, and a failed fetch is tried again at most once per refresh interval;
+    /// once keys are held, they keep serving while the URL is unreachable, and a `kid` they do
+    /// not know is [`TokenError::UnknownKey`] (a 401).
+    ///
     /// # Errors
     /// [`TokenError::KeysUnavailable`] when the HTTP client cannot be built.
     pub fn from_jwks_url(url: &str, issuer: &str) -> Result<Self, TokenError> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
-            .map_err(|e| TokenError::KeysUnavailable(e.to_string()))?;
+            .map_err(|e| KeysError::because("building the HTTP client", e))?;
         let remote = RemoteKeys {
             url: url.to_owned(),
             client,
@@ -241,7 +316,7 @@ impl SessionTokenVerifier {
     /// [`TokenError::KeysUnavailable`] when the PEM is not an RSA public key.
     pub fn from_pem(pem: &str, issuer: &str) -> Result<Self, TokenError> {
         let key = DecodingKey::from_rsa_pem(pem.as_bytes())
-            .map_err(|e| TokenError::KeysUnavailable(format!("PEM: {e}")))?;
+            .map_err(|e| KeysError::because("the PEM is not an RSA public key", e))?;
         let set = KeySet {
             any_kid: Some(key),
             ..KeySet::default()
@@ -293,7 +368,8 @@ impl SessionTokenVerifier {
         self
     }
 
-    /// How often, at most, an unknown `kid` triggers a fetch of the JWKS URL (default 30 s).
+    /// How often, at most, the JWKS URL is fetched again: when a token names an unknown `kid`,
+    /// or after a failed fetch (default 30 s).
     #[must_use = "a builder method returns the changed value; the original is consumed"]
     pub fn with_refresh_interval(mut self, interval: Duration) -> Self {
         if let Keys::Remote(remote) = &mut self.keys
@@ -337,9 +413,9 @@ impl SessionTokenVerifier {
             Keys::Remote(remote) => remote.keys_for(kid.as_deref()).await?,
         };
         // The kid is echoed in the error: clipped, as the client wrote it.
-        let key = keys.get(kid.as_deref()).ok_or_else(|| {
-            TokenError::UnknownKey(kid.as_deref().map(|k| k.chars().take(64).collect()))
-        })?;
+        let key = keys
+            .get(kid.as_deref())
+            .ok_or_else(|| TokenError::UnknownKey(kid.as_deref().map(|k| clip(k, ECHO_CHARS))))?;
 
         let mut validation = Validation::new(Algorithm::RS256);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "sub"]);
@@ -381,11 +457,10 @@ fn read_header(token: &str) -> Result<Option<String>, TokenError> {
         .map_err(|_| TokenError::Malformed("header is not base64url"))?;
     let header: Value =
         serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed("header is not JSON"))?;
-    // What the client wrote is echoed in errors (and answers): at most a few dozen characters.
-    let clip = |s: &str| s.chars().take(64).collect::<String>();
     match header.get("alg").and_then(Value::as_str) {
         Some("RS256") => {}
-        Some(other) => return Err(TokenError::UnsupportedAlgorithm(clip(other))),
+        // What the client wrote is echoed in errors (and answers): clipped.
+        Some(other) => return Err(TokenError::UnsupportedAlgorithm(clip(other, ECHO_CHARS))),
         None => return Err(TokenError::Malformed("header has no alg")),
     }
     Ok(header.get("kid").and_then(Value::as_str).map(str::to_owned))
@@ -411,9 +486,9 @@ fn from_jwt(e: jsonwebtoken::errors::Error) -> TokenError {
     }
 }
 
-fn parse_jwks(body: &[u8]) -> Result<KeySet, TokenError> {
-    let set: JwkSet = serde_json::from_slice(body)
-        .map_err(|e| TokenError::KeysUnavailable(format!("JWKS is not a key set: {e}")))?;
+fn parse_jwks(body: &[u8]) -> Result<KeySet, KeysError> {
+    let set: JwkSet =
+        serde_json::from_slice(body).map_err(|e| KeysError::because("JWKS is not a key set", e))?;
     let mut keys = KeySet::default();
     for jwk in &set.keys {
         let (Some(kid), AlgorithmParameters::RSA(_)) = (&jwk.common.key_id, &jwk.algorithm) else {
@@ -424,9 +499,7 @@ fn parse_jwks(body: &[u8]) -> Result<KeySet, TokenError> {
         }
     }
     if keys.by_kid.is_empty() {
-        return Err(TokenError::KeysUnavailable(
-            "JWKS holds no RSA key with a kid".into(),
-        ));
+        return Err(KeysError::new("JWKS holds no RSA key with a kid"));
     }
     Ok(keys)
 }
@@ -434,57 +507,67 @@ fn parse_jwks(body: &[u8]) -> Result<KeySet, TokenError> {
 impl RemoteKeys {
     /// The cached keys, fetched first when there are none, when they are older than
     /// `max_age`, or when `kid` is unknown and the last attempt is older than `min_refresh`.
+    ///
+    /// While no fetch has succeeded, the last failure, whatever `kid` is: an unknown `kid` is
+    /// only a client's fault when there are keys to know it by.
     async fn keys_for(&self, kid: Option<&str>) -> Result<Arc<KeySet>, TokenError> {
-        if let Some(keys) = self.cached(kid).await {
-            return Ok(keys);
+        if let Some(held) = self.cached(kid).await {
+            return held;
         }
         let _one_fetch = self.fetching.lock().await;
         // Another task may have fetched while this one waited.
-        if let Some(keys) = self.cached(kid).await {
-            return Ok(keys);
+        if let Some(held) = self.cached(kid).await {
+            return held;
         }
         let fetched = self.fetch().await;
         let mut cache = self.cache.write().await;
-        cache.attempted_at = Some(Instant::now());
-        match fetched {
-            Ok(keys) => {
-                cache.keys = Arc::new(keys);
-                cache.fetched_at = cache.attempted_at;
-                Ok(Arc::clone(&cache.keys))
+        let now = Instant::now();
+        cache.attempted_at = Some(now);
+        match (fetched, &cache.held) {
+            (Ok(keys), _) => {
+                let keys = Arc::new(keys);
+                cache.held = Held::Keys {
+                    keys: Arc::clone(&keys),
+                    fetched_at: now,
+                };
+                Ok(keys)
             }
             // Keys already held keep serving while the URL is unreachable.
-            Err(_) if cache.fetched_at.is_some() => Ok(Arc::clone(&cache.keys)),
-            Err(e) => Err(e),
+            (Err(_), Held::Keys { keys, .. }) => Ok(Arc::clone(keys)),
+            (Err(e), Held::Nothing | Held::Failed(_)) => {
+                cache.held = Held::Failed(e.clone());
+                Err(e.into())
+            }
         }
     }
 
-    /// The cached keys, unless a fetch is due for `kid`.
-    async fn cached(&self, kid: Option<&str>) -> Option<Arc<KeySet>> {
+    /// What the cache answers for `kid`, unless a fetch is due: the keys held, or while none
+    /// are, the last fetch's failure.
+    async fn cached(&self, kid: Option<&str>) -> Option<Result<Arc<KeySet>, TokenError>> {
         let cache = self.cache.read().await;
-        (!self.due(&cache, kid)).then(|| Arc::clone(&cache.keys))
+        let rate_ok = cache
+            .attempted_at
+            .is_none_or(|a| a.elapsed() >= self.min_refresh);
+        match &cache.held {
+            Held::Nothing => None,
+            Held::Failed(_) if rate_ok => None,
+            Held::Failed(e) => Some(Err(e.clone().into())),
+            Held::Keys { keys, fetched_at } => {
+                let due = fetched_at.elapsed() >= self.max_age || keys.get(kid).is_none();
+                (!(rate_ok && due)).then(|| Ok(Arc::clone(keys)))
+            }
+        }
     }
 
-    fn due(&self, cache: &Cache, kid: Option<&str>) -> bool {
-        let since = |t: Option<Instant>| t.map(|t| t.elapsed());
-        let Some(age) = since(cache.fetched_at) else {
-            // Never fetched: retry failures at most once per refresh interval.
-            return since(cache.attempted_at).is_none_or(|a| a >= self.min_refresh);
-        };
-        let rate_ok = since(cache.attempted_at).is_none_or(|a| a >= self.min_refresh);
-        let unknown = cache.keys.get(kid).is_none();
-        rate_ok && (age >= self.max_age || unknown)
-    }
-
-    async fn fetch(&self) -> Result<KeySet, TokenError> {
-        let unavailable = |what: &str| TokenError::KeysUnavailable(what.to_owned());
+    async fn fetch(&self) -> Result<KeySet, KeysError> {
         let mut response = self
             .client
             .get(&self.url)
             .send()
             .await
-            .map_err(|e| TokenError::KeysUnavailable(format!("fetching the JWKS: {e}")))?;
+            .map_err(|e| KeysError::because("fetching the JWKS", e))?;
         if !response.status().is_success() {
-            return Err(TokenError::KeysUnavailable(format!(
+            return Err(KeysError::new(format!(
                 "the JWKS URL answered {}",
                 response.status()
             )));
@@ -493,13 +576,108 @@ impl RemoteKeys {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|_| unavailable("reading the JWKS"))?
+            .map_err(|e| KeysError::because("reading the JWKS", e))?
         {
             if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                return Err(unavailable("the JWKS is too large"));
+                return Err(KeysError::new("the JWKS is larger than 256 KiB"));
             }
             body.extend_from_slice(&chunk);
         }
         parse_jwks(&body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::error::Error as _;
+    use std::mem::discriminant;
+
+    use super::*;
+
+    /// One sample of the variant declared after `e`'s (`None` after the last). The match has
+    /// no wildcard: a new variant does not build until it has an arm here, and it joins
+    /// [`every_variant`] by being named from the arm before it.
+    fn after(e: &TokenError) -> Option<TokenError> {
+        use TokenError::*;
+        Some(match e {
+            Missing => TooLarge {
+                len: 9000,
+                max: 8192,
+            },
+            TooLarge { .. } => Malformed("not three parts"),
+            Malformed(_) => UnsupportedAlgorithm("HS256".into()),
+            UnsupportedAlgorithm(_) => UnknownKey(Some("kid_1".into())),
+            UnknownKey(_) => BadSignature,
+            BadSignature => Expired,
+            Expired => NotYetValid,
+            NotYetValid => InvalidClaim("exp".into()),
+            InvalidClaim(_) => WrongIssuer,
+            WrongIssuer => ForeignAuthorizedParty,
+            ForeignAuthorizedParty => PendingSession,
+            PendingSession => KeysUnavailable(KeysError::new("the JWKS URL answered 503")),
+            KeysUnavailable(_) => return None,
+        })
+    }
+
+    fn every_variant() -> Vec<TokenError> {
+        std::iter::successors(Some(TokenError::Missing), after).collect()
+    }
+
+    #[test]
+    fn every_rejection_has_its_own_stable_code_and_status() {
+        let all = every_variant();
+        let variants: HashSet<_> = all.iter().map(discriminant).collect();
+        assert_eq!(variants.len(), all.len(), "each sample is another variant");
+        let codes: Vec<(&str, u16)> = all
+            .iter()
+            .map(|e| (e.code(), e.kind().http_status()))
+            .collect();
+        // Stable: these codes are an API (docs/web.md lists them).
+        assert_eq!(
+            codes,
+            [
+                ("missing_token", 401),
+                ("token_too_large", 401),
+                ("malformed_token", 401),
+                ("unsupported_algorithm", 401),
+                ("unknown_key", 401),
+                ("bad_signature", 401),
+                ("token_expired", 401),
+                ("token_not_yet_valid", 401),
+                ("invalid_claim", 401),
+                ("wrong_issuer", 401),
+                ("foreign_authorized_party", 401),
+                ("pending_session", 401),
+                ("keys_unavailable", 500),
+            ]
+        );
+        let distinct: HashSet<&str> = codes.iter().map(|(code, _)| *code).collect();
+        assert_eq!(distinct.len(), codes.len(), "{codes:?}");
+    }
+
+    #[test]
+    fn keys_errors_keep_what_they_wrap_as_their_source() {
+        let e = SessionTokenVerifier::from_pem("not a pem", "https://issuer.test").unwrap_err();
+        let TokenError::KeysUnavailable(keys) = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(keys.to_string(), "the PEM is not an RSA public key");
+        let cause = e.source().and_then(|k| k.source()).expect("the PEM error");
+        assert!(cause.is::<jsonwebtoken::errors::Error>(), "{cause:?}");
+
+        let e = SessionTokenVerifier::from_jwks_json("{", "https://issuer.test").unwrap_err();
+        let cause = e.source().and_then(|k| k.source()).expect("the JSON error");
+        assert!(cause.is::<serde_json::Error>(), "{cause:?}");
+        assert_eq!(e.source().unwrap().to_string(), "JWKS is not a key set");
+
+        // Nothing underneath: no source.
+        let e = SessionTokenVerifier::from_jwks_json("{\"keys\": []}", "https://issuer.test")
+            .unwrap_err();
+        assert_eq!(
+            e.source().unwrap().to_string(),
+            "JWKS holds no RSA key with a kid"
+        );
+        assert!(e.source().unwrap().source().is_none());
     }
 }

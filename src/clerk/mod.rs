@@ -36,7 +36,7 @@ mod sync;
 pub use event::{Change, Event, Organization, OrganizationMembership, PayloadError};
 #[cfg(feature = "clerk-jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "clerk-jwt")))]
-pub use jwt::{DEFAULT_MAX_TOKEN_LEN, SessionTokenVerifier, TokenError};
+pub use jwt::{DEFAULT_MAX_TOKEN_LEN, KeysError, SessionTokenVerifier, TokenError};
 pub use roles::RoleMapping;
 pub use session::SessionClaims;
 pub use sync::{ClerkSync, Outcome, SyncError};

@@ -102,8 +102,7 @@ impl ClerkSync {
         headers: &WebhookHeaders<'_>,
         body: &[u8],
     ) -> Result<Outcome, SyncError> {
-        self.handle_at(headers, body, crate::webhook::unix_now())
-            .await
+        self.handle_at(headers, body, crate::util::unix_now()).await
     }
 
     /// [`ClerkSync::handle`] with an explicit clock (unix seconds).

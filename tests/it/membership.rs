@@ -223,6 +223,14 @@ async fn connect_refuses_a_superuser_and_a_bypassrls_role() {
             .await
             .unwrap();
     assert!(bypasses);
+    // It runs no unit: it read no search_path to expect, and the session check refuses that.
+    let ctx = pg_tenancy::OrgContext::from_verified_session(
+        OrgId::from_external_id("org_x"),
+        UserId::new("user_x").unwrap(),
+        Role::Member,
+    );
+    let e = tools_only.begin_read(&ctx).await.unwrap_err();
+    assert_eq!(crate::common::sqlstate(&e).as_deref(), Some("TNC05"), "{e}");
 
     // The harness's own roles pass.
     db.app_pool(1).await.unwrap();

@@ -1,10 +1,12 @@
 //! `clerk::SessionTokenVerifier`: every rejection, each beside the same token accepted once the
 //! one thing wrong with it is put right, with keys made here.
 
+use std::error::Error as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::http::StatusCode;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -292,39 +294,16 @@ async fn a_static_pem_verifies_whatever_the_kid() {
         refused(&v, &other.sign(&keys.claims())).await,
         TokenError::BadSignature
     ));
-    assert!(SessionTokenVerifier::from_pem("not a pem", ISS).is_err());
-    assert!(SessionTokenVerifier::from_jwks_json("{\"keys\": []}", ISS).is_err());
-}
-
-#[test]
-fn every_rejection_has_its_own_code() {
-    let all = [
-        TokenError::Missing,
-        TokenError::TooLarge { len: 1, max: 0 },
-        TokenError::Malformed("x"),
-        TokenError::UnsupportedAlgorithm("none".into()),
-        TokenError::UnknownKey(None),
-        TokenError::BadSignature,
-        TokenError::Expired,
-        TokenError::NotYetValid,
-        TokenError::InvalidClaim("exp".into()),
-        TokenError::WrongIssuer,
-        TokenError::ForeignAuthorizedParty,
-        TokenError::PendingSession,
-        TokenError::KeysUnavailable("x".into()),
-    ];
-    let codes: std::collections::HashSet<&str> = all.iter().map(TokenError::code).collect();
-    assert_eq!(codes.len(), all.len());
-    for e in &all {
-        let expected = match e {
-            TokenError::KeysUnavailable(_) => 500,
-            _ => 401,
-        };
-        assert_eq!(e.kind().http_status(), expected, "{e:?}");
+    for refused in [
+        SessionTokenVerifier::from_pem("not a pem", ISS).unwrap_err(),
+        SessionTokenVerifier::from_jwks_json("{\"keys\": []}", ISS).unwrap_err(),
+    ] {
+        assert_eq!(refused.code(), "keys_unavailable");
     }
 }
 
-/// A JWKS endpoint whose key set the test swaps, counting fetches.
+/// A JWKS endpoint whose key set the test swaps, counting fetches. An empty body is answered
+/// `503 Service Unavailable`.
 struct JwksServer {
     url: String,
     hits: Arc<AtomicUsize>,
@@ -341,7 +320,13 @@ async fn jwks_server(initial: String) -> JwksServer {
             let (h, b) = (h.clone(), b.clone());
             async move {
                 h.fetch_add(1, Ordering::SeqCst);
-                b.lock().unwrap().clone()
+                let body = b.lock().unwrap().clone();
+                let status = if body.is_empty() {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::OK
+                };
+                (status, body)
             }
         }),
     );
@@ -418,6 +403,93 @@ async fn an_unreachable_jwks_url_is_a_500_not_a_401() {
     let v = SessionTokenVerifier::from_jwks_url(&url, ISS).unwrap();
     let e = refused(&v, &keys.sign(&keys.claims())).await;
     assert!(matches!(e, TokenError::KeysUnavailable(_)), "{e:?}");
-    assert_eq!(e.kind(), ErrorKind::Internal);
-    assert!(!e.to_string().is_empty());
+    assert_eq!(
+        (e.code(), e.kind()),
+        ("keys_unavailable", ErrorKind::Internal)
+    );
+    assert_eq!(e.to_string(), "session token keys unavailable");
+    // What failed, then the HTTP client's own error, as sources.
+    let what = e.source().expect("what failed");
+    assert_eq!(what.to_string(), "fetching the JWKS");
+    let cause = what.source().expect("the HTTP client's error");
+    assert!(cause.is::<reqwest::Error>(), "{cause:?}");
+}
+
+/// `keys` signing `claims` under `kid` (none: no `kid` in the header).
+fn sign_with_kid(keys: &Keys, kid: Option<&str>) -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = kid.map(str::to_owned);
+    let key = EncodingKey::from_rsa_pem(keys.issuer.private_pem().as_bytes()).unwrap();
+    jsonwebtoken::encode(&header, &keys.claims(), &key).unwrap()
+}
+
+#[tokio::test]
+async fn with_no_keys_held_every_token_is_a_500_until_the_jwks_url_recovers() {
+    let issuers = [Keys::new(), Keys::new(), Keys::new()];
+    let server = jwks_server(String::new()).await;
+    let v = SessionTokenVerifier::from_jwks_url(&server.url, ISS)
+        .unwrap()
+        .with_authorized_parties([ORIGIN])
+        .with_refresh_interval(Duration::from_secs(2));
+    // Three keys' tokens, each under its own kid, then one under a kid no key has and one
+    // without a kid.
+    let mut tokens: Vec<String> = issuers.iter().map(|k| k.sign(&k.claims())).collect();
+    let (made_up, no_kid) = (
+        sign_with_kid(&issuers[0], Some("kid_nobody_has")),
+        sign_with_kid(&issuers[0], None),
+    );
+    tokens.extend([made_up.clone(), no_kid.clone()]);
+
+    // The first fetch fails; during the back-off every token is a 500, whatever its kid,
+    // without another fetch.
+    for token in &tokens {
+        let e = refused(&v, token).await;
+        assert!(matches!(e, TokenError::KeysUnavailable(_)), "{e:?}");
+        assert_eq!(
+            (e.code(), e.kind()),
+            ("keys_unavailable", ErrorKind::Internal)
+        );
+        assert_eq!(
+            e.source().map(ToString::to_string).as_deref(),
+            Some("the JWKS URL answered 503 Service Unavailable")
+        );
+    }
+    assert_eq!(server.hits.load(Ordering::SeqCst), 1);
+
+    // The URL recovers, publishing the three keys: still the back-off, then one fetch, and the
+    // same tokens verify.
+    let published: Vec<Value> = issuers
+        .iter()
+        .flat_map(|k| k.issuer.jwks()["keys"].as_array().unwrap().clone())
+        .collect();
+    *server.body.lock().unwrap() = json!({ "keys": published }).to_string();
+    assert!(matches!(
+        refused(&v, &tokens[1]).await,
+        TokenError::KeysUnavailable(_)
+    ));
+    assert_eq!(server.hits.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    for (i, token) in tokens[..3].iter().enumerate() {
+        let claims = v
+            .verify(token)
+            .await
+            .unwrap_or_else(|e| panic!("{i}: {e:?}"));
+        assert_eq!(claims.user_id.as_str(), "user_alice");
+    }
+    assert_eq!(server.hits.load(Ordering::SeqCst), 2);
+
+    // Keys are held now: a kid they do not know is the client's fault again (401), and asks
+    // no fetch within the interval.
+    for (token, kid) in [(&made_up, Some("kid_nobody_has")), (&no_kid, None)] {
+        let e = refused(&v, token).await;
+        assert!(
+            matches!(&e, TokenError::UnknownKey(k) if k.as_deref() == kid),
+            "{e:?}"
+        );
+        assert_eq!(
+            (e.code(), e.kind()),
+            ("unknown_key", ErrorKind::Unauthenticated)
+        );
+    }
+    assert_eq!(server.hits.load(Ordering::SeqCst), 2);
 }

@@ -1,0 +1,544 @@
+//! How a unit of work is entered: [`Units`] (what the pools share), [`Entry`] (who the unit acts
+//! for), the one-message `BEGIN` batch that asks the database to admit it, the retries on an
+//! unclean session, and the mapping of the database's refusals to [`Error`]s.
+
+use std::sync::Arc;
+
+use sqlx::postgres::PgDatabaseError;
+use sqlx::{AssertSqlSafe, PgPool};
+
+use super::transaction::{TenantTransaction, is_dirty_session};
+use crate::context::OrgContext;
+use crate::error::{Error, Result, sqlstate};
+use crate::hardened::Signer;
+use crate::ids::{OrgId, UserId};
+use crate::role::Role;
+use crate::sql_ident::quote_ident;
+
+/// What [`TenantPool`](crate::TenantPool) and [`ServicePool`](crate::ServicePool) share: the
+/// pool, and what the BEGIN batch needs to name pg-tenancy's procedures and check the session.
+#[derive(Clone)]
+pub(crate) struct Units {
+    pub(crate) pool: PgPool,
+    /// The schema holding pg-tenancy's functions, quoted (`"public".`), or empty when unknown
+    /// ([`TenantPool::dangerously_skip_role_check`](crate::TenantPool::dangerously_skip_role_check)).
+    pub(super) schema_prefix: Arc<str>,
+    /// The session `search_path` every unit must find, as a validated SQL literal (`NULL`
+    /// when unknown, which the database's session check never matches).
+    search_path_literal: Arc<str>,
+    /// Hardened mode: signs each request unit's context.
+    signer: Option<Signer>,
+}
+
+/// Whether a unit may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// `BEGIN`.
+    ReadWrite,
+    /// `BEGIN READ ONLY`.
+    ReadOnly,
+}
+
+/// Who a unit acts for, as the database is asked to admit it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Entry<'a> {
+    /// A member of `org` with at least `role`; the unit acts as `role` when `act_as_claimed`
+    /// (an [`OrgContext`]'s role), else as the membership's role.
+    Member {
+        org: OrgId,
+        user: &'a UserId,
+        role: Role,
+        act_as_claimed: bool,
+    },
+    /// A user before any organization is chosen (the switcher).
+    User { user: &'a UserId },
+    /// A user creating a new organization.
+    NewOrganization { org: OrgId, user: &'a UserId },
+    /// A service unit (role `tenancy_service`), in one organization or in none.
+    Service { org: Option<OrgId> },
+}
+
+/// What a signed entry (hardened mode) signs and sends.
+struct Signed<'a> {
+    kind: &'static str,
+    org: Option<OrgId>,
+    user: &'a UserId,
+    required: Option<Role>,
+    act_as_claimed: bool,
+}
+
+/// How many connections a unit tries when the database reports a session that is not clean
+/// (each such connection is closed).
+const DIRTY_SESSION_RETRIES: usize = 3;
+
+impl Units {
+    /// Reads what the BEGIN batch needs, after checking the role is subject to RLS.
+    pub(crate) async fn inspect(pool: PgPool) -> Result<Units> {
+        // One simple-protocol message, like every statement tenancy runs outside a unit: a
+        // transaction-pooling proxy (PgBouncer) may hand the next message of a session to
+        // another server connection, where an extended-protocol statement prepared by the
+        // previous one does not exist.
+        let row = sqlx::raw_sql(
+            "SELECT r.rolname::text, r.rolsuper, r.rolbypassrls, \
+                    (SELECT n.nspname::text FROM pg_catalog.pg_proc p \
+                       JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+                      WHERE p.proname = 'tenancy_enter' \
+                      ORDER BY pg_catalog.pg_function_is_visible(p.oid) DESC, n.nspname LIMIT 1), \
+                    pg_catalog.current_setting('search_path') \
+               FROM pg_catalog.pg_roles r WHERE r.rolname = current_user",
+        )
+        .fetch_one(&pool)
+        .await?;
+        let role: String = sqlx::Row::try_get(&row, 0)?;
+        let superuser: bool = sqlx::Row::try_get(&row, 1)?;
+        let bypass: bool = sqlx::Row::try_get(&row, 2)?;
+        let schema: Option<String> = sqlx::Row::try_get(&row, 3)?;
+        let search_path: String = sqlx::Row::try_get(&row, 4)?;
+        if superuser {
+            return Err(Error::UnsafeDatabaseRole {
+                role,
+                reason: "superuser",
+            });
+        }
+        if bypass {
+            return Err(Error::UnsafeDatabaseRole {
+                role,
+                reason: "bypassrls",
+            });
+        }
+        let schema = schema.ok_or(Error::MissingSchema)?;
+        Ok(Units {
+            pool,
+            schema_prefix: Arc::from(format!("{}.", quote_ident(&schema))),
+            search_path_literal: Arc::from(
+                sql_literal(&search_path).ok_or(Error::UnsupportedSearchPath)?,
+            ),
+            signer: None,
+        })
+    }
+
+    /// Units built without reading the database (for
+    /// [`TenantPool::dangerously_skip_role_check`](crate::TenantPool::dangerously_skip_role_check)):
+    /// they name pg-tenancy's procedures unqualified and expect a `NULL` `search_path`, which
+    /// no session has, so the database refuses their every unit as unclean (`TNC05`).
+    pub(super) fn unchecked(pool: PgPool) -> Units {
+        Units {
+            pool,
+            schema_prefix: Arc::from(""),
+            search_path_literal: Arc::from("NULL"),
+            signer: None,
+        }
+    }
+
+    /// Signs every request unit's entry from now on (hardened mode).
+    pub(super) fn sign_with(&mut self, signer: Signer) {
+        self.signer = Some(signer);
+    }
+
+    /// Whether the database is in hardened mode.
+    pub(super) async fn hardened_mode(&self) -> Result<bool> {
+        // SAFETY (SQL): the prefix is a quoted identifier read from the catalog.
+        let sql = format!("SELECT {}tenancy_hardened_mode()", self.schema_prefix);
+        let row = sqlx::raw_sql(AssertSqlSafe(sql))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(sqlx::Row::try_get(&row, 0)?)
+    }
+
+    /// Enters a unit: sends the BEGIN batch on a pooled connection, trying another connection
+    /// (up to [`DIRTY_SESSION_RETRIES`] in all) when the database finds the session unclean.
+    ///
+    /// # Errors
+    /// The database's refusal as [`begin_error`] maps it.
+    pub(crate) async fn start(
+        &self,
+        access: Access,
+        entry: Entry<'_>,
+    ) -> Result<TenantTransaction> {
+        let sql = self.begin_sql(access, &entry);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let conn = self.pool.acquire().await?;
+            match TenantTransaction::begin(conn, entry.org(), sql.clone()).await {
+                Ok(tx) => return Ok(tx),
+                // That connection is closed; another may be clean.
+                Err(error) if is_dirty_session(&error) && attempt < DIRTY_SESSION_RETRIES => {}
+                Err(error) => return Err(begin_error(error, entry.required())),
+            }
+        }
+    }
+
+    /// The one-round-trip BEGIN batch: `BEGIN` (or `BEGIN READ ONLY`) and one `CALL` of a
+    /// `tenancy_enter*` procedure, which checks the session (role, `search_path`, temporary
+    /// objects) and the membership, and sets the context with `set_config(..., true)`.
+    ///
+    /// Every interpolated value is validated by its type: `OrgId` prints a canonical uuid,
+    /// `UserId` admits no quote or backslash, `Role` is an enum; the schema is a quoted
+    /// identifier and the search path a checked literal, both read from the server; the
+    /// signature is hex and the expiry a number.
+    pub(super) fn begin_sql(&self, access: Access, entry: &Entry<'_>) -> String {
+        let begin = match access {
+            Access::ReadWrite => "BEGIN",
+            Access::ReadOnly => "BEGIN READ ONLY",
+        };
+        let path = format!(
+            "pg_catalog.current_setting('search_path'), {}",
+            self.search_path_literal
+        );
+        let call = match (&self.signer, entry.signed()) {
+            (Some(signer), Some(signed)) => signed.call(signer, &path),
+            _ => entry.call(&path),
+        };
+        format!("{begin}; CALL {}{call}", self.schema_prefix)
+    }
+}
+
+impl<'a> Entry<'a> {
+    pub(super) fn for_context(ctx: &'a OrgContext) -> Self {
+        Entry::Member {
+            org: ctx.org_id(),
+            user: ctx.user_id(),
+            role: ctx.role(),
+            act_as_claimed: true,
+        }
+    }
+
+    fn org(&self) -> Option<OrgId> {
+        match self {
+            Entry::Member { org, .. } | Entry::NewOrganization { org, .. } => Some(*org),
+            Entry::User { .. } => None,
+            Entry::Service { org } => *org,
+        }
+    }
+
+    fn required(&self) -> Option<Role> {
+        match self {
+            Entry::Member { role, .. } => Some(*role),
+            _ => None,
+        }
+    }
+
+    /// The unsigned procedure call, unqualified, with `path` (the search path check) last.
+    fn call(&self, path: &str) -> String {
+        match *self {
+            Entry::Member {
+                org,
+                user,
+                role,
+                act_as_claimed,
+            } => format!(
+                "tenancy_enter('{org}', '{user}', '{role}', {act_as_claimed}, {path})",
+                user = user.as_str(),
+                role = role.as_str(),
+            ),
+            Entry::User { user } => {
+                format!("tenancy_enter_user('{}', {path})", user.as_str())
+            }
+            Entry::NewOrganization { org, user } => format!(
+                "tenancy_enter_new_organization('{org}', '{}', {path})",
+                user.as_str()
+            ),
+            Entry::Service { org: Some(org) } => {
+                format!("tenancy_enter_service('{org}', {path})")
+            }
+            Entry::Service { org: None } => format!("tenancy_enter_service(NULL, {path})"),
+        }
+    }
+
+    /// What a signed entry carries. `None` for service units (sealed by their database role
+    /// instead).
+    fn signed(&self) -> Option<Signed<'a>> {
+        let (kind, org, user, required, act_as_claimed) = match *self {
+            Entry::Member {
+                org,
+                user,
+                role,
+                act_as_claimed,
+            } => ("member", Some(org), user, Some(role), act_as_claimed),
+            Entry::User { user } => ("user", None, user, None, false),
+            Entry::NewOrganization { org, user } => ("new", Some(org), user, None, false),
+            Entry::Service { .. } => return None,
+        };
+        Some(Signed {
+            kind,
+            org,
+            user,
+            required,
+            act_as_claimed,
+        })
+    }
+}
+
+impl Signed<'_> {
+    /// The `tenancy_enter_signed` call, unqualified: the entry, `path`, the expiry, and the
+    /// signature over all but the path.
+    fn call(&self, signer: &Signer, path: &str) -> String {
+        let Signed {
+            kind,
+            org,
+            user,
+            required,
+            act_as_claimed: act,
+        } = self;
+        let expiry = signer.expiry();
+        let signature = signer.key.sign(&format!(
+            "enter|{kind}|{}|{}|{}|{act}|{expiry}",
+            org.map(|o| o.to_string()).unwrap_or_default(),
+            user.as_str(),
+            required.map(Role::as_str).unwrap_or_default(),
+        ));
+        let org = org.map_or_else(|| "NULL".to_owned(), |o| format!("'{o}'"));
+        let required = required.map_or_else(|| "NULL".to_owned(), |r| format!("'{r}'"));
+        format!(
+            "tenancy_enter_signed('{kind}', {org}, '{}', {required}, {act}, {path}, {expiry}, \
+             '{signature}')",
+            user.as_str()
+        )
+    }
+}
+
+/// The database's refusal of an entry as an [`Error`]: `TNC01` is [`Error::NotAMember`],
+/// `TNC02` [`Error::InsufficientRole`] (the membership's role read from the error's detail),
+/// anything else a database error.
+fn begin_error(error: sqlx::Error, required: Option<Role>) -> Error {
+    if let sqlx::Error::Database(db) = &error {
+        match db.code().as_deref() {
+            Some(sqlstate::NOT_A_MEMBER) => return Error::NotAMember,
+            Some(sqlstate::ROLE_TOO_LOW) => {
+                let actual = db
+                    .try_downcast_ref::<PgDatabaseError>()
+                    .and_then(|e| e.detail())
+                    .and_then(|d| d.parse::<Role>().ok());
+                if let (Some(required), Some(actual)) = (required, actual) {
+                    return Error::InsufficientRole { required, actual };
+                }
+            }
+            _ => {}
+        }
+    }
+    Error::Database(error)
+}
+
+/// `'text'` for printable ASCII without quote or backslash (so that no server setting can
+/// reinterpret it); `None` otherwise.
+fn sql_literal(text: &str) -> Option<String> {
+    text.bytes()
+        .all(|b| (0x20..=0x7e).contains(&b) && b != b'\'' && b != b'\\')
+        .then(|| format!("'{text}'"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hardened::ContextKey;
+
+    const PATH: &str = "\"$user\", public";
+
+    fn units(signer: Option<Signer>) -> Units {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .unwrap();
+        Units {
+            pool,
+            schema_prefix: Arc::from("\"public\"."),
+            search_path_literal: Arc::from(sql_literal(PATH).unwrap()),
+            signer,
+        }
+    }
+
+    /// A batch as the server's lexer reads it: the text outside string literals, with each
+    /// literal replaced by `$n` and each bare number by `#`, then the literals' values and the
+    /// numbers. Double-quoted identifiers stay in the text; an unterminated literal fails.
+    fn lex(sql: &str) -> (String, Vec<String>, Vec<u64>) {
+        let (mut text, mut literals, mut numbers) = (String::new(), Vec::new(), Vec::new());
+        let mut chars = sql.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' | '"' => {
+                    let mut value = String::new();
+                    loop {
+                        match chars.next() {
+                            Some(q) if q == c && chars.peek() == Some(&c) => {
+                                chars.next();
+                                value.push(c);
+                            }
+                            Some(q) if q == c => break,
+                            Some(other) => value.push(other),
+                            None => panic!("unterminated {c} in {sql}"),
+                        }
+                    }
+                    if c == '"' {
+                        text.push_str(&format!("\"{}\"", value.replace('"', "\"\"")));
+                    } else {
+                        literals.push(value);
+                        text.push_str(&format!("${}", literals.len()));
+                    }
+                }
+                '0'..='9' if !text.ends_with(|p: char| p.is_alphanumeric() || p == '_') => {
+                    let mut digits = c.to_string();
+                    while let Some(d) = chars.next_if(char::is_ascii_digit) {
+                        digits.push(d);
+                    }
+                    numbers.push(digits.parse().unwrap());
+                    text.push('#');
+                }
+                _ => text.push(c),
+            }
+        }
+        (text, literals, numbers)
+    }
+
+    fn strings(values: &[&str]) -> Vec<String> {
+        values.iter().map(|v| (*v).to_owned()).collect()
+    }
+
+    /// Every entry kind, unsigned: the batch is exactly `BEGIN` (or `BEGIN READ ONLY`) and one
+    /// `CALL` of the entry's procedure, and every value is a quoted literal equal to the
+    /// value, even for user ids that look like SQL.
+    #[tokio::test]
+    async fn the_begin_batch_is_begin_and_one_call_with_values_only_as_literals() {
+        let units = units(None);
+        let org = OrgId::from_external_id("org_a");
+        let o = org.to_string();
+        for id in [
+            "user_1",
+            "x);SET/**/app.current_org_id=1;--",
+            "$$;RESET/**/ALL;$$",
+            "\"public\".tenancy_enter(",
+            "a\";COMMIT;BEGIN;--",
+        ] {
+            let user = UserId::new(id).unwrap();
+            let ctx = OrgContext::from_verified_session(org, user.clone(), Role::Admin);
+            let member = Entry::Member {
+                org,
+                user: &user,
+                role: Role::Owner,
+                act_as_claimed: false,
+            };
+            let cases = [
+                (
+                    Access::ReadOnly,
+                    Entry::for_context(&ctx),
+                    "BEGIN READ ONLY; CALL \"public\".tenancy_enter($1, $2, $3, true, \
+                     pg_catalog.current_setting($4), $5)",
+                    strings(&[&o, id, "admin", "search_path", PATH]),
+                ),
+                (
+                    Access::ReadWrite,
+                    member,
+                    "BEGIN; CALL \"public\".tenancy_enter($1, $2, $3, false, \
+                     pg_catalog.current_setting($4), $5)",
+                    strings(&[&o, id, "owner", "search_path", PATH]),
+                ),
+                (
+                    Access::ReadOnly,
+                    Entry::User { user: &user },
+                    "BEGIN READ ONLY; CALL \"public\".tenancy_enter_user($1, \
+                     pg_catalog.current_setting($2), $3)",
+                    strings(&[id, "search_path", PATH]),
+                ),
+                (
+                    Access::ReadWrite,
+                    Entry::NewOrganization { org, user: &user },
+                    "BEGIN; CALL \"public\".tenancy_enter_new_organization($1, $2, \
+                     pg_catalog.current_setting($3), $4)",
+                    strings(&[&o, id, "search_path", PATH]),
+                ),
+                (
+                    Access::ReadWrite,
+                    Entry::Service { org: Some(org) },
+                    "BEGIN; CALL \"public\".tenancy_enter_service($1, \
+                     pg_catalog.current_setting($2), $3)",
+                    strings(&[&o, "search_path", PATH]),
+                ),
+                (
+                    Access::ReadWrite,
+                    Entry::Service { org: None },
+                    "BEGIN; CALL \"public\".tenancy_enter_service(NULL, \
+                     pg_catalog.current_setting($1), $2)",
+                    strings(&["search_path", PATH]),
+                ),
+            ];
+            for (access, entry, text, literals) in cases {
+                let sql = units.begin_sql(access, &entry);
+                assert_eq!(lex(&sql), (text.to_owned(), literals, vec![]), "{sql}");
+            }
+        }
+    }
+
+    /// Hardened mode: the same shape through `tenancy_enter_signed`, with the expiry a bare
+    /// number about a minute ahead and the signature a hex literal. Service units stay unsigned.
+    #[tokio::test]
+    async fn the_signed_begin_batch_is_begin_and_one_call_with_values_only_as_literals() {
+        let units = units(Some(Signer {
+            key: ContextKey::generate(),
+            ttl: std::time::Duration::from_secs(60),
+        }));
+        let org = OrgId::from_external_id("org_a");
+        let o = org.to_string();
+        let id = "x);SELECT/**/set_config('app.current_org_id',$$1$$,true);--";
+        assert!(UserId::new(id).is_err(), "a quote cannot be in a user id");
+        let id = "x);SELECT/**/set_config($$app.current_org_id$$,$$1$$,true);--";
+        let user = UserId::new(id).unwrap();
+        let member = Entry::Member {
+            org,
+            user: &user,
+            role: Role::Member,
+            act_as_claimed: true,
+        };
+        let call = "BEGIN; CALL \"public\".tenancy_enter_signed";
+        let cases = [
+            (
+                member,
+                format!("{call}($1, $2, $3, $4, true, pg_catalog.current_setting($5), $6, #, $7)"),
+                vec!["member", &o, id, "member", "search_path", PATH],
+            ),
+            (
+                Entry::User { user: &user },
+                format!(
+                    "{call}($1, NULL, $2, NULL, false, pg_catalog.current_setting($3), $4, #, $5)"
+                ),
+                vec!["user", id, "search_path", PATH],
+            ),
+            (
+                Entry::NewOrganization { org, user: &user },
+                format!(
+                    "{call}($1, $2, $3, NULL, false, pg_catalog.current_setting($4), $5, #, $6)"
+                ),
+                vec!["new", &o, id, "search_path", PATH],
+            ),
+        ];
+        let now = crate::util::unix_now().cast_unsigned();
+        for (entry, text, values) in cases {
+            let sql = units.begin_sql(Access::ReadWrite, &entry);
+            let (found, mut literals, numbers) = lex(&sql);
+            assert_eq!(found, text, "{sql}");
+            let signature = literals.pop().unwrap();
+            assert_eq!(literals, strings(&values), "{sql}");
+            assert!(
+                signature.len() == 64 && signature.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{sql}"
+            );
+            assert!(
+                matches!(numbers[..], [expiry] if (now + 59..=now + 61).contains(&expiry)),
+                "{sql}"
+            );
+        }
+        let service = units.begin_sql(Access::ReadWrite, &Entry::Service { org: None });
+        assert_eq!(
+            lex(&service).0,
+            "BEGIN; CALL \"public\".tenancy_enter_service(NULL, pg_catalog.current_setting($1), $2)"
+        );
+    }
+
+    #[test]
+    fn identifiers_and_literals_from_the_server_are_quoted_or_refused() {
+        assert_eq!(quote_ident("public"), "\"public\"");
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+        assert_eq!(sql_literal("a, b").as_deref(), Some("'a, b'"));
+        for bad in ["o'hara", "back\\slash", "tab\t", "é"] {
+            assert_eq!(sql_literal(bad), None, "{bad:?}");
+        }
+    }
+}

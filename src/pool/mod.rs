@@ -1,0 +1,302 @@
+//! [`TenantPool`]: units of work that run under Row-Level Security.
+//!
+//! - `mod.rs`: the pool and its units ([`TenantPool::with_rls`], [`TenantPool::with_member`],
+//!   ...);
+//! - `entry.rs`: how a unit is entered (the `BEGIN` batch, retries, the database's refusals);
+//! - `transaction.rs`: [`TenantTransaction`], one unit in progress;
+//! - `organizations.rs`: authorizing, creating organizations, adding members, and the
+//!   switcher's [`Membership`]s.
+
+mod entry;
+mod organizations;
+mod transaction;
+
+use std::fmt;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool};
+
+pub(crate) use entry::{Access, Entry, Units};
+pub use organizations::Membership;
+pub use transaction::TenantTransaction;
+
+use crate::context::OrgContext;
+use crate::error::{Error, Result};
+use crate::hardened::{ContextKey, Signer};
+use crate::ids::{OrgId, UserId};
+use crate::role::Role;
+
+/// A PostgreSQL pool whose units of work run under Row-Level Security, each in a transaction
+/// that the database enters with the tenant context set transaction-locally.
+///
+/// Every unit starts with one round trip, a single simple-query message:
+/// `BEGIN; CALL "<schema>".tenancy_enter('<org>', '<user>', '<role>', <act as role>, <search
+/// path check>)` (`BEGIN READ ONLY` for read units; `tenancy_enter_user` for
+/// [`memberships`](Self::memberships), `tenancy_enter_new_organization` for
+/// [`create_organization`](Self::create_organization), `tenancy_enter_signed` for a
+/// [`hardened`](Self::hardened) pool). The procedure checks the session (role, `search_path`,
+/// no temporary objects) and that the user is a member of the organization with at least the
+/// role, then sets the context with `set_config(..., true)`: transaction-local, so commit,
+/// rollback, an error, a panic or a dropped future can never leave a context on a pooled
+/// connection. A refusal ([`Error::NotAMember`], [`Error::InsufficientRole`]) ends the unit
+/// before your code runs.
+///
+/// The values are interpolated only from validated types ([`OrgId`] is a `Uuid`, [`UserId`] is
+/// printable ASCII without quote or backslash, [`Role`] is an enum), never from a caller's
+/// string.
+#[derive(Clone)]
+pub struct TenantPool {
+    units: Units,
+}
+
+impl fmt::Debug for TenantPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantPool")
+            .field("size", &self.units.pool.size())
+            .finish()
+    }
+}
+
+impl TenantPool {
+    /// Connects with `pg-tenancy`'s pool defaults and checks the role (see [`TenantPool::new`]).
+    ///
+    /// Defaults: `test_before_acquire(false)`. sqlx already pings every connection when it is
+    /// released (which also flushes the queued `ROLLBACK` of a dropped transaction); a second
+    /// ping on acquire would add a round trip to every unit of work.
+    ///
+    /// # Errors
+    /// As [`TenantPool::connect_with`].
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options: PgConnectOptions = url.parse()?;
+        Self::connect_with(options).await
+    }
+
+    /// [`TenantPool::connect`] with explicit connect options.
+    ///
+    /// # Errors
+    /// A database error when no connection can be made, else as [`TenantPool::new`].
+    pub async fn connect_with(options: PgConnectOptions) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await?;
+        Self::new(pool).await
+    }
+
+    /// Wraps an existing pool after checking that its database role is subject to Row-Level
+    /// Security: a `SUPERUSER` or `BYPASSRLS` role makes every policy silently do nothing, so it
+    /// is refused with [`Error::UnsafeDatabaseRole`].
+    ///
+    /// It also reads, once, the schema of pg-tenancy's functions (so that every unit names them
+    /// schema-qualified) and the session's `search_path` (which every unit then checks is
+    /// unchanged). [`Error::MissingSchema`] when the migrations have not been applied.
+    ///
+    /// # Errors
+    /// [`Error::UnsafeDatabaseRole`], [`Error::MissingSchema`],
+    /// [`Error::UnsupportedSearchPath`] when the session's `search_path` is not printable ASCII
+    /// without quote or backslash, [`Error::HardenedModeRequired`] when the database is in
+    /// hardened mode (unsigned units would see nothing there); a database error reading the
+    /// catalog.
+    pub async fn new(pool: PgPool) -> Result<Self> {
+        let units = Units::inspect(pool).await?;
+        if units.hardened_mode().await? {
+            return Err(Error::HardenedModeRequired);
+        }
+        Ok(TenantPool { units })
+    }
+
+    /// Wraps a pool for a database in **hardened mode**: every unit's context is signed with
+    /// `key` and sealed by the database, so SQL injected into a unit cannot switch it with
+    /// `set_config` or `SET LOCAL` (see `docs/security.md`). Contexts expire after 60 s.
+    ///
+    /// # Errors
+    /// As [`TenantPool::new`], and [`Error::HardenedModeOff`] when the owner has not enabled
+    /// hardened mode ([`ContextKey::enable_sql`]); [`Error::ContextVisible`] when the role's
+    /// `track_activities` is on, which would show each unit's signed context to other
+    /// sessions of the role.
+    pub async fn hardened(pool: PgPool, key: ContextKey) -> Result<Self> {
+        let mut units = Units::inspect(pool).await?;
+        if !units.hardened_mode().await? {
+            return Err(Error::HardenedModeOff);
+        }
+        let row = sqlx::raw_sql(
+            "SELECT current_user::text, pg_catalog.current_setting('track_activities')",
+        )
+        .fetch_one(&units.pool)
+        .await?;
+        let (role, tracked): (String, String) =
+            (sqlx::Row::try_get(&row, 0)?, sqlx::Row::try_get(&row, 1)?);
+        if tracked != "off" {
+            return Err(Error::ContextVisible { role });
+        }
+        units.sign_with(Signer {
+            key,
+            ttl: std::time::Duration::from_secs(60),
+        });
+        Ok(TenantPool { units })
+    }
+
+    /// Wraps a pool **without** checking its role. Only for tools that deliberately connect as
+    /// a role that bypasses RLS (migrations, audits); never for serving requests.
+    ///
+    /// Nothing is read from the database, so its units have no expected `search_path` to send:
+    /// the database refuses every one of them as an unclean session (a database error with
+    /// SQLSTATE `TNC05`). Use [`pool`](Self::pool) and [`audited`](Self::audited) on it.
+    pub fn dangerously_skip_role_check(pool: PgPool) -> Self {
+        TenantPool {
+            units: Units::unchecked(pool),
+        }
+    }
+
+    /// Audits the database as this pool's role ([`audit::audit`](crate::audit::audit)) and
+    /// returns the pool only if the audit finds no error: a start-up option for a service that
+    /// must not serve with a tenant table left open. Warnings do not stop it.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> pg_tenancy::Result<()> {
+    /// use pg_tenancy::{TenantPool, audit::AuditOptions};
+    /// let pool = TenantPool::connect("postgres://app@localhost/app")
+    ///     .await?
+    ///     .audited(&AuditOptions::default().with_table("invoices"))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::AuditFailed`] with the report when there are errors; a database error reading
+    /// the catalog.
+    pub async fn audited(self, options: &crate::audit::AuditOptions) -> Result<Self> {
+        let report = crate::audit::audit(self.pool(), options).await?;
+        if report.has_errors() {
+            return Err(Error::AuditFailed(Box::new(report)));
+        }
+        Ok(self)
+    }
+
+    /// The underlying pool. Queries run on it directly have no tenant context, so the policies
+    /// give them no tenant rows and refuse their writes.
+    pub fn pool(&self) -> &PgPool {
+        &self.units.pool
+    }
+
+    /// Runs `f` in a read-write transaction with `ctx` set; commits on `Ok`, rolls back on
+    /// `Err`, on panic, and when the returned future is dropped midway.
+    ///
+    /// Round trips: one for `BEGIN` with the context, yours, one for `COMMIT`.
+    ///
+    /// ```no_run
+    /// # async fn demo(pool: pg_tenancy::TenantPool, ctx: pg_tenancy::OrgContext) -> pg_tenancy::Result<()> {
+    /// let names: Vec<String> = pool
+    ///     .with_rls(&ctx, async |tx| {
+    ///         // No WHERE: the policy still limits this to ctx's organization.
+    ///         Ok::<_, pg_tenancy::Error>(sqlx::query_scalar("SELECT name FROM projects").fetch_all(tx).await?)
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`TenantPool::begin`] before `f` runs; then whatever `f` returns, or a database error
+    /// from `COMMIT`.
+    pub async fn with_rls<T, E, F>(&self, ctx: &OrgContext, f: F) -> Result<T, E>
+    where
+        F: AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
+        E: From<Error>,
+    {
+        crate::trace::unit("write", Some(ctx.org_id()), async {
+            let mut tx = self.begin(ctx).await?;
+            let value = f(&mut tx).await?;
+            tx.commit().await?;
+            Ok(value)
+        })
+        .await
+    }
+
+    /// Runs `f` in a `READ ONLY` transaction with `ctx` set, and ends it by dropping it: sqlx
+    /// queues the `ROLLBACK` and flushes it with the pool's release ping, off your path, before
+    /// the connection can be handed out again.
+    ///
+    /// Round trips: one for `BEGIN` with the context, then yours.
+    ///
+    /// # Errors
+    /// As [`TenantPool::begin_read`] before `f` runs; then whatever `f` returns.
+    pub async fn with_rls_read<T, E, F>(&self, ctx: &OrgContext, f: F) -> Result<T, E>
+    where
+        F: AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
+        E: From<Error>,
+    {
+        crate::trace::unit("read", Some(ctx.org_id()), async {
+            let mut tx = self.begin_read(ctx).await?;
+            f(&mut tx).await
+        })
+        .await
+    }
+
+    /// Checks membership and role **in the same round trip as `BEGIN`**, then runs `f` like
+    /// [`TenantPool::with_rls`]: a unit of work for a user and an organization taken from a
+    /// verified session, with no separate lookup first.
+    ///
+    /// [`Error::NotAMember`] or [`Error::InsufficientRole`] if the check fails (the
+    /// transaction is rolled back and `f` never runs). Round trips: three for one query.
+    ///
+    /// # Errors
+    /// [`Error::NotAMember`] / [`Error::InsufficientRole`] before `f` runs; then whatever `f`
+    /// returns, or a database error from `COMMIT`.
+    pub async fn with_member<T, E, F>(
+        &self,
+        user: &UserId,
+        org: OrgId,
+        min_role: Role,
+        f: F,
+    ) -> Result<T, E>
+    where
+        F: AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
+        E: From<Error>,
+    {
+        crate::trace::unit("member", Some(org), async {
+            let mut tx = self
+                .units
+                .start(
+                    Access::ReadWrite,
+                    Entry::Member {
+                        org,
+                        user,
+                        role: min_role,
+                        act_as_claimed: false,
+                    },
+                )
+                .await?;
+            let value = f(&mut tx).await?;
+            tx.commit().await?;
+            Ok(value)
+        })
+        .await
+    }
+
+    /// Starts a read-write unit of work with `ctx` set, for flows that do not fit a closure.
+    /// Call [`TenantTransaction::commit`]; dropping it rolls back.
+    ///
+    /// Like every unit, it is admitted by the database in the `BEGIN` round trip.
+    ///
+    /// # Errors
+    /// [`Error::NotAMember`] when `ctx`'s user is not (or no longer) a member of `ctx`'s
+    /// organization, or the organization is deleted; [`Error::InsufficientRole`] when `ctx`
+    /// claims a higher role than the membership holds (the unit acts with `ctx`'s role, never
+    /// more).
+    pub async fn begin(&self, ctx: &OrgContext) -> Result<TenantTransaction> {
+        self.units
+            .start(Access::ReadWrite, Entry::for_context(ctx))
+            .await
+    }
+
+    /// Starts a `READ ONLY` unit of work with `ctx` set. Drop it when done (see
+    /// [`TenantPool::with_rls_read`]).
+    ///
+    /// # Errors
+    /// As [`TenantPool::begin`].
+    pub async fn begin_read(&self, ctx: &OrgContext) -> Result<TenantTransaction> {
+        self.units
+            .start(Access::ReadOnly, Entry::for_context(ctx))
+            .await
+    }
+}
