@@ -55,6 +55,19 @@ END
 $$;
 REVOKE ALL ON FUNCTION tenancy_hmac(text) FROM PUBLIC;
 
+-- Whether the calling role can read the key: it may SELECT the table and row security does not
+-- hide its rows from it (off, or the role owns the table, or bypasses row security).
+-- TenantPool::hardened refuses such a role (Error::ContextKeyReadable).
+CREATE FUNCTION tenancy_context_key_readable() RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path FROM CURRENT
+    AS $$ SELECT pg_catalog.has_table_privilege(c.oid, 'SELECT')
+                 AND (NOT c.relrowsecurity
+                      OR pg_catalog.pg_has_role(c.relowner, 'USAGE')
+                      OR r.rolbypassrls OR r.rolsuper)
+            FROM pg_catalog.pg_class c, pg_catalog.pg_roles r
+           WHERE c.oid = 'tenancy_context_key'::pg_catalog.regclass AND r.rolname = current_user $$;
+
 -- Whether hardened mode is on (TenantPool refuses to serve unsigned units when it is).
 CREATE FUNCTION tenancy_hardened_mode() RETURNS boolean
     LANGUAGE sql STABLE SECURITY DEFINER

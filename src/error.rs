@@ -96,6 +96,15 @@ pub enum Error {
         role: String,
     },
 
+    /// The role a hardened pool connects with can read hardened mode's key
+    /// (`tenancy_context_key`): it owns the table, bypasses row security, or row security is
+    /// off on it. SQL injected into a unit could then forge contexts.
+    #[error("database role {role:?} can read hardened mode's key (tenancy_context_key)")]
+    ContextKeyReadable {
+        /// The role.
+        role: String,
+    },
+
     /// The start-up audit ([`TenantPool::audited`](crate::TenantPool::audited)) found errors in
     /// the schema or the connecting role; the report lists them with their fixes.
     #[error("the pg-tenancy audit found errors:\n{0}")]
@@ -182,6 +191,7 @@ impl Error {
             | Error::HardenedModeRequired
             | Error::HardenedModeOff
             | Error::ContextVisible { .. }
+            | Error::ContextKeyReadable { .. }
             | Error::AuditFailed(_) => ErrorKind::Internal,
             Error::Database(e) => classify(e),
         }

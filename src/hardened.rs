@@ -2,7 +2,7 @@
 //! database, so SQL injected into a unit cannot switch it (see `docs/security.md`).
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -70,17 +70,47 @@ impl ContextKey {
 #[derive(Debug, Clone)]
 pub(crate) struct Signer {
     pub(crate) key: ContextKey,
+    /// How long a signed context lives (`TenantPool::with_context_ttl`; 60 s by default).
     pub(crate) ttl: Duration,
+    /// The database's clock minus the application's, in seconds, measured when the pool
+    /// starts: expiries are written in the database's clock, which checks them, so a skewed
+    /// application clock neither fails every unit nor stretches a context's life.
+    pub(crate) clock_offset: i64,
+    /// Tests only: seconds added to the application's clock, to simulate a skewed one.
+    pub(crate) simulated_skew: i64,
 }
 
 impl Signer {
-    /// Unix seconds at which a context signed now expires.
-    pub(crate) fn expiry(&self) -> u64 {
-        (SystemTime::now() + self.ttl)
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
+    /// The context lifetime when the application sets none.
+    pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(60);
+
+    /// The application's clock, in unix seconds (skewed in tests that say so).
+    pub(crate) fn app_now(&self) -> i64 {
+        crate::util::unix_now() + self.simulated_skew
     }
+
+    /// Unix seconds, in the database's clock, at which a context signed now expires.
+    pub(crate) fn expiry(&self) -> i64 {
+        let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
+        self.app_now()
+            .saturating_add(self.clock_offset)
+            .saturating_add(ttl)
+    }
+}
+
+/// The message a signature covers: each field as `<bytes>:<text>`, joined with `|`, so that no
+/// field's text can stand for another's boundary (`tenancy_signed_message` in the database).
+pub(crate) fn encode(fields: &[&str]) -> String {
+    let mut out = String::new();
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push('|');
+        }
+        out.push_str(&field.len().to_string());
+        out.push(':');
+        out.push_str(field);
+    }
+    out
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -114,5 +144,37 @@ mod tests {
         assert_eq!(ContextKey::generate().bytes.len(), 32);
         assert_ne!(ContextKey::generate().bytes, ContextKey::generate().bytes);
         assert!(key.enable_sql().contains(&"0b".repeat(32)));
+    }
+
+    #[test]
+    fn encoded_fields_cannot_stand_for_each_other() {
+        assert_eq!(encode(&["enter", "member", ""]), "5:enter|6:member|0:");
+        // The ambiguity `concat_ws('|', ...)` had: a field holding the separator.
+        assert_ne!(
+            encode(&["member", "member|true", ""]),
+            encode(&["member", "member", "true"])
+        );
+        // Bytes, as PostgreSQL's octet_length counts them.
+        assert_eq!(encode(&["é"]), "2:é");
+    }
+
+    #[test]
+    fn expiries_are_written_in_the_databases_clock() {
+        let signer = |offset, skew| Signer {
+            key: ContextKey::generate(),
+            ttl: Duration::from_secs(60),
+            clock_offset: offset,
+            simulated_skew: skew,
+        };
+        let now = crate::util::unix_now();
+        // An application clock 300 s behind, measured: the expiry is now + 60 in the
+        // database's clock.
+        let measured = signer(300, -300).expiry();
+        assert!(
+            (now + 60..=now + 61).contains(&measured),
+            "{measured} vs {now}"
+        );
+        // The same clock unmeasured: already expired for the database.
+        assert!(signer(0, -300).expiry() < now);
     }
 }

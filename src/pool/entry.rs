@@ -131,6 +131,12 @@ impl Units {
     }
 
     /// Signs every request unit's entry from now on (hardened mode).
+    pub(super) fn set_context_ttl(&mut self, ttl: std::time::Duration) {
+        if let Some(signer) = &mut self.signer {
+            signer.ttl = ttl;
+        }
+    }
+
     pub(super) fn sign_with(&mut self, signer: Signer) {
         self.signer = Some(signer);
     }
@@ -282,12 +288,15 @@ impl Signed<'_> {
             act_as_claimed: act,
         } = self;
         let expiry = signer.expiry();
-        let signature = signer.key.sign(&format!(
-            "enter|{kind}|{}|{}|{}|{act}|{expiry}",
-            org.map(|o| o.to_string()).unwrap_or_default(),
+        let signature = signer.key.sign(&crate::hardened::encode(&[
+            "enter",
+            kind,
+            &org.map(|o| o.to_string()).unwrap_or_default(),
             user.as_str(),
             required.map(Role::as_str).unwrap_or_default(),
-        ));
+            &act.to_string(),
+            &expiry.to_string(),
+        ]));
         let org = org.map_or_else(|| "NULL".to_owned(), |o| format!("'{o}'"));
         let required = required.map_or_else(|| "NULL".to_owned(), |r| format!("'{r}'"));
         format!(
@@ -473,7 +482,9 @@ mod tests {
     async fn the_signed_begin_batch_is_begin_and_one_call_with_values_only_as_literals() {
         let units = units(Some(Signer {
             key: ContextKey::generate(),
-            ttl: std::time::Duration::from_secs(60),
+            ttl: Signer::DEFAULT_TTL,
+            clock_offset: 0,
+            simulated_skew: 0,
         }));
         let org = OrgId::from_external_id("org_a");
         let o = org.to_string();

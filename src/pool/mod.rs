@@ -14,7 +14,7 @@ mod transaction;
 use std::fmt;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 
 pub(crate) use entry::{Access, Entry, Units};
 pub use organizations::Membership;
@@ -115,25 +115,83 @@ impl TenantPool {
     /// `track_activities` is on, which would show each unit's signed context to other
     /// sessions of the role.
     pub async fn hardened(pool: PgPool, key: ContextKey) -> Result<Self> {
-        let mut units = Units::inspect(pool).await?;
+        let units = Units::inspect(pool).await?;
         if !units.hardened_mode().await? {
             return Err(Error::HardenedModeOff);
         }
-        let row = sqlx::raw_sql(
-            "SELECT current_user::text, pg_catalog.current_setting('track_activities')",
-        )
+        Self::hardened_with(units, key, 0, true).await
+    }
+
+    /// [`TenantPool::hardened`] with the application's clock skewed by `skew_secs`, the offset
+    /// to the database's clock measured (as `hardened` does) or not: for tests of the skew
+    /// handling only.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub async fn hardened_with_simulated_skew(
+        pool: PgPool,
+        key: ContextKey,
+        skew_secs: i64,
+        measure_offset: bool,
+    ) -> Result<Self> {
+        let units = Units::inspect(pool).await?;
+        Self::hardened_with(units, key, skew_secs, measure_offset).await
+    }
+
+    async fn hardened_with(
+        mut units: Units,
+        key: ContextKey,
+        skew_secs: i64,
+        measure_offset: bool,
+    ) -> Result<Self> {
+        if !units.hardened_mode().await? {
+            return Err(Error::HardenedModeOff);
+        }
+        let mut signer = Signer {
+            key,
+            ttl: Signer::DEFAULT_TTL,
+            clock_offset: 0,
+            simulated_skew: skew_secs,
+        };
+        // One simple-protocol message (it works through PgBouncer): who we are, whether our
+        // contexts would show in pg_stat_activity, whether we can read the key, and the
+        // database's clock. Names come from `inspect` (a quoted schema).
+        let sent_at = signer.app_now();
+        let row = sqlx::raw_sql(AssertSqlSafe(format!(
+            "SELECT current_user::text, pg_catalog.current_setting('track_activities'), \
+                    {}tenancy_context_key_readable(), \
+                    pg_catalog.date_part('epoch', pg_catalog.clock_timestamp())",
+            units.schema_prefix
+        )))
         .fetch_one(&units.pool)
         .await?;
-        let (role, tracked): (String, String) =
-            (sqlx::Row::try_get(&row, 0)?, sqlx::Row::try_get(&row, 1)?);
+        let role: String = sqlx::Row::try_get(&row, 0)?;
+        let tracked: String = sqlx::Row::try_get(&row, 1)?;
+        let key_readable: bool = sqlx::Row::try_get(&row, 2)?;
+        let database_now: f64 = sqlx::Row::try_get(&row, 3)?;
         if tracked != "off" {
             return Err(Error::ContextVisible { role });
         }
-        units.sign_with(Signer {
-            key,
-            ttl: std::time::Duration::from_secs(60),
-        });
+        if key_readable {
+            return Err(Error::ContextKeyReadable { role });
+        }
+        if measure_offset {
+            // Whole seconds are enough: contexts live for tens of seconds.
+            #[allow(clippy::cast_possible_truncation)]
+            let database_now = database_now.round() as i64;
+            signer.clock_offset = database_now - sent_at;
+        }
+        units.sign_with(signer);
         Ok(TenantPool { units })
+    }
+
+    /// How long a hardened pool's signed contexts live: a unit still running after that fails
+    /// with SQLSTATE `TNC08` at its next statement, rather than reading nothing. Expiries are
+    /// written in the database's clock (the pool measures the offset when it starts), so the
+    /// application's clock may be skewed. Default 60 s; no effect on an unhardened pool.
+    #[must_use]
+    pub fn with_context_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.units.set_context_ttl(ttl);
+        self
     }
 
     /// Wraps a pool **without** checking its role. Only for tools that deliberately connect as

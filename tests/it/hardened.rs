@@ -246,3 +246,179 @@ async fn default_mode_does_not_look_for_planted_statements() {
     let w = world_with(As::App, 1).await;
     assert!(!planted_statement_closes_the_session(&w.pool, &w).await);
 }
+
+/// The application's key signs entries; tests sign by hand what `TenantPool` signs, to send
+/// what an attacker would.
+fn sign(key_bytes: &[u8], fields: &[&str]) -> String {
+    use hmac::{Hmac, Mac};
+    let message = fields
+        .iter()
+        .map(|f| format!("{}:{f}", f.len()))
+        .collect::<Vec<_>>()
+        .join("|");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key_bytes).unwrap();
+    mac.update(message.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_unit_that_outlives_its_signed_context_fails_loudly() {
+    let (w, pool) = hardened_world().await;
+    let pool = pool.with_context_ttl(std::time::Duration::from_secs(1));
+    let ctx = w.a.ctx(Role::Member);
+    // Positive control: within its lifetime the unit sees its organization's project.
+    assert_eq!(
+        visible_project_orgs(&pool, &ctx).await.unwrap(),
+        vec![*w.a.id.as_uuid()]
+    );
+    // Past it, the next statement fails with TNC08 instead of silently reading nothing.
+    let e = pool
+        .with_rls_read(&ctx, async |tx| {
+            sqlx::query("SELECT pg_sleep(2.1)")
+                .execute(&mut *tx)
+                .await?;
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM projects")
+                .fetch_one(&mut *tx)
+                .await?;
+            Ok::<_, Error>(n)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(crate::common::sqlstate(&e).as_deref(), Some("TNC08"), "{e}");
+    assert_eq!(e.kind(), ErrorKind::Internal);
+}
+
+#[tokio::test]
+async fn a_skewed_application_clock_does_not_fail_every_unit() {
+    let (w, hardened) = hardened_world().await;
+    let key = ContextKey::generate();
+    w.db.harden(&key, 1).await.unwrap();
+    let ctx = w.a.ctx(Role::Member);
+    for skew in [-300, 300] {
+        // The offset to the database's clock is measured at start: units run.
+        let pool = TenantPool::hardened_with_simulated_skew(
+            hardened.pool().clone(),
+            key.clone(),
+            skew,
+            true,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            visible_project_orgs(&pool, &ctx).await.unwrap(),
+            vec![*w.a.id.as_uuid()],
+            "skew {skew}"
+        );
+    }
+    // Control: an application clock 300 s behind, unmeasured, signs contexts already expired
+    // for the database: every entry fails (TNC08).
+    let unmeasured =
+        TenantPool::hardened_with_simulated_skew(hardened.pool().clone(), key, -300, false)
+            .await
+            .unwrap();
+    let e = visible_project_orgs(&unmeasured, &ctx).await.unwrap_err();
+    assert_eq!(crate::common::sqlstate(&e).as_deref(), Some("TNC08"), "{e}");
+}
+
+#[tokio::test]
+async fn a_signature_covers_its_fields_unambiguously() {
+    let w = world(As::App).await;
+    let key_bytes = [7_u8; 32];
+    let key = ContextKey::from_bytes(&key_bytes).unwrap();
+    w.db.harden(&key, 1).await.unwrap();
+    let mut c = PgConnection::connect_with(&w.db.app_options())
+        .await
+        .unwrap();
+    let expiry = (std::time::SystemTime::now() + std::time::Duration::from_secs(60))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let (org, user) = (w.a.id.to_string(), w.a.member.as_str().to_owned());
+    let signature = sign(
+        &key_bytes,
+        &["enter", "member", &org, &user, "member", "true", &expiry],
+    );
+    let enter = async |c: &mut PgConnection, required: &str, act: &str| {
+        let mut tx = c.begin().await.unwrap();
+        let sql = format!(
+            "CALL tenancy_enter_signed('member', '{org}', '{user}', {required}, {act}, \
+             current_setting('search_path'), current_setting('search_path'), {expiry}, \
+             '{signature}')"
+        );
+        let r = tx.execute(sqlx::AssertSqlSafe(sql)).await.map(|_| ());
+        let role: Option<String> = if r.is_ok() {
+            sqlx::query_scalar("SELECT tenancy_current_org_role()")
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap()
+        } else {
+            None
+        };
+        tx.rollback().await.ok();
+        (r.map_err(|e| Error::from(e)), role)
+    };
+    // Positive control: the signed fields themselves enter, with the member's role.
+    let (entered, role) = enter(&mut c, "'member'", "true").await;
+    entered.unwrap();
+    assert_eq!(role.as_deref(), Some("member"));
+    // The same signature on fields that `concat_ws('|', ...)` encoded alike: a role holding
+    // the separator and a NULL flag (which skipped the role check). Refused (TNC06).
+    let (refused, _) = enter(&mut c, "'member|true'", "NULL").await;
+    let e = refused.unwrap_err();
+    assert_eq!(crate::common::sqlstate(&e).as_deref(), Some("TNC06"), "{e}");
+}
+
+#[tokio::test]
+async fn the_key_stays_out_of_reach_of_a_schema_wide_grant() {
+    let (w, _) = hardened_world().await;
+    let mut owner = PgConnection::connect_with(&w.db.owner_options())
+        .await
+        .unwrap();
+    // The usual shortcut: every table of the schema to the application role.
+    owner
+        .execute(sqlx::AssertSqlSafe(format!(
+            "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}",
+            w.db.app_role()
+        )))
+        .await
+        .unwrap();
+    let mut app = PgConnection::connect_with(&w.db.app_options())
+        .await
+        .unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM tenancy_context_key")
+        .fetch_one(&mut app)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "row security hides the key from a granted role");
+    let pool = || async {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(w.db.app_options())
+            .await
+            .unwrap()
+    };
+    // Positive control: the hardened pool starts with the grant in place.
+    TenantPool::hardened(pool().await, ContextKey::generate())
+        .await
+        .unwrap();
+    // With the defence removed (row security off on the key), the role reads the key and a
+    // hardened pool refuses to start, naming the role.
+    owner
+        .execute("ALTER TABLE tenancy_context_key DISABLE ROW LEVEL SECURITY")
+        .await
+        .unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM tenancy_context_key")
+        .fetch_one(&mut app)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+    let e = TenantPool::hardened(pool().await, ContextKey::generate())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::ContextKeyReadable { .. }), "{e}");
+}
