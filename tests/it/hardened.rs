@@ -360,7 +360,7 @@ async fn a_signature_covers_its_fields_unambiguously() {
             None
         };
         tx.rollback().await.ok();
-        (r.map_err(|e| Error::from(e)), role)
+        (r.map_err(Error::from), role)
     };
     // Positive control: the signed fields themselves enter, with the member's role.
     let (entered, role) = enter(&mut c, "'member'", "true").await;
