@@ -98,9 +98,12 @@ CREATE FUNCTION tenancy_role_rank(role text) RETURNS int
 -- `required`. The unit then acts as `required` when `act_as_required` (an OrgContext's role:
 -- never more than the application claimed), else as the membership's role (with_member).
 --
--- First, what a unit may not find on its session: a changed role or search path, or
--- temporary objects (which shadow unqualified table names). TNC05; the pool closes such a
--- connection. SQL-level prepared statements (which can replace a driver's cached statement)
+-- First, what a unit may not find on its session: a changed role, changed settings
+-- (tenancy_session_settings(), evaluated by the caller, against the value the pool read when it
+-- started), or temporary objects (which shadow unqualified table names). TNC05; the pool
+-- closes such a connection. Then the membership lookup waits at most 2 s for a lock (a unit
+-- that locks organization_members cannot stall every organization's entry): lock_timeout is
+-- set for the lookup only, and put back. SQL-level prepared statements (which can replace a driver's cached statement)
 -- are looked for by the other entries and by the signed entry of hardened mode, not here: the
 -- scan materializes every statement of the session (the driver's cache included) and cost
 -- about 0.09 of saturated throughput, and in the default mode the SQL that could plant one
@@ -115,15 +118,16 @@ DO $do$
 BEGIN
 EXECUTE pg_catalog.format($fn$
 CREATE PROCEDURE tenancy_enter(org uuid, member text, required text, act_as_required boolean,
-                               search_path_now text, search_path_expected text)
+                               session_now text, session_expected text)
     LANGUAGE plpgsql
     AS $body$
 DECLARE
-    found_role text;
-    ignored    text;
+    found_role  text;
+    ignored     text;
+    lock_before text := pg_catalog.current_setting('lock_timeout');
 BEGIN
     IF current_user <> session_user
-       OR search_path_now IS DISTINCT FROM search_path_expected
+       OR session_now IS DISTINCT FROM session_expected
        OR pg_catalog.pg_my_temp_schema() <> 0
        OR pg_catalog.current_setting('app.current_unit', true)
           = pg_catalog.transaction_timestamp()::text THEN
@@ -132,13 +136,14 @@ BEGIN
             RAISE EXCEPTION 'tenancy: this transaction already entered a unit'
                 USING ERRCODE = 'TNC09';
         END IF;
-        RAISE EXCEPTION 'tenancy: session not clean (role, search_path or temporary objects)'
+        RAISE EXCEPTION 'tenancy: session not clean (role, settings or temporary objects)'
             USING ERRCODE = 'TNC05';
     END IF;
     -- One expression per step: PL/pgSQL prepares each expression once per transaction.
     ignored := pg_catalog.set_config('app.current_unit', pg_catalog.transaction_timestamp()::text, true)
             || pg_catalog.set_config('app.current_org_id', org::text, true)
-            || pg_catalog.set_config('app.current_user_id', member, true);
+            || pg_catalog.set_config('app.current_user_id', member, true)
+            || pg_catalog.set_config('lock_timeout', '2s', true);
     SELECT m.role INTO found_role
       FROM %1$I.organization_members m JOIN %1$I.organizations o ON o.id = m.organization_id
      WHERE m.organization_id = org AND m.user_id = member AND o.id = org AND o.deleted_at IS NULL;
@@ -154,26 +159,46 @@ BEGIN
             USING ERRCODE = 'TNC02', DETAIL = found_role;
     END IF;
     ignored := pg_catalog.set_config('app.current_org_role',
-                                     CASE WHEN act_as_required THEN required ELSE found_role END, true);
+                                     CASE WHEN act_as_required THEN required ELSE found_role END, true)
+            || pg_catalog.set_config('lock_timeout', lock_before, true);
 END
 $body$
 $fn$, pg_catalog.current_schema());
 END
 $do$;
 
+-- The session-level settings that would change how another organization's unit runs, if a
+-- unit left them changed on its pooled connection: timeouts (its statements would fail),
+-- row_security (its queries would error), synchronous_commit (its commits would not be
+-- durable), and search_path (names would resolve elsewhere). The pool reads this once when it
+-- starts; every entry compares it (TNC05). No SET clause: callers evaluate it in their own
+-- session, and it inlines. (default_transaction_read_only, _isolation and _deferrable need no
+-- check: every BEGIN names its mode.)
+CREATE FUNCTION tenancy_session_settings() RETURNS text
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$ SELECT pg_catalog.concat_ws('|',
+                 pg_catalog.current_setting('statement_timeout'),
+                 pg_catalog.current_setting('lock_timeout'),
+                 pg_catalog.current_setting('idle_in_transaction_session_timeout'),
+                 pg_catalog.current_setting('idle_session_timeout'),
+                 pg_catalog.current_setting('row_security'),
+                 pg_catalog.current_setting('synchronous_commit'),
+                 -- Last: the one value that may hold '|'.
+                 pg_catalog.current_setting('search_path')) $$;
+
 -- The session check alone, for the other entries (switcher, bootstrap, service, and every
 -- signed entry of hardened mode), prepared statements included, and the re-entry check.
-CREATE FUNCTION tenancy_assert_clean_session(search_path_now text, search_path_expected text)
+CREATE FUNCTION tenancy_assert_clean_session(session_now text, session_expected text)
     RETURNS void
     LANGUAGE plpgsql VOLATILE
     SET search_path FROM CURRENT
     AS $$
 BEGIN
     IF current_user <> session_user
-       OR search_path_now IS DISTINCT FROM search_path_expected
+       OR session_now IS DISTINCT FROM session_expected
        OR pg_catalog.pg_my_temp_schema() <> 0
        OR EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_statements WHERE from_sql) THEN
-        RAISE EXCEPTION 'tenancy: session not clean (role, search_path, temporary objects or prepared statements)'
+        RAISE EXCEPTION 'tenancy: session not clean (role, settings, temporary objects or prepared statements)'
             USING ERRCODE = 'TNC05';
     END IF;
     PERFORM tenancy_assert_not_entered();
@@ -212,14 +237,14 @@ REVOKE ALL ON FUNCTION tenancy_set_context(uuid, text, text) FROM PUBLIC;
 
 -- A user unit without an organization (the organization switcher): only the user is set, so
 -- only the switcher policies apply.
-CREATE PROCEDURE tenancy_enter_user(member text, search_path_now text, search_path_expected text)
+CREATE PROCEDURE tenancy_enter_user(member text, session_now text, session_expected text)
     LANGUAGE plpgsql
     SET search_path FROM CURRENT
     AS $$
 DECLARE
     ignored text;
 BEGIN
-    PERFORM tenancy_assert_clean_session(search_path_now, search_path_expected);
+    PERFORM tenancy_assert_clean_session(session_now, session_expected);
     ignored := pg_catalog.set_config('app.current_unit', pg_catalog.transaction_timestamp()::text, true)
             || pg_catalog.set_config('app.current_org_id', '', true)
             || pg_catalog.set_config('app.current_user_id', member, true)
@@ -231,15 +256,15 @@ $$;
 -- becomes its owner. Refused (TNC04) when an organization with that id exists, a deleted one
 -- included: request units never hard-delete an organization (..._03_tenancy_roles.sql), and
 -- a purge keeps its row (tenancy_purge_organization), so an id is never free again.
-CREATE PROCEDURE tenancy_enter_new_organization(org uuid, member text, search_path_now text,
-                                               search_path_expected text)
+CREATE PROCEDURE tenancy_enter_new_organization(org uuid, member text, session_now text,
+                                               session_expected text)
     LANGUAGE plpgsql
     SET search_path FROM CURRENT
     AS $$
 DECLARE
     ignored text;
 BEGIN
-    PERFORM tenancy_assert_clean_session(search_path_now, search_path_expected);
+    PERFORM tenancy_assert_clean_session(session_now, session_expected);
     ignored := pg_catalog.set_config('app.current_unit', pg_catalog.transaction_timestamp()::text, true)
             || pg_catalog.set_config('app.current_org_id', org::text, true)
             || pg_catalog.set_config('app.current_user_id', member, true)

@@ -35,7 +35,7 @@ SELECT pg_catalog.set_config('search_path',
 -- service policies admit that organization's rows; without one (NULL), only the cross-
 -- organization maintenance policies apply (pruning webhook deliveries). In hardened mode it
 -- is sealed by tenancy_seal_service.
-CREATE PROCEDURE tenancy_enter_service(org uuid, search_path_now text, search_path_expected text)
+CREATE PROCEDURE tenancy_enter_service(org uuid, session_now text, session_expected text)
     LANGUAGE plpgsql
     SET search_path FROM CURRENT
     AS $$
@@ -46,7 +46,7 @@ BEGIN
         RAISE EXCEPTION 'tenancy: % is not a member of tenancy_service', current_user
             USING ERRCODE = 'TNC07';
     END IF;
-    PERFORM tenancy_assert_clean_session(search_path_now, search_path_expected);
+    PERFORM tenancy_assert_clean_session(session_now, session_expected);
     ignored := pg_catalog.set_config('app.current_unit', pg_catalog.transaction_timestamp()::text, true)
             || pg_catalog.set_config('app.current_org_id', coalesce(org::text, ''), true)
             || pg_catalog.set_config('app.current_user_id', '', true)

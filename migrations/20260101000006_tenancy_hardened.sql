@@ -207,13 +207,13 @@ END
 $$;
 
 CREATE PROCEDURE tenancy_enter_signed(kind text, org uuid, member text, required text,
-                                      act_as_required boolean, search_path_now text,
-                                      search_path_expected text, expiry bigint, signature text)
+                                      act_as_required boolean, session_now text,
+                                      session_expected text, expiry bigint, signature text)
     LANGUAGE plpgsql
     SET search_path FROM CURRENT
     AS $$
 BEGIN
-    PERFORM tenancy_assert_clean_session(search_path_now, search_path_expected);
+    PERFORM tenancy_assert_clean_session(session_now, session_expected);
     PERFORM tenancy_enter_sealed(kind, org, member, required, act_as_required, expiry, signature);
 END
 $$;

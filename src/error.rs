@@ -58,10 +58,26 @@ pub enum Error {
     #[error("the database has no tenancy schema: apply pg-tenancy's migrations")]
     MissingSchema,
 
-    /// The session's `search_path` holds a quote, a backslash or a non-printable character,
-    /// which the per-unit session check cannot carry safely.
+    /// The session's settings that every unit checks (its `search_path` above all) hold a
+    /// quote, a backslash or a non-printable character, which the per-unit session check
+    /// cannot carry safely; or its default isolation level is unknown.
     #[error("unsupported search_path for pg-tenancy's session check")]
     UnsupportedSearchPath,
+
+    /// The connecting role has role-level settings (`ALTER ROLE ... SET`) that change how units
+    /// run: SQL in any unit can set these for its own role, and every new connection would
+    /// inherit them, so the pool refuses to start while they are there. Set such values in
+    /// the pool's connect options, or on the database, instead.
+    #[error(
+        "database role {role:?} has role-level settings that change how units run ({settings}): \
+         remove them with ALTER ROLE ... RESET, and set them in the connect options instead"
+    )]
+    UnsafeRoleSettings {
+        /// The role name reported by `current_user`.
+        role: String,
+        /// The settings' names, comma-separated.
+        settings: String,
+    },
 
     /// The connecting role is not a member of `tenancy_service`, so it cannot run service
     /// units (see [`ServicePool`](crate::ServicePool)).
@@ -186,6 +202,7 @@ impl Error {
             | Error::Migrate(_)
             | Error::MissingSchema
             | Error::UnsupportedSearchPath
+            | Error::UnsafeRoleSettings { .. }
             | Error::NotAServiceRole { .. }
             | Error::InvalidContextKey
             | Error::HardenedModeRequired

@@ -23,9 +23,14 @@ pub(crate) struct Units {
     /// The schema holding pg-tenancy's functions, quoted (`"public".`), or empty when unknown
     /// ([`TenantPool::dangerously_skip_role_check`](crate::TenantPool::dangerously_skip_role_check)).
     pub(super) schema_prefix: Arc<str>,
-    /// The session `search_path` every unit must find, as a validated SQL literal (`NULL`
-    /// when unknown, which the database's session check never matches).
-    search_path_literal: Arc<str>,
+    /// The session settings every unit must find (`tenancy_session_settings()`, read when
+    /// the pool starts), as a validated SQL literal (`NULL` when unknown, which the database's
+    /// session check never matches).
+    session_literal: Arc<str>,
+    /// The isolation level every `BEGIN` names (the session's default when the pool started),
+    /// so that a unit that changed `default_transaction_isolation` or
+    /// `default_transaction_read_only` on its session changes no other unit.
+    isolation: &'static str,
     /// Hardened mode: signs each request unit's context.
     signer: Option<Signer>,
 }
@@ -33,9 +38,9 @@ pub(crate) struct Units {
 /// Whether a unit may write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Access {
-    /// `BEGIN`.
+    /// `BEGIN ISOLATION LEVEL ..., READ WRITE`.
     ReadWrite,
-    /// `BEGIN READ ONLY`.
+    /// `BEGIN ISOLATION LEVEL ..., READ ONLY`.
     ReadOnly,
 }
 
@@ -78,22 +83,27 @@ impl Units {
         // transaction-pooling proxy (PgBouncer) may hand the next message of a session to
         // another server connection, where an extended-protocol statement prepared by the
         // previous one does not exist.
-        let row = sqlx::raw_sql(
+        let row = sqlx::raw_sql(AssertSqlSafe(format!(
             "SELECT r.rolname::text, r.rolsuper, r.rolbypassrls, \
                     (SELECT n.nspname::text FROM pg_catalog.pg_proc p \
                        JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
                       WHERE p.proname = 'tenancy_enter' \
                       ORDER BY pg_catalog.pg_function_is_visible(p.oid) DESC, n.nspname LIMIT 1), \
-                    pg_catalog.current_setting('search_path') \
+                    pg_catalog.current_setting('default_transaction_isolation'), \
+                    (SELECT pg_catalog.string_agg(pg_catalog.split_part(c, '=', 1), ', ' ORDER BY c) \
+                       FROM pg_catalog.pg_db_role_setting d, pg_catalog.unnest(d.setconfig) c \
+                      WHERE d.setrole = r.oid \
+                        AND pg_catalog.lower(pg_catalog.split_part(c, '=', 1)) IN ({GUARDED_ROLE_SETTINGS})) \
                FROM pg_catalog.pg_roles r WHERE r.rolname = current_user",
-        )
+        )))
         .fetch_one(&pool)
         .await?;
         let role: String = sqlx::Row::try_get(&row, 0)?;
         let superuser: bool = sqlx::Row::try_get(&row, 1)?;
         let bypass: bool = sqlx::Row::try_get(&row, 2)?;
         let schema: Option<String> = sqlx::Row::try_get(&row, 3)?;
-        let search_path: String = sqlx::Row::try_get(&row, 4)?;
+        let isolation: String = sqlx::Row::try_get(&row, 4)?;
+        let role_settings: Option<String> = sqlx::Row::try_get(&row, 5)?;
         if superuser {
             return Err(Error::UnsafeDatabaseRole {
                 role,
@@ -106,13 +116,24 @@ impl Units {
                 reason: "bypassrls",
             });
         }
+        if let Some(settings) = role_settings {
+            return Err(Error::UnsafeRoleSettings { role, settings });
+        }
         let schema = schema.ok_or(Error::MissingSchema)?;
+        let schema_prefix = format!("{}.", quote_ident(&schema));
+        // The settings as the procedures' own function reads them (a second message: the
+        // schema is known only now).
+        let row = sqlx::raw_sql(AssertSqlSafe(format!(
+            "SELECT {schema_prefix}tenancy_session_settings()"
+        )))
+        .fetch_one(&pool)
+        .await?;
+        let settings: String = sqlx::Row::try_get(&row, 0)?;
         Ok(Units {
             pool,
-            schema_prefix: Arc::from(format!("{}.", quote_ident(&schema))),
-            search_path_literal: Arc::from(
-                sql_literal(&search_path).ok_or(Error::UnsupportedSearchPath)?,
-            ),
+            schema_prefix: Arc::from(schema_prefix),
+            session_literal: Arc::from(sql_literal(&settings).ok_or(Error::UnsupportedSearchPath)?),
+            isolation: isolation_level(&isolation)?,
             signer: None,
         })
     }
@@ -125,7 +146,8 @@ impl Units {
         Units {
             pool,
             schema_prefix: Arc::from(""),
-            search_path_literal: Arc::from("NULL"),
+            session_literal: Arc::from("NULL"),
+            isolation: "READ COMMITTED",
             signer: None,
         }
     }
@@ -184,13 +206,14 @@ impl Units {
     /// identifier and the search path a checked literal, both read from the server; the
     /// signature is hex and the expiry a number.
     pub(super) fn begin_sql(&self, access: Access, entry: &Entry<'_>) -> String {
-        let begin = match access {
-            Access::ReadWrite => "BEGIN",
-            Access::ReadOnly => "BEGIN READ ONLY",
+        let mode = match access {
+            Access::ReadWrite => "READ WRITE",
+            Access::ReadOnly => "READ ONLY",
         };
+        let begin = format!("BEGIN ISOLATION LEVEL {}, {mode}", self.isolation);
         let path = format!(
-            "pg_catalog.current_setting('search_path'), {}",
-            self.search_path_literal
+            "{}tenancy_session_settings(), {}",
+            self.schema_prefix, self.session_literal
         );
         let call = match (&self.signer, entry.signed()) {
             (Some(signer), Some(signed)) => signed.call(signer, &path),
@@ -329,6 +352,26 @@ fn begin_error(error: sqlx::Error, required: Option<Role>) -> Error {
     Error::Database(error)
 }
 
+/// Role-level settings (`ALTER ROLE ... SET`) that [`Units::inspect`] refuses: SQL running in
+/// any unit can set them for its own role, and every new connection would then inherit them
+/// (the timeouts and the others `tenancy_session_settings()` lists; the transaction defaults).
+/// Lower-case, as a SQL list.
+const GUARDED_ROLE_SETTINGS: &str = "'statement_timeout', 'lock_timeout', \
+     'idle_in_transaction_session_timeout', 'idle_session_timeout', 'row_security', \
+     'synchronous_commit', 'search_path', 'default_transaction_read_only', \
+     'default_transaction_isolation', 'default_transaction_deferrable'";
+
+/// The SQL of an isolation level `default_transaction_isolation` reports.
+fn isolation_level(setting: &str) -> Result<&'static str> {
+    match setting {
+        "read committed" => Ok("READ COMMITTED"),
+        "repeatable read" => Ok("REPEATABLE READ"),
+        "serializable" => Ok("SERIALIZABLE"),
+        "read uncommitted" => Ok("READ UNCOMMITTED"),
+        _ => Err(Error::UnsupportedSearchPath),
+    }
+}
+
 /// `'text'` for printable ASCII without quote or backslash (so that no server setting can
 /// reinterpret it); `None` otherwise.
 fn sql_literal(text: &str) -> Option<String> {
@@ -342,7 +385,7 @@ mod tests {
     use super::*;
     use crate::hardened::ContextKey;
 
-    const PATH: &str = "\"$user\", public";
+    const SETTINGS: &str = "0|0|0|0|on|on|\"$user\", public";
 
     fn units(signer: Option<Signer>) -> Units {
         let pool = sqlx::postgres::PgPoolOptions::new()
@@ -351,7 +394,8 @@ mod tests {
         Units {
             pool,
             schema_prefix: Arc::from("\"public\"."),
-            search_path_literal: Arc::from(sql_literal(PATH).unwrap()),
+            session_literal: Arc::from(sql_literal(SETTINGS).unwrap()),
+            isolation: "READ COMMITTED",
             signer,
         }
     }
@@ -429,44 +473,44 @@ mod tests {
                 (
                     Access::ReadOnly,
                     Entry::for_context(&ctx),
-                    "BEGIN READ ONLY; CALL \"public\".tenancy_enter($1, $2, $3, true, \
-                     pg_catalog.current_setting($4), $5)",
-                    strings(&[&o, id, "admin", "search_path", PATH]),
+                    "BEGIN ISOLATION LEVEL READ COMMITTED, READ ONLY; CALL \"public\".tenancy_enter($1, $2, $3, true, \
+                     \"public\".tenancy_session_settings(), $4)",
+                    strings(&[&o, id, "admin", SETTINGS]),
                 ),
                 (
                     Access::ReadWrite,
                     member,
-                    "BEGIN; CALL \"public\".tenancy_enter($1, $2, $3, false, \
-                     pg_catalog.current_setting($4), $5)",
-                    strings(&[&o, id, "owner", "search_path", PATH]),
+                    "BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE; CALL \"public\".tenancy_enter($1, $2, $3, false, \
+                     \"public\".tenancy_session_settings(), $4)",
+                    strings(&[&o, id, "owner", SETTINGS]),
                 ),
                 (
                     Access::ReadOnly,
                     Entry::User { user: &user },
-                    "BEGIN READ ONLY; CALL \"public\".tenancy_enter_user($1, \
-                     pg_catalog.current_setting($2), $3)",
-                    strings(&[id, "search_path", PATH]),
+                    "BEGIN ISOLATION LEVEL READ COMMITTED, READ ONLY; CALL \"public\".tenancy_enter_user($1, \
+                     \"public\".tenancy_session_settings(), $2)",
+                    strings(&[id, SETTINGS]),
                 ),
                 (
                     Access::ReadWrite,
                     Entry::NewOrganization { org, user: &user },
-                    "BEGIN; CALL \"public\".tenancy_enter_new_organization($1, $2, \
-                     pg_catalog.current_setting($3), $4)",
-                    strings(&[&o, id, "search_path", PATH]),
+                    "BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE; CALL \"public\".tenancy_enter_new_organization($1, $2, \
+                     \"public\".tenancy_session_settings(), $3)",
+                    strings(&[&o, id, SETTINGS]),
                 ),
                 (
                     Access::ReadWrite,
                     Entry::Service { org: Some(org) },
-                    "BEGIN; CALL \"public\".tenancy_enter_service($1, \
-                     pg_catalog.current_setting($2), $3)",
-                    strings(&[&o, "search_path", PATH]),
+                    "BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE; CALL \"public\".tenancy_enter_service($1, \
+                     \"public\".tenancy_session_settings(), $2)",
+                    strings(&[&o, SETTINGS]),
                 ),
                 (
                     Access::ReadWrite,
                     Entry::Service { org: None },
-                    "BEGIN; CALL \"public\".tenancy_enter_service(NULL, \
-                     pg_catalog.current_setting($1), $2)",
-                    strings(&["search_path", PATH]),
+                    "BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE; CALL \"public\".tenancy_enter_service(NULL, \
+                     \"public\".tenancy_session_settings(), $1)",
+                    strings(&[SETTINGS]),
                 ),
             ];
             for (access, entry, text, literals) in cases {
@@ -498,26 +542,28 @@ mod tests {
             role: Role::Member,
             act_as_claimed: true,
         };
-        let call = "BEGIN; CALL \"public\".tenancy_enter_signed";
+        let call = "BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE; CALL \"public\".tenancy_enter_signed";
         let cases = [
             (
                 member,
-                format!("{call}($1, $2, $3, $4, true, pg_catalog.current_setting($5), $6, #, $7)"),
-                vec!["member", &o, id, "member", "search_path", PATH],
+                format!(
+                    "{call}($1, $2, $3, $4, true, \"public\".tenancy_session_settings(), $5, #, $6)"
+                ),
+                vec!["member", &o, id, "member", SETTINGS],
             ),
             (
                 Entry::User { user: &user },
                 format!(
-                    "{call}($1, NULL, $2, NULL, false, pg_catalog.current_setting($3), $4, #, $5)"
+                    "{call}($1, NULL, $2, NULL, false, \"public\".tenancy_session_settings(), $3, #, $4)"
                 ),
-                vec!["user", id, "search_path", PATH],
+                vec!["user", id, SETTINGS],
             ),
             (
                 Entry::NewOrganization { org, user: &user },
                 format!(
-                    "{call}($1, $2, $3, NULL, false, pg_catalog.current_setting($4), $5, #, $6)"
+                    "{call}($1, $2, $3, NULL, false, \"public\".tenancy_session_settings(), $4, #, $5)"
                 ),
-                vec!["new", &o, id, "search_path", PATH],
+                vec!["new", &o, id, SETTINGS],
             ),
         ];
         let now = crate::util::unix_now().cast_unsigned();
@@ -539,7 +585,7 @@ mod tests {
         let service = units.begin_sql(Access::ReadWrite, &Entry::Service { org: None });
         assert_eq!(
             lex(&service).0,
-            "BEGIN; CALL \"public\".tenancy_enter_service(NULL, pg_catalog.current_setting($1), $2)"
+            "BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE; CALL \"public\".tenancy_enter_service(NULL, \"public\".tenancy_session_settings(), $1)"
         );
     }
 

@@ -19,6 +19,7 @@ mod load;
 mod membership;
 mod migrations;
 mod restart;
+mod review;
 mod round_trips;
 mod spans;
 #[path = "../support/mod.rs"]

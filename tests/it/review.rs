@@ -1,0 +1,343 @@
+//! What the second adversarial review of the SQL layer found (issue 19), each defence beside a
+//! positive control: re-entering a unit, switching it through a function, asking about other
+//! organizations' members, triggers under a context changed mid-statement, session and role
+//! settings left for the next borrower, and a lock that would stall every entry.
+
+use std::time::{Duration, Instant};
+
+use pg_tenancy::{ContextKey, Error, OrgContext, Role, TenantPool};
+use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
+
+use crate::common::{As, World, backend_pid, sqlstate, world, world_with};
+
+/// Runs `sql` in a read-write unit as `ctx`; rows affected.
+async fn run(pool: &TenantPool, ctx: &OrgContext, sql: &str) -> Result<u64, Error> {
+    pool.with_rls(ctx, async |tx| {
+        Ok(sqlx::query(AssertSqlSafe(sql.to_owned()))
+            .execute(tx)
+            .await?
+            .rows_affected())
+    })
+    .await
+}
+
+fn code(r: Result<u64, Error>) -> Option<String> {
+    sqlstate(&r.expect_err("refused"))
+}
+
+#[tokio::test]
+async fn sql_inside_a_unit_cannot_enter_again_switch_or_ask_about_others() {
+    let w = world(As::App).await;
+    let member = w.a.ctx(Role::Member);
+    let settings = "tenancy_session_settings(), tenancy_session_settings()";
+    // Re-entering as A's owner, as anyone in the switcher, or bootstrapping: TNC09.
+    for sql in [
+        format!(
+            "CALL tenancy_enter('{}', '{}', 'owner', true, {settings})",
+            w.a.id, w.a.owner
+        ),
+        format!("CALL tenancy_enter_user('{}', {settings})", w.b.owner),
+        format!("SELECT tenancy_member_role('{}', '{}')", w.b.id, w.b.owner),
+    ] {
+        assert_eq!(
+            code(run(&w.pool, &member, &sql).await).as_deref(),
+            Some("TNC09"),
+            "{sql}"
+        );
+    }
+    // The context setter is not the application role's to call (42501).
+    let e = run(
+        &w.pool,
+        &member,
+        &format!(
+            "SELECT tenancy_set_context('{}', '{}', 'owner')",
+            w.b.id, w.b.owner
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("42501"), "{e}");
+    // Positive controls: the same entry and lookup outside a unit admit and answer.
+    assert_eq!(
+        w.pool.authorize(&w.b.owner, w.b.id).await.unwrap().role(),
+        Role::Owner
+    );
+    assert_eq!(
+        run(&w.pool, &w.a.ctx(Role::Owner), "SELECT 1")
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+/// `RETURNING set_config(...)` runs after the WITH CHECK policies and before the AFTER ROW
+/// triggers: the triggers refuse to act under the changed context (TNC10), in both modes.
+#[tokio::test]
+async fn triggers_refuse_a_context_changed_inside_the_statement() {
+    for hardened in [false, true] {
+        let w = world(As::App).await;
+        let pool = if hardened {
+            w.db.harden(&ContextKey::generate(), 2).await.unwrap()
+        } else {
+            w.pool.clone()
+        };
+        let owner = w.a.ctx(Role::Owner);
+        let clear = "RETURNING set_config('app.current_org_id', '', true)";
+        // The last owner demoting themselves.
+        let demote = format!(
+            "UPDATE organization_members SET role = 'member' WHERE user_id = '{}'",
+            w.a.owner
+        );
+        assert_eq!(
+            code(run(&pool, &owner, &format!("{demote} {clear}")).await).as_deref(),
+            Some("TNC10"),
+            "hardened {hardened}"
+        );
+        // Control: without the trick the same statement meets the last-owner rule (TNC03).
+        assert_eq!(
+            code(run(&pool, &owner, &demote).await).as_deref(),
+            Some("TNC03")
+        );
+        // Marking the organization deleted while its memberships would survive.
+        let delete = "UPDATE organizations SET deleted_at = now()";
+        assert_eq!(
+            code(run(&pool, &owner, &format!("{delete} {clear}")).await).as_deref(),
+            Some("TNC10"),
+            "hardened {hardened}"
+        );
+        // Control: the plain soft delete works, and its members are no longer admitted.
+        assert_eq!(run(&pool, &owner, delete).await.unwrap(), 1);
+        assert!(matches!(
+            pool.authorize(&w.a.member, w.a.id).await,
+            Err(Error::NotAMember)
+        ));
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_organization_is_refused_by_the_entry_itself() {
+    let w = world(As::Owner).await;
+    // Mark it deleted as the table owner with FORCE lifted for one statement, so that the
+    // memberships stay (what the trigger would have removed): the entry alone must refuse.
+    let mut owner = PgConnection::connect_with(&w.db.owner_options())
+        .await
+        .unwrap();
+    owner
+        .execute(AssertSqlSafe(format!(
+            "BEGIN; ALTER TABLE organizations NO FORCE ROW LEVEL SECURITY; \
+             ALTER TABLE organizations DISABLE TRIGGER tenancy_forget_members; \
+             UPDATE organizations SET deleted_at = now() WHERE id = '{}'; \
+             ALTER TABLE organizations ENABLE TRIGGER tenancy_forget_members; \
+             ALTER TABLE organizations FORCE ROW LEVEL SECURITY; COMMIT",
+            w.a.id
+        )))
+        .await
+        .unwrap();
+    let e = run(&w.pool, &w.a.ctx(Role::Member), "SELECT 1")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::NotAMember), "{e}");
+    assert!(matches!(
+        w.pool.authorize(&w.a.member, w.a.id).await,
+        Err(Error::NotAMember)
+    ));
+    // Control: the other organization is admitted.
+    assert_eq!(
+        run(&w.pool, &w.b.ctx(Role::Member), "SELECT 1")
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn nobody_hard_deletes_an_organization_and_a_purge_keeps_its_id() {
+    let w = world(As::App).await;
+    assert_eq!(
+        run(&w.pool, &w.a.ctx(Role::Owner), "DELETE FROM organizations")
+            .await
+            .unwrap(),
+        0
+    );
+    let service = w.db.service_pool(1).await.unwrap();
+    let hard = service
+        .with_org(w.a.id, async |tx| {
+            Ok::<_, Error>(
+                sqlx::query("DELETE FROM organizations")
+                    .execute(tx)
+                    .await?
+                    .rows_affected(),
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(hard, 0, "not even a service unit");
+    // The purge deletes A's data (its project) and keeps its row: the id stays taken.
+    assert_eq!(service.purge_organization(w.a.id).await.unwrap(), 1);
+    let e = w
+        .pool
+        .create_organization(w.a.id, "Again", None, &w.b.owner)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), pg_tenancy::ErrorKind::Conflict, "{e}");
+    // Control: B's data is untouched, and a new id bootstraps.
+    assert_eq!(
+        crate::common::visible_project_orgs(&w.pool, &w.b.ctx(Role::Member))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    w.pool
+        .create_organization(
+            pg_tenancy::OrgId::from_external_id("org_new"),
+            "New",
+            None,
+            &w.b.owner,
+        )
+        .await
+        .unwrap();
+}
+
+/// A unit that leaves session-level settings on its pooled connection changes nothing for the
+/// next unit: the transaction defaults are voided by the BEGIN, which names its mode; changed
+/// timeouts (and the others `tenancy_session_settings()` lists) close the connection (TNC05).
+#[tokio::test]
+async fn settings_left_on_a_session_change_nothing_for_the_next_unit() {
+    let w: World = world_with(As::App, 1).await;
+    let (a, b) = (w.a.ctx(Role::Member), w.b.ctx(Role::Member));
+    let state = async |pool: &TenantPool, ctx: &OrgContext| -> (String, String, i32) {
+        pool.with_rls(ctx, async |tx| {
+            let row: (String, String, i32) = sqlx::query_as(
+                "SELECT current_setting('transaction_read_only'), \
+                        current_setting('transaction_isolation'), pg_backend_pid()",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query("SELECT pg_sleep(0.05)")
+                .execute(&mut *tx)
+                .await?;
+            Ok::<_, Error>(row)
+        })
+        .await
+        .unwrap()
+    };
+    let (_, _, first) = state(&w.pool, &a).await;
+    run(
+        &w.pool,
+        &a,
+        "SELECT set_config('default_transaction_read_only', 'on', false), \
+                set_config('default_transaction_isolation', 'serializable', false)",
+    )
+    .await
+    .unwrap();
+    let (read_only, isolation, pid) = state(&w.pool, &b).await;
+    assert_eq!(
+        (read_only.as_str(), isolation.as_str()),
+        ("off", "read committed")
+    );
+    assert_eq!(pid, first, "voided, not refused: the connection stays");
+    // Control: the same defaults on a plain session make its next transaction read-only.
+    let mut plain = PgConnection::connect_with(&w.db.app_options())
+        .await
+        .unwrap();
+    plain
+        .execute("SET default_transaction_read_only = on")
+        .await
+        .unwrap();
+    let mut tx = plain.begin().await.unwrap();
+    let ro: String = sqlx::query_scalar("SELECT current_setting('transaction_read_only')")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(ro, "on");
+    drop(tx);
+    // A timeout left at session level: the next entry refuses the session and the pool
+    // serves the unit on a new connection, without the timeout.
+    for poison in [
+        "SELECT set_config('statement_timeout', '10ms', false)",
+        "SELECT set_config('lock_timeout', '1ms', false)",
+        // (The throwaway cluster runs with synchronous_commit off; any other value is a change.)
+        "SELECT set_config('synchronous_commit', 'local', false)",
+        "SELECT set_config('row_security', 'off', false)",
+    ] {
+        let before = backend_pid(&w.pool, &a).await;
+        run(&w.pool, &a, poison).await.unwrap();
+        let (_, _, after) = state(&w.pool, &b).await;
+        assert_ne!(
+            after, before,
+            "{poison}: the poisoned connection was closed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_pool_refuses_a_role_whose_role_level_settings_change_units() {
+    let w = world(As::App).await;
+    // One injected statement sets a default for the application role itself.
+    run(
+        &w.pool,
+        &w.a.ctx(Role::Member),
+        "ALTER ROLE CURRENT_USER SET default_transaction_read_only = on",
+    )
+    .await
+    .unwrap();
+    let pool = || async {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(w.db.app_options())
+            .await
+            .unwrap()
+    };
+    let e = TenantPool::new(pool().await).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::UnsafeRoleSettings { settings, .. } if settings == "default_transaction_read_only"),
+        "{e}"
+    );
+    // Control: once reset, the pool starts.
+    let mut app = PgConnection::connect_with(&w.db.app_options())
+        .await
+        .unwrap();
+    // (A new connection of the role is read-only now: that is the damage.)
+    app.execute("SET default_transaction_read_only = off")
+        .await
+        .unwrap();
+    app.execute("ALTER ROLE CURRENT_USER RESET ALL")
+        .await
+        .unwrap();
+    TenantPool::new(pool().await).await.unwrap();
+}
+
+/// A unit holding `ACCESS EXCLUSIVE` on organization_members (its UPDATE grant allows the
+/// lock) stalls no other organization's entry for longer than the entry's lock timeout.
+#[tokio::test]
+async fn a_lock_on_the_memberships_stalls_no_entry_for_long() {
+    let w = world_with(As::App, 3).await;
+    let mut holder = w.pool.begin(&w.a.ctx(Role::Admin)).await.unwrap();
+    sqlx::query("LOCK TABLE organization_members IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let e = tokio::time::timeout(
+        Duration::from_secs(20),
+        run(&w.pool, &w.b.ctx(Role::Member), "SELECT 1"),
+    )
+    .await
+    .expect("the entry waited unboundedly")
+    .unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("55P03"), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // Control: once the lock is gone, the entry is admitted.
+    holder.rollback().await.unwrap();
+    assert_eq!(
+        run(&w.pool, &w.b.ctx(Role::Member), "SELECT 1")
+            .await
+            .unwrap(),
+        1
+    );
+}
