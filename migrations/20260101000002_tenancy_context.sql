@@ -281,7 +281,11 @@ $$;
 -- restores the previous values before returning. It answers only the role of the
 -- (organization, user) pair it is asked about, in a live organization, and never inside a
 -- unit (TNC09): SQL running in one organization's unit cannot ask about another's members.
-CREATE OR REPLACE FUNCTION tenancy_member_role(org uuid, member text) RETURNS text
+-- In hardened mode it also needs the application's signature over ('role', org, member,
+-- expiry), like the entries (TNC06; TNC08 once expired): SQL that cleared its unit's marker to
+-- pass the check above still cannot sign.
+CREATE FUNCTION tenancy_member_role(org uuid, member text, expiry bigint DEFAULT NULL,
+                                    signature text DEFAULT NULL) RETURNS text
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path FROM CURRENT
     AS $$
@@ -293,6 +297,16 @@ DECLARE
     ignored    text;
 BEGIN
     PERFORM tenancy_assert_not_entered();
+    IF EXISTS (SELECT 1 FROM tenancy_context_key) THEN
+        IF signature IS NULL
+           OR tenancy_hmac(tenancy_signed_message(ARRAY['role', org::text, member, expiry::text]))
+              IS DISTINCT FROM signature THEN
+            RAISE EXCEPTION 'tenancy: bad lookup signature' USING ERRCODE = 'TNC06';
+        END IF;
+        IF expiry < extract(epoch FROM pg_catalog.statement_timestamp()) THEN
+            RAISE EXCEPTION 'tenancy: expired lookup signature' USING ERRCODE = 'TNC08';
+        END IF;
+    END IF;
     SELECT pg_catalog.array_agg(coalesce(pg_catalog.current_setting(n, true), '') ORDER BY o)
       INTO previous FROM pg_catalog.unnest(names) WITH ORDINALITY AS t(n, o);
     PERFORM tenancy_set_context(org, member, NULL);

@@ -159,6 +159,11 @@ impl Units {
         }
     }
 
+    /// The signer of a hardened pool.
+    pub(super) fn signer(&self) -> Option<&Signer> {
+        self.signer.as_ref()
+    }
+
     pub(super) fn sign_with(&mut self, signer: Signer) {
         self.signer = Some(signer);
     }

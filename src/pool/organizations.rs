@@ -45,8 +45,19 @@ impl TenantPool {
         // identifier read from the catalog, `OrgId` a uuid, `UserId` without quote or
         // backslash): no named statement that an SQL-level PREPARE left on the session by an
         // earlier unit could stand in for, and still one round trip.
+        // Hardened mode: the lookup is signed like an entry (expiry a number, signature hex).
+        let signed = self.units.signer().map_or_else(String::new, |signer| {
+            let expiry = signer.expiry();
+            let signature = signer.key.sign(&crate::hardened::encode(&[
+                "role",
+                &org.to_string(),
+                user.as_str(),
+                &expiry.to_string(),
+            ]));
+            format!(", {expiry}, '{signature}'")
+        });
         let sql = format!(
-            "SELECT {}tenancy_member_role('{org}', '{}')",
+            "SELECT {}tenancy_member_role('{org}', '{}'{signed})",
             self.units.schema_prefix,
             user.as_str()
         );

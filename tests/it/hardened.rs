@@ -422,3 +422,26 @@ async fn the_key_stays_out_of_reach_of_a_schema_wide_grant() {
         .unwrap_err();
     assert!(matches!(e, Error::ContextKeyReadable { .. }), "{e}");
 }
+
+#[tokio::test]
+async fn hardened_mode_answers_membership_lookups_only_when_signed() {
+    let (w, pool) = hardened_world().await;
+    // Positive control: the hardened pool's authorize signs its lookup.
+    assert_eq!(
+        pool.authorize(&w.b.owner, w.b.id).await.unwrap().role(),
+        Role::Owner
+    );
+    // The same lookup unsigned, outside any unit (as SQL that cleared its unit's marker would
+    // send it): refused.
+    let mut c = PgConnection::connect_with(&w.db.app_options())
+        .await
+        .unwrap();
+    let e = sqlx::query_scalar::<_, Option<String>>("SELECT tenancy_member_role($1, $2)")
+        .bind(w.b.id.as_uuid())
+        .bind(w.b.owner.as_str())
+        .fetch_one(&mut c)
+        .await
+        .map_err(Error::from)
+        .unwrap_err();
+    assert_eq!(crate::common::sqlstate(&e).as_deref(), Some("TNC06"), "{e}");
+}
