@@ -1,11 +1,13 @@
 //! Webhook verification cost: ours, the `standardwebhooks` crate, and a bare HMAC-SHA256 over
-//! the same bytes, for 1 KiB and 256 KiB bodies.
+//! the same bytes, for 1 KiB and 256 KiB bodies; and ours for a `v1a` (Ed25519) signature.
 
 mod support;
 
 use std::hint::black_box;
 use std::time::Instant;
 
+use base64::Engine as _;
+use ed25519_dalek::{Signer, SigningKey};
 use hmac::{Hmac, Mac};
 use pg_tenancy::webhook::{Verifier, WebhookHeaders};
 use sha2::Sha256;
@@ -17,6 +19,13 @@ fn main() {
     let key =
         base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &SECRET[6..]).unwrap();
     let ours = Verifier::new(SECRET).unwrap();
+    let signing_key = SigningKey::from_bytes(&[42; 32]);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let public_key = format!(
+        "whpk_{}",
+        b64.encode(signing_key.verifying_key().as_bytes())
+    );
+    let ours_v1a = Verifier::with_public_key(&public_key).unwrap();
     let theirs = standardwebhooks::Webhook::new(SECRET).unwrap();
     let mut ratios = Vec::new();
     for (label, size) in [("1kib", 1024usize), ("256kib", 256 * 1024)] {
@@ -39,6 +48,13 @@ fn main() {
         map.insert("webhook-timestamp", ts_text.parse().unwrap());
         map.insert("webhook-signature", sig.parse().unwrap());
         assert!(ours.verify(&headers, &body).is_ok() && theirs.verify(&body, &map).is_ok());
+        let content = [format!("{id}.{ts}.").as_bytes(), &body].concat();
+        let sig_v1a = format!("v1a,{}", b64.encode(signing_key.sign(&content).to_bytes()));
+        let headers_v1a = WebhookHeaders {
+            signature: Some(&sig_v1a),
+            ..headers
+        };
+        assert!(ours_v1a.verify(&headers_v1a, &body).is_ok());
 
         let mut group = c.benchmark_group(format!("webhook_{label}"));
         let name = |n: &str| format!("webhook_{label}/{n}");
@@ -64,6 +80,13 @@ fn main() {
         timed("standardwebhooks", &|| {
             theirs.verify(black_box(&body), black_box(&map)).unwrap();
         });
+        timed("tenancy_v1a", &|| {
+            black_box(
+                ours_v1a
+                    .verify(black_box(&headers_v1a), black_box(&body))
+                    .unwrap(),
+            );
+        });
         timed("bare_hmac", &|| {
             let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
             mac.update(id.as_bytes());
@@ -82,6 +105,10 @@ fn main() {
         support::report_time(&format!("time.webhook.{label}.tenancy"), o);
         support::report_time(&format!("time.webhook.{label}.standardwebhooks"), s);
         support::report_time(&format!("time.webhook.{label}.bare_hmac"), h);
+        let a = support::median(&name("tenancy_v1a"));
+        support::report_time(&format!("time.webhook.{label}.tenancy_v1a"), a);
+        // What a public key costs over a shared secret: informational, no goal.
+        support::report_ratio(&format!("ratio.webhook.{label}.v1a_vs_v1"), a / o);
         support::report_ratio(
             &format!("ratio.webhook.{label}.ours_vs_standardwebhooks"),
             s / o,

@@ -1,5 +1,5 @@
-//! Webhook signature verification: Standard Webhooks v1 (HMAC-SHA256), as Svix sends it for
-//! Clerk and others.
+//! Webhook signature verification: Standard Webhooks `v1` (HMAC-SHA256), as Svix sends it for
+//! Clerk and others, and `v1a` (Ed25519 public keys).
 //!
 //! ```
 //! use pg_tenancy::webhook::{Verifier, WebhookHeaders};
@@ -18,6 +18,33 @@
 //! # Ok::<(), pg_tenancy::webhook::WebhookError>(())
 //! ```
 //!
+//! A sender that signs asymmetrically gives you a public key, `whpk_<base64>`, instead of a
+//! secret: the verifier then checks `v1a,<base64>` Ed25519 signatures over the same
+//! `{id}.{timestamp}.{body}` content, with the same timestamp tolerance. A header may carry
+//! `v1` and `v1a` signatures side by side; any one valid signature by a configured secret or key
+//! passes, and entries of other versions are ignored.
+//!
+//! ```
+//! use pg_tenancy::webhook::{Verifier, WebhookHeaders};
+//!
+//! // Only the sender holds the private key: a leaked public key cannot forge a delivery.
+//! let verifier = Verifier::with_public_key("whpk_zDXBnckmrMPGrtM1gOzA8fjksHyP+SPqlDrf4L5YHMU=")?;
+//! // During a move from a secret to a key pair, both at once (chosen by their prefixes):
+//! let both = Verifier::with_keys([
+//!     "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+//!     "whpk_zDXBnckmrMPGrtM1gOzA8fjksHyP+SPqlDrf4L5YHMU=",
+//! ])?;
+//! let headers = WebhookHeaders::from_pairs([
+//!     ("webhook-id", "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W"),
+//!     ("webhook-timestamp", "1716883200"),
+//!     ("webhook-signature", "v1a,O5kMXBAz1v1YpDAe8Qsb9n6RA5ex4oCCMx8ymox57WiR7j5bCry1nhjQ89uW8bLH0MxHLeEJyjOAHASt2FRXAA=="),
+//! ]);
+//! let body = br#"{"type":"organization.created","data":{"id":"org_2g7np7Hrk0SN6kj5EDMLDaKNL0S"}}"#;
+//! assert!(verifier.verify_at(&headers, body, 1716883200).is_ok());
+//! assert!(both.verify_at(&headers, body, 1716883200).is_ok());
+//! # Ok::<(), pg_tenancy::webhook::WebhookError>(())
+//! ```
+//!
 //! Verify the raw body bytes as received (never re-serialised JSON), and cap the body size in
 //! your HTTP layer (Svix documents payloads up to about 350 kB; 1 MiB is a sensible cap).
 
@@ -25,6 +52,7 @@ use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use ed25519_dalek::{Signature, VerifyingKey};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -36,8 +64,16 @@ type HmacSha256 = Hmac<Sha256>;
 /// Default tolerance between the signature's timestamp and the clock, both ways: 300 s.
 pub const DEFAULT_TOLERANCE_SECS: u64 = 300;
 
+/// At most this many well-formed `v1a` entries of one signature header are checked; later
+/// ones are ignored. Each check hashes the whole body with SHA-512 (per configured key), so a
+/// header stuffed with forged entries could otherwise multiply a delivery's cost; a sender
+/// signs once per active key, two or three during a rotation.
+pub const MAX_V1A_SIGNATURES: usize = 8;
+
 const SECRET_PREFIX: &str = "whsec_";
+const PUBLIC_KEY_PREFIX: &str = "whpk_";
 const SIGNATURE_VERSION: &str = "v1";
+const ASYMMETRIC_VERSION: &str = "v1a";
 
 /// Which webhook header was missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -64,8 +100,8 @@ impl fmt::Display for Header {
 /// Why a webhook was not accepted, or a verifier could not be built.
 ///
 /// [`WebhookError::kind`] tells them apart: a delivery that fails verification is the
-/// sender's problem ([`ErrorKind::BadRequest`], 400); an empty or invalid secret is the
-/// operator's ([`ErrorKind::Internal`], 500).
+/// sender's problem ([`ErrorKind::BadRequest`], 400); an empty or invalid secret or public key
+/// is the operator's ([`ErrorKind::Internal`], 500).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum WebhookError {
@@ -81,24 +117,32 @@ pub enum WebhookError {
     /// The timestamp is further in the future than the tolerance.
     #[error("webhook timestamp too new")]
     TimestampTooNew,
-    /// No `v1` signature matches any configured secret.
+    /// No `v1` signature matches any configured secret, and no `v1a` signature any configured
+    /// public key.
     #[error("no matching webhook signature")]
     NoMatchingSignature,
-    /// The secret is empty (`""` or `"whsec_"`), or no secret was given.
+    /// The secret is empty (`""` or `"whsec_"`), or no secret or public key was given.
     #[error("empty webhook secret")]
     EmptySecret,
     /// The secret is not valid base64.
     #[error("invalid webhook secret")]
     InvalidSecret,
+    /// The public key is not `whpk_` followed by the standard base64 of a 32-byte Ed25519 public
+    /// key: wrong prefix, not base64, wrong length, not a curve point, or a small-order point
+    /// (which no strict verification accepts).
+    #[error("invalid webhook public key")]
+    InvalidPublicKey,
 }
 
 impl WebhookError {
     /// What the error means: [`ErrorKind::Internal`] for a configuration mistake
-    /// ([`WebhookError::EmptySecret`], [`WebhookError::InvalidSecret`]), else
-    /// [`ErrorKind::BadRequest`].
+    /// ([`WebhookError::EmptySecret`], [`WebhookError::InvalidSecret`],
+    /// [`WebhookError::InvalidPublicKey`]), else [`ErrorKind::BadRequest`].
     pub fn kind(&self) -> ErrorKind {
         match self {
-            WebhookError::EmptySecret | WebhookError::InvalidSecret => ErrorKind::Internal,
+            WebhookError::EmptySecret
+            | WebhookError::InvalidSecret
+            | WebhookError::InvalidPublicKey => ErrorKind::Internal,
             WebhookError::MissingHeader(_)
             | WebhookError::InvalidTimestamp
             | WebhookError::TimestampTooOld
@@ -167,6 +211,64 @@ impl Secret {
     }
 }
 
+/// An Ed25519 public key that verifies `v1a` signatures. Not a secret: its `Debug` shows the
+/// `whpk_` form, so a log tells which key a verifier holds.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    key: VerifyingKey,
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "PublicKey({PUBLIC_KEY_PREFIX}{})",
+            BASE64.encode(self.key.as_bytes())
+        )
+    }
+}
+
+impl PublicKey {
+    /// Parses `whpk_<base64>`: the prefix, then the standard base64 (padded) of the 32-byte
+    /// public key. Unlike a secret, the prefix is required, so that a secret or a private
+    /// (`whsk_`) key given by mistake is refused rather than misread.
+    ///
+    /// # Errors
+    /// [`WebhookError::InvalidPublicKey`], as [`PublicKey::from_bytes`] and for a missing prefix
+    /// or bad base64.
+    pub fn new(key: &str) -> Result<Self, WebhookError> {
+        let encoded = key
+            .strip_prefix(PUBLIC_KEY_PREFIX)
+            .ok_or(WebhookError::InvalidPublicKey)?;
+        // 32 bytes are 44 characters of padded base64; the buffer fits the decoder's estimate.
+        let mut bytes = [0u8; 33];
+        match BASE64.decode_slice(encoded, &mut bytes) {
+            Ok(32) if encoded.len() == 44 => Self::from_bytes(&bytes[..32]),
+            _ => Err(WebhookError::InvalidPublicKey),
+        }
+    }
+
+    /// Uses the raw 32 bytes of a public key.
+    ///
+    /// # Errors
+    /// [`WebhookError::InvalidPublicKey`] for a length other than 32, bytes that are not the
+    /// encoding of a curve point, or a point of small order.
+    pub fn from_bytes(key: &[u8]) -> Result<Self, WebhookError> {
+        let bytes: &[u8; 32] = key.try_into().map_err(|_| WebhookError::InvalidPublicKey)?;
+        let key = VerifyingKey::from_bytes(bytes).map_err(|_| WebhookError::InvalidPublicKey)?;
+        if key.is_weak() {
+            return Err(WebhookError::InvalidPublicKey);
+        }
+        Ok(PublicKey { key })
+    }
+
+    /// Whether `signature` is a valid signature by this key over `message`: strict
+    /// verification (canonical scalar, no small-order points).
+    fn verifies(&self, message: &[u8], signature: &Signature) -> bool {
+        self.key.verify_strict(message, signature).is_ok()
+    }
+}
+
 /// The three webhook headers, borrowed from whatever HTTP types you use.
 ///
 /// Build it with [`WebhookHeaders::from_fn`] (a lookup by lower-case name: axum, actix-web,
@@ -226,10 +328,12 @@ pub struct Verified<'a> {
     pub timestamp: i64,
 }
 
-/// Verifies webhook signatures against one or more secrets (several during rotation).
+/// Verifies webhook signatures against one or more secrets (`v1`) and public keys (`v1a`):
+/// several during a rotation, or both kinds during a move from one scheme to the other.
 #[derive(Debug, Clone)]
 pub struct Verifier {
     secrets: Vec<Secret>,
+    public_keys: Vec<PublicKey>,
     tolerance: u64,
 }
 
@@ -269,12 +373,79 @@ impl Verifier {
     where
         I: IntoIterator<Item = Secret>,
     {
+        Self::from_keys(secrets, [])
+    }
+
+    /// A verifier for one Ed25519 public key (`whpk_<base64>`): it accepts `v1a` signatures
+    /// only, with the default tolerance of 300 s.
+    ///
+    /// # Errors
+    /// As [`PublicKey::new`].
+    pub fn with_public_key(key: &str) -> Result<Self, WebhookError> {
+        Self::with_public_keys([key])
+    }
+
+    /// A verifier that accepts a `v1a` signature by any of `keys` (`whpk_<base64>` each;
+    /// several during a rotation). An empty list is [`WebhookError::EmptySecret`].
+    ///
+    /// # Errors
+    /// As [`PublicKey::new`] for each key; [`WebhookError::EmptySecret`] for an empty list.
+    pub fn with_public_keys<I, S>(keys: I) -> Result<Self, WebhookError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let keys = keys
+            .into_iter()
+            .map(|k| PublicKey::new(k.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::from_keys([], keys)
+    }
+
+    /// A verifier for secrets and public keys given as text, each told apart by its prefix:
+    /// `whpk_` is a public key ([`PublicKey::new`]), anything else a secret ([`Secret::new`],
+    /// `whsec_` or bare base64). For one setting that lists whatever the sender signs with.
+    /// An empty list is [`WebhookError::EmptySecret`].
+    ///
+    /// # Errors
+    /// As [`Secret::new`] or [`PublicKey::new`] for each entry; [`WebhookError::EmptySecret`]
+    /// for an empty list.
+    pub fn with_keys<I, S>(keys: I) -> Result<Self, WebhookError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut secrets = Vec::new();
+        let mut public_keys = Vec::new();
+        for key in keys {
+            let key = key.as_ref();
+            if key.starts_with(PUBLIC_KEY_PREFIX) {
+                public_keys.push(PublicKey::new(key)?);
+            } else {
+                secrets.push(Secret::new(key)?);
+            }
+        }
+        Self::from_keys(secrets, public_keys)
+    }
+
+    /// A verifier for parsed secrets (`v1`) and public keys (`v1a`) side by side. Both lists
+    /// empty is [`WebhookError::EmptySecret`].
+    ///
+    /// # Errors
+    /// [`WebhookError::EmptySecret`] when both lists are empty.
+    pub fn from_keys<S, P>(secrets: S, public_keys: P) -> Result<Self, WebhookError>
+    where
+        S: IntoIterator<Item = Secret>,
+        P: IntoIterator<Item = PublicKey>,
+    {
         let secrets: Vec<Secret> = secrets.into_iter().collect();
-        if secrets.is_empty() {
+        let public_keys: Vec<PublicKey> = public_keys.into_iter().collect();
+        if secrets.is_empty() && public_keys.is_empty() {
             return Err(WebhookError::EmptySecret);
         }
         Ok(Verifier {
             secrets,
+            public_keys,
             tolerance: DEFAULT_TOLERANCE_SECS,
         })
     }
@@ -342,8 +513,15 @@ impl Verifier {
     }
 
     /// Signs with the first secret: the `svix-signature` value (`v1,<base64>`).
+    ///
+    /// # Panics
+    /// When the verifier holds public keys only: a public key cannot sign.
     pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
-        self.secrets[0].sign(id, timestamp, body)
+        let secret = self
+            .secrets
+            .first()
+            .expect("Verifier::sign needs a secret; this verifier holds public keys only");
+        secret.sign(id, timestamp, body)
     }
 
     fn check_signature(
@@ -355,35 +533,74 @@ impl Verifier {
     ) -> Result<(), WebhookError> {
         // Expected tags, one per secret, computed on the first well-formed `v1` entry.
         let mut expected: Vec<[u8; 32]> = Vec::new();
+        // The signed content for `v1a` (Ed25519 hashes the whole message twice over, with the
+        // signature's R first, so it cannot be streamed like the HMAC), built on the first
+        // well-formed `v1a` entry.
+        let mut content: Vec<u8> = Vec::new();
+        let mut asymmetric_checked = 0;
         for entry in header.split_ascii_whitespace() {
-            // Entries of other versions (`v1a` is ed25519) or without a comma are skipped.
+            // Entries of other versions or without a comma are skipped.
             let Some((version, sig)) = entry.split_once(',') else {
                 continue;
             };
-            if version != SIGNATURE_VERSION || sig.len() != 44 {
-                continue;
-            }
-            let mut candidate = [0u8; 33];
-            if BASE64.decode_slice(sig, &mut candidate) != Ok(32) {
-                continue;
-            }
-            if expected.is_empty() {
-                expected = self
-                    .secrets
+            if version == SIGNATURE_VERSION && !self.secrets.is_empty() {
+                let mut candidate = [0u8; 33];
+                if sig.len() != 44 || BASE64.decode_slice(sig, &mut candidate) != Ok(32) {
+                    continue;
+                }
+                if expected.is_empty() {
+                    expected = self
+                        .secrets
+                        .iter()
+                        .map(|s| s.tag(id, timestamp, body))
+                        .collect();
+                }
+                // Constant-time per comparison; stopping at a match reveals only the result.
+                if expected
                     .iter()
-                    .map(|s| s.tag(id, timestamp, body))
-                    .collect();
-            }
-            // Constant-time per comparison; stopping at a match reveals only the result.
-            if expected
-                .iter()
-                .any(|tag| bool::from(tag.ct_eq(&candidate[..32])))
+                    .any(|tag| bool::from(tag.ct_eq(&candidate[..32])))
+                {
+                    return Ok(());
+                }
+            } else if version == ASYMMETRIC_VERSION
+                && !self.public_keys.is_empty()
+                && asymmetric_checked < MAX_V1A_SIGNATURES
             {
-                return Ok(());
+                // 64 bytes are 88 characters of padded base64; the buffer fits the estimate.
+                let mut candidate = [0u8; 66];
+                if sig.len() != 88 || BASE64.decode_slice(sig, &mut candidate) != Ok(64) {
+                    continue;
+                }
+                asymmetric_checked += 1;
+                let mut bytes = [0u8; 64];
+                bytes.copy_from_slice(&candidate[..64]);
+                let signature = Signature::from_bytes(&bytes);
+                if content.is_empty() {
+                    content = signed_content(id, timestamp, body);
+                }
+                // A public check on public data: no secret to keep in constant time.
+                if self
+                    .public_keys
+                    .iter()
+                    .any(|k| k.verifies(&content, &signature))
+                {
+                    return Ok(());
+                }
             }
         }
         Err(WebhookError::NoMatchingSignature)
     }
+}
+
+/// `{id}.{timestamp}.{body}`: what both versions sign.
+fn signed_content(id: &str, timestamp: &str, body: &[u8]) -> Vec<u8> {
+    let mut content = Vec::with_capacity(id.len() + timestamp.len() + body.len() + 2);
+    content.extend_from_slice(id.as_bytes());
+    content.push(b'.');
+    content.extend_from_slice(timestamp.as_bytes());
+    content.push(b'.');
+    content.extend_from_slice(body);
+    content
 }
 
 fn required<'h>(h: &WebhookHeaders<'h>) -> Result<(&'h str, &'h str, &'h str), WebhookError> {

@@ -17,6 +17,10 @@ use pg_tenancy::clerk::{Event, SessionClaims, SessionTokenVerifier};
 use pg_tenancy::web::token_from_request;
 use pg_tenancy::webhook::{Verifier, WebhookHeaders};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use ed25519_dalek::{Signer, SigningKey};
+
 #[global_allocator]
 static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
@@ -103,15 +107,46 @@ fn the_clerk_event_parser_takes_any_bytes() {
     assert!(Event::parse(&valid_event()).is_ok(), "positive control");
 }
 
+/// The `v1a` signing key whose public key the fuzzed verifier holds beside [`SECRET`].
+fn signing_key() -> SigningKey {
+    SigningKey::from_bytes(&[42; 32])
+}
+
+fn v1a(id: &str, ts: &str, body: &[u8]) -> String {
+    let mut content = format!("{id}.{ts}.").into_bytes();
+    content.extend_from_slice(body);
+    let signature = signing_key().sign(&content);
+    format!("v1a,{}", B64.encode(signature.to_bytes()))
+}
+
+/// A verifier for `v1` and `v1a` at once, so that both paths see every input.
+fn both_schemes() -> Verifier {
+    let public = B64.encode(signing_key().verifying_key().as_bytes());
+    Verifier::with_keys([SECRET.to_owned(), format!("whpk_{public}")]).unwrap()
+}
+
 #[test]
 fn the_webhook_verifier_takes_any_headers_and_bytes() {
     let _one = ONE_AT_A_TIME.lock().unwrap();
-    let verifier = Verifier::new(SECRET).unwrap();
+    let verifier = both_schemes();
     let now = 1_716_883_200;
     let header = prop_oneof![
         ".{0,64}",
         "v1,[A-Za-z0-9+/=]{0,64}( v1,[A-Za-z0-9+/=]{0,64}){0,3}",
         "[0-9]{0,12}",
+        "(v1a?,[A-Za-z0-9+/=]{80,96} ?){0,6}",
+        // Well-formed `v1a` entries, up to twice the cap, with a canonical scalar so that most
+        // reach the curve arithmetic and the hash over the signed content.
+        prop::collection::vec(any::<([u8; 32], [u8; 32])>(), 1..=16).prop_map(|entries| {
+            entries
+                .into_iter()
+                .map(|(r, mut s)| {
+                    s[31] &= 0x0f;
+                    format!("v1a,{}", B64.encode([r, s].concat()))
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        }),
     ];
     let strategy = (
         prop::option::of(header.clone()),
@@ -135,15 +170,63 @@ fn the_webhook_verifier_takes_any_headers_and_bytes() {
             Ok(())
         })
         .unwrap();
-    // Positive control: a signed delivery verifies.
+    // Positive controls: a delivery signed either way verifies.
     let body = valid_event();
-    let signature = verifier.sign("msg_1", now, &body);
+    for signature in [
+        verifier.sign("msg_1", now, &body),
+        v1a("msg_1", "1716883200", &body),
+    ] {
+        let headers = WebhookHeaders::from_pairs([
+            ("svix-id", "msg_1"),
+            ("svix-timestamp", "1716883200"),
+            ("svix-signature", signature.as_str()),
+        ]);
+        assert!(verifier.verify_at(&headers, &body, now).is_ok());
+    }
+}
+
+#[test]
+fn the_webhook_verifier_takes_mutated_signed_headers() {
+    let _one = ONE_AT_A_TIME.lock().unwrap();
+    let verifier = both_schemes();
+    let now = 1_716_883_200;
+    let valid = valid_event();
+    // A genuine header carrying both versions, then a few bytes changed, inserted or removed.
+    let signed = format!(
+        "{} {}",
+        verifier.sign("msg_1", now, &valid),
+        v1a("msg_1", "1716883200", &valid)
+    );
+    let strategy = (
+        bytes_near(signed.clone().into_bytes()),
+        bytes_near(valid.clone()),
+    );
+    runner()
+        .run(&strategy, |(sig, body)| {
+            let Ok(sig) = String::from_utf8(sig) else {
+                return Ok(());
+            };
+            let headers = WebhookHeaders::from_pairs([
+                ("svix-id", "msg_1"),
+                ("svix-timestamp", "1716883200"),
+                ("svix-signature", sig.as_str()),
+            ]);
+            let len = body.len() + sig.len() + 32;
+            let verified = bounded(len, "Verifier::verify_at", || {
+                verifier.verify_at(&headers, &body, now).is_ok()
+            });
+            // Whatever happened to the header, a changed body never verifies.
+            prop_assert!(!verified || body == valid, "a changed body verified");
+            Ok(())
+        })
+        .unwrap();
+    // Positive control: the unmutated header verifies the unmutated body.
     let headers = WebhookHeaders::from_pairs([
         ("svix-id", "msg_1"),
         ("svix-timestamp", "1716883200"),
-        ("svix-signature", signature.as_str()),
+        ("svix-signature", signed.as_str()),
     ]);
-    assert!(verifier.verify_at(&headers, &body, now).is_ok());
+    assert!(verifier.verify_at(&headers, &valid, now).is_ok());
 }
 
 #[test]
