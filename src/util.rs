@@ -4,7 +4,6 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The system clock in unix seconds (0 before the epoch).
-#[cfg_attr(not(feature = "webhook"), allow(dead_code))]
 pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -2,7 +2,6 @@
 //! verifier that trusts it.
 
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -147,9 +146,7 @@ impl DevTokenIssuer {
         org: Option<(&str, &str, Option<&str>)>,
         lifetime_secs: i64,
     ) -> Value {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = crate::util::unix_now();
         let mut claims = json!({
             "azp": self.issuer, "iss": self.issuer, "sub": user_id,
             "sid": format!("sess_{}", Uuid::new_v4().simple()),
