@@ -18,6 +18,7 @@ mod leaks;
 mod load;
 mod membership;
 mod migrations;
+mod postgres_limits;
 mod restart;
 mod round_trips;
 mod spans;
