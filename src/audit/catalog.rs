@@ -276,15 +276,16 @@ pub(super) struct StatisticsColumn {
     pub(super) declared: String,
 }
 
-/// The columns of the tenant tables `oids` of the string category (`text`, `varchar`, `char`,
-/// `citext`, ...), other than the tenant column, that the connecting role may `SELECT` (so can
-/// plan queries on), whose statistics target is not 0, and whose comment does not contain
-/// `tenancy-audit: allow`.
+/// The columns of the tenant `tables` of the string category (`text`, `varchar`, `char`,
+/// `citext`, ...), other than each table's tenant column, that the connecting role may `SELECT`
+/// (so can plan queries on), whose statistics target is not 0, and whose comment does not
+/// contain `tenancy-audit: allow`.
 pub(super) async fn statistics_columns(
     conn: &mut PgConnection,
-    oids: &[i64],
-    tenant_column: &str,
+    tables: &[Table],
 ) -> Result<Vec<StatisticsColumn>> {
+    let oids: Vec<i64> = tables.iter().map(|t| t.oid).collect();
+    let tenant_columns: Vec<i16> = tables.iter().map(|t| t.attnum).collect();
     Ok(sqlx::query_as(
         "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS table,
                 quote_ident(a.attname) AS column,
@@ -296,15 +297,16 @@ pub(super) async fn statistics_columns(
            JOIN pg_class c ON c.oid = a.attrelid
            JOIN pg_namespace n ON n.oid = c.relnamespace
            JOIN pg_type ty ON ty.oid = a.atttypid
-          WHERE a.attrelid = ANY ($1::int8[]::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
-            AND ty.typcategory = 'S' AND a.attname <> $2
+          JOIN unnest($1::int8[], $2::int2[]) t(oid, tenant_column) ON t.oid::oid = a.attrelid
+          WHERE a.attnum > 0 AND NOT a.attisdropped
+            AND ty.typcategory = 'S' AND a.attnum <> t.tenant_column
             AND coalesce(a.attstattarget::int, -1) <> 0
             AND has_column_privilege(a.attrelid, a.attnum, 'SELECT')
             AND coalesce(col_description(a.attrelid, a.attnum), '') NOT LIKE '%tenancy-audit: allow%'
           ORDER BY n.nspname, c.relname, a.attnum",
     )
     .bind(oids)
-    .bind(tenant_column)
+    .bind(tenant_columns)
     .fetch_all(conn)
     .await?)
 }

@@ -155,7 +155,7 @@ pub async fn audit(pool: &PgPool, options: &AuditOptions) -> Result<Report> {
     // more (its own findings say so).
     if options.column_statistics && !role.superuser && !role.bypass {
         findings.extend(checks::statistics(
-            &catalog::statistics_columns(conn, &oids, &options.column).await?,
+            &catalog::statistics_columns(conn, &tables).await?,
         ));
     }
     findings.extend(checks::views(&catalog::views(conn, &oids).await?));
