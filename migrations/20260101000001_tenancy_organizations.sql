@@ -53,3 +53,21 @@ ALTER TABLE organizations        ENABLE ROW LEVEL SECURITY;
 ALTER TABLE organizations        FORCE  ROW LEVEL SECURITY;
 ALTER TABLE organization_members ENABLE ROW LEVEL SECURITY;
 ALTER TABLE organization_members FORCE  ROW LEVEL SECURITY;
+
+-- No planner statistics on the text columns whose values are other organizations' business:
+-- under Row-Level Security PostgreSQL still uses a column's statistics for leakproof operators
+-- (`=`, `<`), so EXPLAIN's row estimates inside one organization's unit would reveal other
+-- organizations' names, slugs and user ids (docs/security.md, "What PostgreSQL itself leaves
+-- open"). The crate's lookups on these columns stay index scans without them (unique keys, the
+-- primary key, organization_members_user_id_idx): tests/it/postgres_limits.rs checks the plans.
+-- `role` keeps its statistics: three public values; the audit is told so by the comment.
+ALTER TABLE organizations
+    ALTER COLUMN name        SET STATISTICS 0,
+    ALTER COLUMN slug        SET STATISTICS 0,
+    ALTER COLUMN external_id SET STATISTICS 0,
+    ALTER COLUMN created_by  SET STATISTICS 0;
+ALTER TABLE organization_members
+    ALTER COLUMN user_id     SET STATISTICS 0,
+    ALTER COLUMN external_id SET STATISTICS 0;
+COMMENT ON COLUMN organization_members.role IS
+    'tenancy-audit: allow. Statistics kept: owner, admin and member are no secret.';

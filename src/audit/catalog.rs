@@ -263,3 +263,80 @@ pub(super) async fn functions(
     .fetch_all(conn)
     .await?)
 }
+
+/// A text-like column of a tenant table whose values the planner keeps statistics of.
+#[derive(sqlx::FromRow)]
+pub(super) struct StatisticsColumn {
+    /// `schema.table`, quoted.
+    pub(super) table: String,
+    /// Quoted.
+    pub(super) column: String,
+    /// `format_type`, plus `COLLATE ...` when the column's collation is not its type's: what
+    /// `ALTER COLUMN ... TYPE` must repeat to keep the column as it is.
+    pub(super) declared: String,
+}
+
+/// The columns of the tenant `tables` of the string category (`text`, `varchar`, `char`,
+/// `citext`, ...), other than each table's tenant column, that the connecting role may `SELECT`
+/// (so can plan queries on), whose statistics target is not 0, and whose comment does not
+/// contain `tenancy-audit: allow`.
+pub(super) async fn statistics_columns(
+    conn: &mut PgConnection,
+    tables: &[Table],
+) -> Result<Vec<StatisticsColumn>> {
+    let oids: Vec<i64> = tables.iter().map(|t| t.oid).collect();
+    let tenant_columns: Vec<i16> = tables.iter().map(|t| t.attnum).collect();
+    Ok(sqlx::query_as(
+        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS table,
+                quote_ident(a.attname) AS column,
+                format_type(a.atttypid, a.atttypmod)
+                  || CASE WHEN a.attcollation <> ty.typcollation
+                          THEN ' COLLATE ' || a.attcollation::regcollation::text ELSE '' END
+                  AS declared
+           FROM pg_attribute a
+           JOIN pg_class c ON c.oid = a.attrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           JOIN pg_type ty ON ty.oid = a.atttypid
+          JOIN unnest($1::int8[], $2::int2[]) t(oid, tenant_column) ON t.oid::oid = a.attrelid
+          WHERE a.attnum > 0 AND NOT a.attisdropped
+            AND ty.typcategory = 'S' AND a.attnum <> t.tenant_column
+            AND coalesce(a.attstattarget::int, -1) <> 0
+            AND has_column_privilege(a.attrelid, a.attnum, 'SELECT')
+            AND coalesce(col_description(a.attrelid, a.attnum), '') NOT LIKE '%tenancy-audit: allow%'
+          ORDER BY n.nspname, c.relname, a.attnum",
+    )
+    .bind(oids)
+    .bind(tenant_columns)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Hardened mode's key table (`tenancy_context_key`) in one of `schemas`, when the connecting
+/// role holds `SELECT` on it (or on one of its columns).
+#[derive(sqlx::FromRow)]
+pub(super) struct KeyTable {
+    /// `schema.table`, quoted.
+    pub(super) name: String,
+    pub(super) rls: bool,
+    /// Owned by the connecting role (or a role whose rights it inherits).
+    pub(super) mine: bool,
+}
+
+/// The key tables in `schemas` the connecting role holds `SELECT` on.
+pub(super) async fn key_tables(
+    conn: &mut PgConnection,
+    schemas: &[String],
+) -> Result<Vec<KeyTable>> {
+    Ok(sqlx::query_as(
+        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name,
+                c.relrowsecurity AS rls,
+                pg_has_role(current_user, c.relowner, 'USAGE') AS mine
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.relname = 'tenancy_context_key' AND c.relkind IN ('r', 'p')
+            AND n.nspname = ANY ($1) AND has_any_column_privilege(c.oid, 'SELECT')
+          ORDER BY n.nspname",
+    )
+    .bind(schemas)
+    .fetch_all(conn)
+    .await?)
+}

@@ -3,7 +3,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::catalog::{ConnectingRole, ForeignKey, Function, Index, Policy, Table, View};
+use super::catalog::{
+    ConnectingRole, ForeignKey, Function, Index, KeyTable, Policy, StatisticsColumn, Table, View,
+};
 use super::expr::{called_functions, check_policy_expr, sets_at_session_level};
 use super::generator::policy_statements;
 use super::{Finding, Severity};
@@ -314,4 +316,73 @@ pub(super) fn functions(functions: &[Function], setting: &str) -> Vec<Finding> {
         }
     }
     findings
+}
+
+/// Hardened mode's key: out of reach of the connecting role. It can read it when it holds
+/// `SELECT` and the policies do not stop it: Row-Level Security off on the table, or the role
+/// owns it (RLS is enabled, not forced, so that its owner's `SECURITY DEFINER` functions read
+/// it), or the role bypasses RLS.
+pub(super) fn context_key(role: &ConnectingRole, keys: &[KeyTable]) -> Vec<Finding> {
+    let r = &role.quoted;
+    let mut findings = Vec::new();
+    for k in keys {
+        let bypass = role.superuser || role.bypass;
+        if k.rls && !k.mine && !bypass {
+            continue;
+        }
+        let t = &k.name;
+        let mut fix = Vec::new();
+        if !k.mine {
+            fix.push(format!(
+                "REVOKE ALL ON {t} FROM {r};  -- and from PUBLIC and the roles {r} is a member of"
+            ));
+        }
+        if !k.rls {
+            fix.push(format!(
+                "ALTER TABLE {t} ENABLE ROW LEVEL SECURITY;  -- no policy: only its owner reads it"
+            ));
+        }
+        if k.mine || bypass {
+            fix.push(
+                "-- connect the application as a role that neither owns the key table nor bypasses RLS"
+                    .to_owned(),
+            );
+        }
+        let fix = fix.join("\n");
+        findings.push(Finding::new(
+            Severity::Error,
+            "context_key_readable",
+            t.clone(),
+            "the connecting role can read hardened mode's key: SQL injected into a unit can sign any context (any organization, any role), and hardened mode is void",
+            fix,
+        ));
+    }
+    findings
+}
+
+/// Planner statistics of text-like columns: under Row-Level Security PostgreSQL still uses a
+/// column's statistics for leakproof operators (`=`, `<`, ...), so `EXPLAIN`'s row estimates in
+/// one organization's unit reveal other organizations' frequent values and histogram bounds.
+pub(super) fn statistics(columns: &[StatisticsColumn]) -> Vec<Finding> {
+    columns
+        .iter()
+        .map(|c| {
+            let (t, col) = (&c.table, &c.column);
+            Finding::new(
+                Severity::Warning,
+                "column_statistics_visible",
+                format!("column {col} of {t}"),
+                "the planner keeps statistics of its values (most common values, histogram bounds) and uses them under Row-Level Security: EXPLAIN's row estimates inside one organization's unit reveal other organizations' values",
+                format!(
+                    "ALTER TABLE {t} ALTER COLUMN {col} SET STATISTICS 0;\n\
+                     -- statistics already gathered stay until the column is altered (same type: no rewrite;\n\
+                     -- refused while a policy uses the column):\n\
+                     ALTER TABLE {t} ALTER COLUMN {col} TYPE {};\n\
+                     -- or, if its values are no secret between organizations:\n\
+                     -- COMMENT ON COLUMN {t}.{col} IS 'tenancy-audit: allow. <why>';",
+                    c.declared
+                ),
+            )
+        })
+        .collect()
 }

@@ -15,7 +15,12 @@
 //!   or a top-level `OR`, another setting, `current_setting` without `missing_ok`, and a function
 //!   called per row are findings. A policy whose comment contains `tenancy-audit: allow` is
 //!   skipped (the shipped switcher and pruning policies carry one, with the reason);
-//! - **the connecting role**: superuser, `BYPASSRLS`, owner of tenant tables, `TEMP`;
+//! - **the connecting role**: superuser, `BYPASSRLS`, owner of tenant tables, `TEMP`; whether
+//!   it can read hardened mode's key (`tenancy_context_key`);
+//! - **planner statistics** of text-like columns of tenant tables the role can query: they
+//!   reach other organizations through `EXPLAIN`'s estimates (opt out per column with a
+//!   comment containing `tenancy-audit: allow`, or with
+//!   [`AuditOptions::without_column_statistics`]);
 //! - **views** over tenant tables without `security_invoker`, materialized views over them;
 //!   `SECURITY DEFINER` functions without a pinned `search_path`; functions that set the tenant
 //!   setting at session level.
@@ -56,6 +61,10 @@ pub struct AuditOptions {
     pub tables: Vec<String>,
     /// The schemas to look in (default: the connection's `current_schemas(false)`).
     pub schemas: Option<Vec<String>>,
+    /// Report text-like columns of tenant tables whose planner statistics the connecting role
+    /// can probe through `EXPLAIN` (`column_statistics_visible`; default on). One column is
+    /// exempted by a comment containing `tenancy-audit: allow`.
+    pub column_statistics: bool,
 }
 
 impl Default for AuditOptions {
@@ -65,6 +74,7 @@ impl Default for AuditOptions {
             setting: "app.current_org_id".into(),
             tables: vec!["organizations:id".into()],
             schemas: None,
+            column_statistics: true,
         }
     }
 }
@@ -81,6 +91,14 @@ impl AuditOptions {
     #[must_use = "a builder method returns the changed value; the original is consumed"]
     pub fn with_column(mut self, column: impl Into<String>) -> Self {
         self.column = column.into();
+        self
+    }
+
+    /// Does not report `column_statistics_visible` (for a schema whose text columns hold no
+    /// secret between organizations).
+    #[must_use = "a builder method returns the changed value; the original is consumed"]
+    pub fn without_column_statistics(mut self) -> Self {
+        self.column_statistics = false;
         self
     }
 
@@ -109,7 +127,12 @@ pub async fn audit(pool: &PgPool, options: &AuditOptions) -> Result<Report> {
     let tables = catalog::tables(conn, &schemas, options).await?;
     let oids: Vec<i64> = tables.iter().map(|t| t.oid).collect();
 
-    let mut findings = checks::role(&catalog::connecting_role(conn).await?, &tables);
+    let role = catalog::connecting_role(conn).await?;
+    let mut findings = checks::role(&role, &tables);
+    findings.extend(checks::context_key(
+        &role,
+        &catalog::key_tables(conn, &schemas).await?,
+    ));
     findings.extend(checks::row_level_security(&tables));
     let policies = catalog::policies(conn, &oids).await?;
     let called = checks::functions_called(&policies, &checks::by_oid(&tables));
@@ -128,6 +151,13 @@ pub async fn audit(pool: &PgPool, options: &AuditOptions) -> Result<Report> {
         &tables,
         &catalog::foreign_keys(conn, &oids).await?,
     ));
+    // A role that bypasses the policies reads the rows themselves: statistics tell it nothing
+    // more (its own findings say so).
+    if options.column_statistics && !role.superuser && !role.bypass {
+        findings.extend(checks::statistics(
+            &catalog::statistics_columns(conn, &tables).await?,
+        ));
+    }
     findings.extend(checks::views(&catalog::views(conn, &oids).await?));
     findings.extend(checks::functions(
         &catalog::functions(conn, &schemas).await?,

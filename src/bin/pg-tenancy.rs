@@ -1,8 +1,8 @@
 //! `pg-tenancy`: the catalog audit and the policy generator on the command line (feature `cli`).
 //!
 //! ```text
-//! pg-tenancy audit <DATABASE_URL> [--json] [--column C] [--setting S] [--table T]... [--schema S]...
-//! pg-tenancy policy <TABLE> [--column C] [--grant ROLE]... [--database-url URL]
+//! pg-tenancy audit <DATABASE_URL> [--json] [--column C] [--setting S] [--table T]... [--schema S]... [--allow-statistics]
+//! pg-tenancy policy <TABLE> [--column C] [--grant ROLE]... [--hide-statistics COLUMN]... [--database-url URL]
 //! ```
 //!
 //! `audit` exits 0 without errors (warnings allowed), 1 with errors, 2 when it could not
@@ -17,15 +17,18 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 const USAGE: &str = "usage:
-  pg-tenancy audit <DATABASE_URL> [--json] [--column C] [--setting S] [--table T[:column]]... [--schema S]...
-  pg-tenancy policy <TABLE> [--column C] [--grant ROLE]... [--database-url URL]
+  pg-tenancy audit <DATABASE_URL> [--json] [--column C] [--setting S] [--table T[:column]]... [--schema S]... [--allow-statistics]
+  pg-tenancy policy <TABLE> [--column C] [--grant ROLE]... [--hide-statistics COLUMN]... [--database-url URL]
 
 audit: findings on the tenant tables, policies, role, views and functions of the database
   (exit 0: no error, 1: errors, 2: could not connect). Connect as your application's role.
+  --allow-statistics: do not report text columns whose planner statistics EXPLAIN reveals.
 policy: the SQL that makes TABLE a tenant table like pg-tenancy's own, ending with the GRANT of
   SELECT, INSERT, UPDATE, DELETE to each --grant ROLE (your application's role; without one, a
-  comment says which GRANT to run); with --database-url, also the composite keys for foreign
-  keys that cross organizations.";
+  comment says which GRANT to run); each --hide-statistics COLUMN turns that column's planner
+  statistics off (SET STATISTICS 0: EXPLAIN's estimates would show other organizations'
+  values); with --database-url, also the composite keys for foreign keys that cross
+  organizations.";
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -114,7 +117,7 @@ async fn connect(url: &str) -> Result<sqlx::PgPool, ExitCode> {
 async fn run_audit(args: &[String]) -> ExitCode {
     let args = match parse(
         args,
-        &["--json"],
+        &["--json", "--allow-statistics"],
         &["--column", "--setting", "--table", "--schema"],
     ) {
         Ok(a) => a,
@@ -132,6 +135,9 @@ async fn run_audit(args: &[String]) -> ExitCode {
     }
     for table in args.all("--table") {
         options = options.with_table(table);
+    }
+    if args.flags.iter().any(|f| f == "--allow-statistics") {
+        options = options.without_column_statistics();
     }
     let schemas = args.all("--schema");
     if !schemas.is_empty() {
@@ -167,7 +173,11 @@ async fn run_audit(args: &[String]) -> ExitCode {
 }
 
 async fn run_policy(args: &[String]) -> ExitCode {
-    let args = match parse(args, &[], &["--column", "--grant", "--database-url"]) {
+    let args = match parse(
+        args,
+        &[],
+        &["--column", "--grant", "--hide-statistics", "--database-url"],
+    ) {
         Ok(a) => a,
         Err(e) => return usage(&e),
     };
@@ -180,6 +190,9 @@ async fn run_policy(args: &[String]) -> ExitCode {
     }
     for role in args.all("--grant") {
         options = options.with_grant(role);
+    }
+    for column in args.all("--hide-statistics") {
+        options = options.with_hidden_statistics(column);
     }
     let sql = match args.last("--database-url") {
         None => policy_sql_with(table, &options),

@@ -2,7 +2,9 @@
 //! finding; one deliberately broken schema per finding produces exactly that finding; the
 //! article's schema produces what it deserves; generated SQL passes the audit and the kit.
 
-use pg_tenancy::audit::{AuditOptions, Severity, audit, policy_sql, policy_sql_for};
+use pg_tenancy::audit::{
+    AuditOptions, PolicyOptions, Severity, audit, policy_sql, policy_sql_for, policy_sql_with,
+};
 use pg_tenancy::testing::{
     TableUnderTest, TestCluster, TestDatabase, assert_audit_clean, check_isolation,
 };
@@ -29,7 +31,16 @@ async fn as_owner(db: &TestDatabase, sql: &str) {
     pool.close().await;
 }
 
-/// The user-style table, made tenant-safe by the generator, granted to the application role.
+/// The generator's SQL for a user's table whose text column `body` holds secrets.
+fn hiding_body(table: &str) -> String {
+    policy_sql_with(
+        table,
+        &PolicyOptions::default().with_hidden_statistics("body"),
+    )
+}
+
+/// The user-style table, made tenant-safe by the generator (its `body` without planner
+/// statistics), granted to the application role.
 async fn with_notes() -> TestDatabase {
     let db = crate::common::database().await;
     let app = db.app_options().get_username().to_owned();
@@ -41,7 +52,7 @@ async fn with_notes() -> TestDatabase {
                                  PRIMARY KEY (organization_id, id));
              {}
              GRANT SELECT, INSERT, UPDATE, DELETE ON notes TO {app};",
-            policy_sql("notes", "organization_id")
+            hiding_body("notes")
         ),
     )
     .await;
@@ -70,15 +81,38 @@ async fn the_shipped_schema_has_no_finding_as_the_application_role() {
     ] {
         assert!(report.tables.iter().any(|t| t == table), "{table} audited");
     }
-    // As the owner: only what being the owner means (warnings, no error).
+    // As the owner: what being the owner means. It reads hardened mode's key (the error), and
+    // it may query the service-only tables, whose text columns (files 4 and 5) have
+    // statistics; every table the application role can query has none on its text columns.
     let owner = connect(db.owner_options()).await;
     let report = audit(&owner, &AuditOptions::default()).await.unwrap();
-    assert!(!report.has_errors(), "{report}");
     assert_eq!(
-        report.codes(),
+        report.errors().map(|f| f.code).collect::<Vec<_>>(),
+        ["context_key_readable"],
+        "{report}"
+    );
+    let (statistics, others): (Vec<_>, Vec<_>) = report
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Warning)
+        .partition(|f| f.code == "column_statistics_visible");
+    assert_eq!(
+        others.iter().map(|f| f.code).collect::<Vec<_>>(),
         ["role_owns_tenant_tables", "role_can_create_temp"],
         "{report}"
     );
+    for f in statistics {
+        assert!(
+            [
+                "public.organizations",
+                "public.organization_members",
+                "public.projects"
+            ]
+            .iter()
+            .all(|t| !f.object.ends_with(&format!(" of {t}"))),
+            "{report}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -148,6 +182,7 @@ const BROKEN: &[(&str, &str)] = &[
         "no_tenant_index",
     ),
     ("CREATE UNIQUE INDEX notes_body_key ON notes (body)", "unique_without_tenant"),
+    ("ALTER TABLE notes ADD COLUMN title text", "column_statistics_visible"),
     (
         "CREATE TABLE tags (organization_id uuid NOT NULL, id uuid NOT NULL, note_org uuid,
                             note_id uuid, PRIMARY KEY (organization_id, id),
@@ -187,7 +222,7 @@ async fn one_broken_schema_per_finding_produces_exactly_that_finding() {
         assert!(!finding.why.is_empty() && !finding.fix.is_empty());
         seen.insert(*code);
     }
-    assert_eq!(seen.len(), 16, "every schema finding has a case");
+    assert_eq!(seen.len(), 17, "every schema finding has a case");
 }
 
 /// A login role with `attributes`, granted the tables, connecting to `db`.
@@ -221,12 +256,21 @@ async fn the_connecting_role_is_audited() {
             .map(|f| f.code)
             .collect::<Vec<_>>()
     };
+    // Both hold SELECT on every table (`role_with`), and bypass the policies: the key too.
     let bypass = role_with(&db, "bypass", "NOSUPERUSER BYPASSRLS").await;
     let report = audit(&bypass, &AuditOptions::default()).await.unwrap();
-    assert_eq!(report.codes(), ["role_bypassrls"], "{report}");
+    assert_eq!(
+        report.codes(),
+        ["role_bypassrls", "context_key_readable"],
+        "{report}"
+    );
     let superuser = role_with(&db, "super", "SUPERUSER NOBYPASSRLS").await;
     let report = audit(&superuser, &AuditOptions::default()).await.unwrap();
-    assert_eq!(errors(&report), ["role_superuser"], "{report}");
+    assert_eq!(
+        errors(&report),
+        ["role_superuser", "context_key_readable"],
+        "{report}"
+    );
     // TEMP granted to the application role.
     let cluster = TestCluster::global().unwrap();
     let admin = connect(cluster.admin_options()).await;
@@ -239,7 +283,8 @@ async fn the_connecting_role_is_audited() {
         .await
         .unwrap();
     assert_eq!(app_report(&db).await.codes(), ["role_can_create_temp"]);
-    // The owner without TEMP: owning is the finding.
+    // The owner without TEMP: owning is the finding, and the key it owns (statistics aside:
+    // see the shipped-schema test).
     as_owner(
         &db,
         &format!(
@@ -250,8 +295,14 @@ async fn the_connecting_role_is_audited() {
     )
     .await;
     let owner = connect(db.owner_options()).await;
-    let report = audit(&owner, &AuditOptions::default()).await.unwrap();
-    assert_eq!(report.codes(), ["role_owns_tenant_tables"], "{report}");
+    let report = audit(&owner, &AuditOptions::default().without_column_statistics())
+        .await
+        .unwrap();
+    assert_eq!(
+        report.codes(),
+        ["context_key_readable", "role_owns_tenant_tables"],
+        "{report}"
+    );
 }
 
 #[tokio::test]
@@ -468,7 +519,7 @@ async fn at_scale_three_hundred_tenant_tables_audit_clean() {
         sql.push_str(&format!(
             "CREATE TABLE t{i} (organization_id uuid NOT NULL, id uuid NOT NULL, body text,
                                 PRIMARY KEY (organization_id, id));\n{}",
-            policy_sql(&format!("t{i}"), "organization_id")
+            hiding_body(&format!("t{i}"))
         ));
     }
     as_owner(&db, &sql).await;
@@ -522,4 +573,116 @@ async fn the_isolation_kit_passes_on_the_service_tables_through_service_units() 
         let result = pg_tenancy::testing::check_service_isolation(&service, a, b, table).await;
         assert_eq!(result, Ok(()), "{table:?}");
     }
+}
+
+/// Whether the application role reads a row of hardened mode's key table (`None`: refused).
+async fn app_reads_the_key(db: &TestDatabase) -> Option<i64> {
+    let pool = connect(db.app_options()).await;
+    let n = sqlx::query_scalar("SELECT count(*) FROM tenancy_context_key")
+        .fetch_one(&pool)
+        .await;
+    pool.close().await;
+    match n {
+        Ok(n) => Some(n),
+        Err(e) => {
+            let code = e.as_database_error().and_then(|d| d.code());
+            assert_eq!(code.as_deref(), Some("42501"), "{e}");
+            None
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_hardened_key_in_reach_of_the_application_role_is_an_error() {
+    let db = with_notes().await;
+    let key = pg_tenancy::ContextKey::generate();
+    as_owner(&db, &key.enable_sql()).await;
+    // Without a grant: out of reach, and no finding.
+    assert_eq!(app_reads_the_key(&db).await, None);
+    assert_eq!(app_report(&db).await.findings, vec![]);
+    // The usual shortcut, on a key table without Row-Level Security (as it was shipped before
+    // this check): the application role reads the key, and the audit says so.
+    as_owner(
+        &db,
+        &format!(
+            "ALTER TABLE tenancy_context_key DISABLE ROW LEVEL SECURITY;
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {};",
+            db.app_role()
+        ),
+    )
+    .await;
+    assert_eq!(app_reads_the_key(&db).await, Some(1));
+    // (The grant also reaches the service-only tables: their statistics are warnings here.)
+    let errors = |r: &pg_tenancy::audit::Report| r.errors().map(|f| f.code).collect::<Vec<_>>();
+    let report = app_report(&db).await;
+    assert_eq!(errors(&report), ["context_key_readable"], "{report}");
+    let fix = &report.findings[0].fix;
+    assert!(
+        fix.contains("ALTER TABLE public.tenancy_context_key ENABLE ROW LEVEL SECURITY;"),
+        "{fix}"
+    );
+    // Row-Level Security on, no policy, not forced (the owner's functions read it): the grant
+    // stays, the key is out of reach, and the finding is gone.
+    as_owner(
+        &db,
+        "ALTER TABLE tenancy_context_key ENABLE ROW LEVEL SECURITY",
+    )
+    .await;
+    assert_eq!(app_reads_the_key(&db).await, Some(0));
+    let report = app_report(&db).await;
+    assert_eq!(errors(&report), Vec::<&str>::new(), "{report}");
+}
+
+#[tokio::test]
+async fn text_columns_with_planner_statistics_are_reported_until_hidden_or_allowed() {
+    let db = with_notes().await;
+    let clean = app_report(&db).await;
+    assert_eq!(clean.findings, vec![], "{clean}");
+    // A text column with statistics the application role can plan on: the finding. A column
+    // of another type is not reported, nor one the role cannot select.
+    as_owner(
+        &db,
+        &format!(
+            "ALTER TABLE notes ADD COLUMN title varchar(80), ADD COLUMN pages int;
+             CREATE TABLE secrets (organization_id uuid NOT NULL, word text);\n{}",
+            policy_sql("secrets", "organization_id")
+        ),
+    )
+    .await;
+    let report = app_report(&db).await;
+    assert_eq!(report.codes(), ["column_statistics_visible"], "{report}");
+    let finding = &report.findings[0];
+    assert_eq!(finding.severity, Severity::Warning);
+    assert_eq!(finding.object, "column title of public.notes");
+    assert!(
+        finding
+            .fix
+            .starts_with("ALTER TABLE public.notes ALTER COLUMN title SET STATISTICS 0;"),
+        "{}",
+        finding.fix
+    );
+    // Opted out, by the options or the command line.
+    let pool = connect(db.app_options()).await;
+    let options = AuditOptions::default().without_column_statistics();
+    assert_eq!(audit(&pool, &options).await.unwrap().findings, vec![]);
+    let bin = env!("CARGO_BIN_EXE_pg-tenancy");
+    let out = std::process::Command::new(bin)
+        .args(["audit", &db.app_url(), "--allow-statistics"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8(out.stdout).unwrap();
+    assert!(out.contains(", 0 error(s), 0 warning(s)"), "{out}");
+    // Opted out for the column, by its comment.
+    as_owner(
+        &db,
+        "COMMENT ON COLUMN notes.title IS 'tenancy-audit: allow. Titles are public.'",
+    )
+    .await;
+    assert_eq!(app_report(&db).await.findings, vec![]);
+    // The fix, as printed (after statistics were gathered): applies, and the finding is gone.
+    as_owner(&db, "COMMENT ON COLUMN notes.title IS NULL; ANALYZE notes").await;
+    let report = app_report(&db).await;
+    assert_eq!(report.codes(), ["column_statistics_visible"], "{report}");
+    as_owner(&db, &report.findings[0].fix).await;
+    assert_eq!(app_report(&db).await.findings, vec![]);
 }

@@ -216,3 +216,44 @@ async fn the_command_line_grants_to_each_role_named() {
     );
     assert_eq!(run(&["policy", "order", "--grant"]).0, Some(2));
 }
+
+#[tokio::test]
+async fn hidden_statistics_keep_the_audit_clean_and_the_command_line_prints_them() {
+    // Control: `order` granted to the application role, its `body` with statistics.
+    let db = with_order().await;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(db.app_options())
+        .await
+        .unwrap();
+    let report = pg_tenancy::audit::audit(&pool, &AuditOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.codes(), ["column_statistics_visible"], "{report}");
+    assert_eq!(
+        report.findings[0].object,
+        r#"column body of public."order""#
+    );
+    // The generator's option, on the same table: no statistics, no finding.
+    let options = PolicyOptions::default().with_hidden_statistics("body");
+    let sql = policy_sql_with("order", &options);
+    let hide = sql
+        .lines()
+        .find(|l| l.contains("STATISTICS"))
+        .expect("the ALTER");
+    assert_eq!(
+        hide,
+        r#"ALTER TABLE "order" ALTER COLUMN "body" SET STATISTICS 0;"#
+    );
+    as_owner(&db, hide).await.unwrap();
+    let report = assert_audit_clean(&pool, &AuditOptions::default()).await;
+    assert_eq!(report.findings, vec![], "{report}");
+    // The command line prints the same.
+    let bin = env!("CARGO_BIN_EXE_pg-tenancy");
+    let out = std::process::Command::new(bin)
+        .args(["policy", "order", "--hide-statistics", "body"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), sql);
+}
