@@ -39,4 +39,4 @@ pub use event::{Change, Event, Organization, OrganizationMembership, PayloadErro
 pub use jwt::{DEFAULT_MAX_TOKEN_LEN, SessionTokenVerifier, TokenError};
 pub use roles::RoleMapping;
 pub use session::SessionClaims;
-pub use sync::{ClerkSync, Outcome, SyncError};
+pub use sync::{ClerkSync, Outcome, Pruned, Retention, SyncError};
