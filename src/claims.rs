@@ -55,7 +55,8 @@ pub(crate) async fn apply(
             // FOR SHARE: an `organization.deleted` (or an owner's deletion) that has not
             // committed yet is waited for, then seen; one that starts later waits for this
             // unit, and its own deletion of the members removes what this unit adds.
-            let lock_org = "SELECT deleted_at IS NOT NULL FROM organizations WHERE id = $1 FOR SHARE";
+            let lock_org =
+                "SELECT deleted_at IS NOT NULL FROM organizations WHERE id = $1 FOR SHARE";
             let deleted: Option<bool> = sqlx::query_scalar(lock_org)
                 .bind(org)
                 .fetch_optional(&mut *tx)

@@ -198,7 +198,12 @@ impl ClerkSync {
         for (n, (table, column, extra, age)) in [
             ("webhook_deliveries", "received_at", "", keep.deliveries),
             ("membership_tombstones", "deleted_at", "", keep.tombstones),
-            ("membership_removals", "removed_at", " AND NOT local", keep.removals),
+            (
+                "membership_removals",
+                "removed_at",
+                " AND NOT local",
+                keep.removals,
+            ),
         ]
         .into_iter()
         .enumerate()
@@ -353,7 +358,9 @@ async fn upsert_organization(
                         .await?;
                     written
                 }
-                Err(sqlx::Error::Database(e)) if e.constraint() == Some("organizations_slug_key") => {
+                Err(sqlx::Error::Database(e))
+                    if e.constraint() == Some("organizations_slug_key") =>
+                {
                     sqlx::query("ROLLBACK TO SAVEPOINT tenancy_slug")
                         .execute(&mut *tx)
                         .await?;

@@ -126,7 +126,11 @@ async fn a_removal_after_the_token_was_issued_blocks_the_claim(role: As) {
     // The provider adds the user, then removes them (both delivered, in order).
     for (id, kind) in [("m1", "created"), ("m2", "deleted")] {
         let e = membership_event(kind, "org_alpha", "orgmem_p1", &user, joined);
-        assert_eq!(sync.apply(id, &e).await.unwrap(), Outcome::Applied, "{kind}");
+        assert_eq!(
+            sync.apply(id, &e).await.unwrap(),
+            Outcome::Applied,
+            "{kind}"
+        );
     }
     // A token issued before the removal cannot restore it...
     let stale = session("org_alpha", &user, Role::Member, before);
@@ -157,7 +161,11 @@ async fn a_local_removal_stands_until_the_provider_confirms_a_newer_membership(r
     // applied.
     for issued_at in [now() - 10, now() + 2] {
         let s = session("org_alpha", &w.a.member, Role::Member, issued_at);
-        assert_eq!(admitted(&t, &s).await, Err("not_a_member"), "iat {issued_at}");
+        assert_eq!(
+            admitted(&t, &s).await,
+            Err("not_a_member"),
+            "iat {issued_at}"
+        );
     }
     // Nor does the provider's event about the membership the owner removed (created before
     // the removal).
@@ -199,7 +207,10 @@ async fn a_removal_delivered_before_the_creation_blocks_the_claim(role: As) {
     assert_eq!(admitted(&t, &s).await, Err("not_a_member"));
     // The late creation is dropped by the tombstone; the claim stays refused.
     let created = membership_event("created", "org_gamma", "orgmem_g1", &user, joined);
-    assert_eq!(sync.apply("c1", &created).await.unwrap(), Outcome::Unchanged);
+    assert_eq!(
+        sync.apply("c1", &created).await.unwrap(),
+        Outcome::Unchanged
+    );
     assert_eq!(admitted(&t, &s).await, Err("not_a_member"));
     let gamma = OrgId::from_external_id("org_gamma");
     assert!(w.pool.authorize(&user, gamma).await.is_err());
@@ -244,20 +255,19 @@ async fn a_claim_racing_the_organizations_deletion_waits_for_it(role: As) {
     // The claim waited for the deletion, saw it, and added nobody.
     assert_eq!(outcome, Err("not_a_member"));
     assert!(claimed_at >= committed_at, "the claim did not wait");
-    let members: i64 = w
-        .db
-        .service_pool(1)
-        .await
-        .unwrap()
-        .with_org(w.a.id, async |tx| {
-            Ok::<_, pg_tenancy::Error>(
-                sqlx::query_scalar("SELECT count(*) FROM organization_members")
-                    .fetch_one(tx)
-                    .await?,
-            )
-        })
-        .await
-        .unwrap();
+    let members: i64 =
+        w.db.service_pool(1)
+            .await
+            .unwrap()
+            .with_org(w.a.id, async |tx| {
+                Ok::<_, pg_tenancy::Error>(
+                    sqlx::query_scalar("SELECT count(*) FROM organization_members")
+                        .fetch_one(tx)
+                        .await?,
+                )
+            })
+            .await
+            .unwrap();
     assert_eq!(members, 0, "a membership in a deleted organization");
     // Positive control: the same claim in the live organization is applied.
     let s = session("org_beta", &newcomer, Role::Member, now());

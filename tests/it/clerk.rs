@@ -424,7 +424,10 @@ async fn a_slug_another_organization_holds_never_wedges_the_sync() {
         Outcome::Applied
     );
     let now = state(&pool, ACME).await;
-    assert_eq!((now.0.as_ref().unwrap().name.as_str(), slug_of(&now)), ("Acme Corp", None));
+    assert_eq!(
+        (now.0.as_ref().unwrap().name.as_str(), slug_of(&now)),
+        ("Acme Corp", None)
+    );
     assert_eq!(
         now.1,
         vec![(
@@ -456,7 +459,10 @@ async fn two_provider_organizations_swapping_slugs_converge_in_either_order() {
     // In the provider: A is "x" and B is "y" (version 1); then A becomes "y" and B "x"
     // (versions 2 and 3). Deliveries arrive in two different orders; each organization's next
     // event (here its creator's membership, embedding its latest state) completes the swap.
-    for (case, order) in [("ab", ["a1", "b1", "a2", "b3"]), ("ba", ["a1", "b1", "b3", "a2"])] {
+    for (case, order) in [
+        ("ab", ["a1", "b1", "a2", "b3"]),
+        ("ba", ["a1", "b1", "b3", "a2"]),
+    ] {
         let db = crate::common::database().await;
         let (sync, pool) = sync_for(&db).await;
         let (a, b) = (format!("org_a{case}"), format!("org_b{case}"));
@@ -471,13 +477,25 @@ async fn two_provider_organizations_swapping_slugs_converge_in_either_order() {
             assert_eq!(r, Outcome::Applied, "{case}: {step}");
         }
         for (org, slug, v) in [(&a, "y", 2_000), (&b, "x", 3_000)] {
-            deliver(&sync, &format!("{case}-{org}"), &creator_event(org, slug, v))
-                .await
-                .unwrap();
+            deliver(
+                &sync,
+                &format!("{case}-{org}"),
+                &creator_event(org, slug, v),
+            )
+            .await
+            .unwrap();
         }
         let (sa, sb) = (state(&pool, &a).await, state(&pool, &b).await);
-        assert_eq!((slug_of(&sa), slug_of(&sb)), (Some("y"), Some("x")), "{case}");
-        assert_eq!((sa.1.len(), sb.1.len()), (1, 1), "{case}: the creators are members");
+        assert_eq!(
+            (slug_of(&sa), slug_of(&sb)),
+            (Some("y"), Some("x")),
+            "{case}"
+        );
+        assert_eq!(
+            (sa.1.len(), sb.1.len()),
+            (1, 1),
+            "{case}: the creators are members"
+        );
     }
 }
 
@@ -498,10 +516,12 @@ async fn an_admin_cannot_detach_their_membership_from_the_providers_removal() {
     // Jane (admin) rewrites her own membership's provider id: refused.
     let e = app
         .with_rls(&ctx, async |tx| {
-            sqlx::query("UPDATE organization_members SET external_id = 'orgmem_mine' WHERE user_id = $1")
-                .bind(&jane)
-                .execute(tx)
-                .await?;
+            sqlx::query(
+                "UPDATE organization_members SET external_id = 'orgmem_mine' WHERE user_id = $1",
+            )
+            .bind(&jane)
+            .execute(tx)
+            .await?;
             Ok::<_, Error>(())
         })
         .await

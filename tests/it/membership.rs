@@ -342,9 +342,15 @@ async fn the_identity_providers_columns_are_the_service_paths(role: As) {
     }
     // The provider's columns: refused, on update and on insert.
     for sql in [
-        format!("UPDATE organization_members SET external_id = 'orgmem_x' WHERE user_id = '{admin}'"),
-        format!("UPDATE organization_members SET external_created_at = 9e15 WHERE user_id = '{admin}'"),
-        format!("UPDATE organization_members SET external_updated_at = 1 WHERE user_id = '{admin}'"),
+        format!(
+            "UPDATE organization_members SET external_id = 'orgmem_x' WHERE user_id = '{admin}'"
+        ),
+        format!(
+            "UPDATE organization_members SET external_created_at = 9e15 WHERE user_id = '{admin}'"
+        ),
+        format!(
+            "UPDATE organization_members SET external_updated_at = 1 WHERE user_id = '{admin}'"
+        ),
         "UPDATE organizations SET external_id = 'org_elsewhere'".to_owned(),
         "UPDATE organizations SET external_updated_at = 9e15".to_owned(),
         "UPDATE organizations SET external_source = 2".to_owned(),

@@ -185,7 +185,9 @@ fn the_documented_grants_are_the_harness_grants() {
         ),
         "REVOKE TEMPORARY ON DATABASE app FROM PUBLIC".to_owned(),
     ];
-    let read = |path: &str| std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let read = |path: &str| {
+        std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    };
     // The module docs: the `//! ` lines, unprefixed.
     let module: String = read("src/migrations.rs")
         .lines()
@@ -204,7 +206,10 @@ fn the_documented_grants_are_the_harness_grants() {
 /// The statements of the first ```sql block that grants on `organizations`, without
 /// comments, each on one line.
 fn granting_block(text: &str) -> Vec<String> {
-    let mut blocks = text.split("```sql").skip(1).map(|b| b.split("```").next().unwrap_or(""));
+    let mut blocks = text
+        .split("```sql")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap_or(""));
     let block = blocks
         .find(|b| b.contains("ON organizations"))
         .expect("a ```sql block granting on organizations");
