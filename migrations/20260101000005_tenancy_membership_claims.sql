@@ -42,11 +42,15 @@ ALTER TABLE membership_removals FORCE  ROW LEVEL SECURITY;
 -- organization prunes the provider's old removals.
 CREATE POLICY removal_read ON membership_removals FOR SELECT
     USING (organization_id = (SELECT tenancy_current_org_id()));
+-- A removal recorded outside a service unit is local: request code (whatever it is granted)
+-- cannot pass its own removal off as the provider's, which a newer token would override.
 CREATE POLICY removal_record ON membership_removals FOR INSERT
-    WITH CHECK (organization_id = (SELECT tenancy_current_org_id()) AND removed_at = now());
+    WITH CHECK (organization_id = (SELECT tenancy_current_org_id()) AND removed_at = now()
+                AND local = ((SELECT tenancy_current_org_role()) IS DISTINCT FROM 'service'));
 CREATE POLICY removal_refresh ON membership_removals FOR UPDATE
     USING      (organization_id = (SELECT tenancy_current_org_id()))
-    WITH CHECK (organization_id = (SELECT tenancy_current_org_id()) AND removed_at = now());
+    WITH CHECK (organization_id = (SELECT tenancy_current_org_id()) AND removed_at = now()
+                AND local = ((SELECT tenancy_current_org_role()) IS DISTINCT FROM 'service'));
 CREATE POLICY removal_forget ON membership_removals FOR DELETE
     USING (organization_id = (SELECT tenancy_current_org_id())
            AND NOT EXISTS (SELECT 1 FROM organizations o

@@ -90,6 +90,7 @@ both_roles!(
     a_removal_delivered_before_the_creation_blocks_the_claim,
     a_claim_racing_the_organizations_deletion_waits_for_it,
     a_deleted_organization_is_never_brought_back_by_a_claim,
+    request_code_cannot_undo_a_removal_whatever_it_is_granted,
 );
 
 async fn a_claimed_membership_is_applied_capped_at_admin(role: As) {
@@ -323,4 +324,62 @@ async fn a_deleted_organization_is_never_brought_back_by_a_claim(role: As) {
     // provider a moment ago) gets a placeholder row and the member.
     let s = session("org_brand_new", &newcomer, Role::Admin, now());
     assert_eq!(admitted(&t, &s).await, Ok(Role::Admin));
+}
+
+async fn request_code_cannot_undo_a_removal_whatever_it_is_granted(role: As) {
+    let w = world(role).await;
+    let t = tenancy(&w).await;
+    // The common shortcut: every table of the schema granted to the application role.
+    w.db.grant_app(&["membership_removals"]).await.unwrap();
+    let owner = w.a.ctx(Role::Owner);
+    let run = async |sql: &'static str| {
+        w.pool
+            .with_rls(&owner, async |tx| {
+                Ok::<_, pg_tenancy::Error>(
+                    sqlx::query(sql)
+                        .bind(&w.a.member)
+                        .execute(tx)
+                        .await?
+                        .rows_affected(),
+                )
+            })
+            .await
+    };
+    assert_eq!(
+        run("DELETE FROM organization_members WHERE user_id = $1")
+            .await
+            .unwrap(),
+        1
+    );
+    // Passing the local removal off as the provider's (which a newer token overrides), or
+    // deleting it: refused, or nothing to delete in a live organization.
+    let e =
+        run("UPDATE membership_removals SET local = false, removed_at = now() WHERE user_id = $1")
+            .await
+            .unwrap_err();
+    assert!(e.is_rls_violation(), "{e}");
+    assert_eq!(
+        run("DELETE FROM membership_removals WHERE user_id = $1")
+            .await
+            .unwrap(),
+        0
+    );
+    let e = run(
+        "INSERT INTO membership_removals (organization_id, user_id, removed_at, local) \
+         SELECT id, $1, now(), false FROM organizations \
+         ON CONFLICT (organization_id, user_id) DO UPDATE SET local = false",
+    )
+    .await
+    .unwrap_err();
+    assert!(e.is_rls_violation(), "{e}");
+    // The removal stands against a newer token...
+    let s = session("org_alpha", &w.a.member, Role::Member, now() + 2);
+    assert_eq!(admitted(&t, &s).await, Err("not_a_member"));
+    // ...and refreshing it as local is allowed (it only refuses more).
+    assert_eq!(
+        run("UPDATE membership_removals SET removed_at = now() WHERE user_id = $1")
+            .await
+            .unwrap(),
+        1
+    );
 }
