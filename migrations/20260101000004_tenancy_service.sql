@@ -2,11 +2,12 @@
 --
 -- Provides `tenancy_enter_service` (only a member of the NOLOGIN role `tenancy_service` may
 -- enter), the service policies on `organizations` and `organization_members` (a service unit
--- acts inside the organization it entered), and the webhook bookkeeping tables, which only
--- service units can read or write: `membership_tombstones` (identity-provider memberships that
--- were deleted: a late event for one is ignored) and `webhook_deliveries` (deliveries already
--- applied, for idempotency; old ones pruned across organizations by a service unit entered
--- without one).
+-- acts inside the organization it entered), the triggers that keep the identity provider's
+-- columns of those two tables to the service path (TNC11), and the webhook bookkeeping
+-- tables, which only service units can read or write: `membership_tombstones` (identity-
+-- provider memberships that were deleted: a late event for one is ignored) and
+-- `webhook_deliveries` (deliveries already applied, for idempotency). Old rows of both are
+-- pruned across organizations by a service unit entered without one.
 --
 -- Needs the role `tenancy_service` (create it once per cluster, as a role with CREATEROLE):
 --     CREATE ROLE tenancy_service NOLOGIN;
@@ -105,8 +106,68 @@ CREATE POLICY service_unit ON organization_members TO tenancy_service
     USING      (organization_id = (SELECT tenancy_current_org_id()) AND (SELECT tenancy_current_org_role()) = 'service')
     WITH CHECK (organization_id = (SELECT tenancy_current_org_id()) AND (SELECT tenancy_current_org_role()) = 'service');
 
+-- The identity provider's columns belong to the service path. A request unit (whatever its
+-- role is granted on the tables) may not write them: an admin who rewrote their own
+-- membership's `external_id` or `external_*_at` would no longer match the provider's removal
+-- of it, and an `external_updated_at` far in the future would make every later event of the
+-- organization look older. Inserted rows leave them unset; updates leave them unchanged.
+-- Not SECURITY DEFINER: `current_user` is the role running the statement.
+CREATE FUNCTION tenancy_guard_organization_columns() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+    AS $$
+BEGIN
+    IF pg_catalog.pg_has_role(current_user, 'tenancy_service', 'USAGE') THEN
+        RETURN NEW;
+    END IF;
+    IF (TG_OP = 'INSERT'
+        AND (NEW.external_id IS NOT NULL OR NEW.external_updated_at IS NOT NULL
+             OR NEW.external_source <> 0 OR NEW.created_by IS NOT NULL))
+       OR (TG_OP = 'UPDATE'
+           AND (NEW.external_id, NEW.external_updated_at, NEW.external_source, NEW.created_by)
+               IS DISTINCT FROM
+               (OLD.external_id, OLD.external_updated_at, OLD.external_source, OLD.created_by)) THEN
+        RAISE EXCEPTION 'tenancy: the identity provider''s columns of organizations are the service path''s'
+            USING ERRCODE = 'TNC11';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER tenancy_guard_provider_columns
+    BEFORE INSERT OR UPDATE ON organizations
+    FOR EACH ROW EXECUTE FUNCTION tenancy_guard_organization_columns();
+
+CREATE FUNCTION tenancy_guard_membership_columns() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+    AS $$
+BEGIN
+    IF pg_catalog.pg_has_role(current_user, 'tenancy_service', 'USAGE') THEN
+        RETURN NEW;
+    END IF;
+    IF (TG_OP = 'INSERT'
+        AND (NEW.external_id IS NOT NULL OR NEW.external_created_at IS NOT NULL
+             OR NEW.external_updated_at IS NOT NULL))
+       OR (TG_OP = 'UPDATE'
+           AND (NEW.external_id, NEW.external_created_at, NEW.external_updated_at)
+               IS DISTINCT FROM
+               (OLD.external_id, OLD.external_created_at, OLD.external_updated_at)) THEN
+        RAISE EXCEPTION 'tenancy: the identity provider''s columns of organization_members are the service path''s'
+            USING ERRCODE = 'TNC11';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER tenancy_guard_provider_columns
+    BEFORE INSERT OR UPDATE ON organization_members
+    FOR EACH ROW EXECUTE FUNCTION tenancy_guard_membership_columns();
+
 -- Identity-provider memberships that were deleted: a late `created` or `updated` for one of
--- them is ignored.
+-- them is ignored. Kept while the provider may still deliver such an event (Svix retries a
+-- delivery for about a day and a half; `ClerkSync::prune` keeps a month by default), and
+-- deleted with the organization.
 CREATE TABLE membership_tombstones (
     organization_id uuid        NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
     external_id     text        NOT NULL,
@@ -139,8 +200,16 @@ CREATE POLICY service_unit ON membership_tombstones TO tenancy_service
 CREATE POLICY service_unit ON webhook_deliveries TO tenancy_service
     USING      (organization_id = (SELECT tenancy_current_org_id()) AND (SELECT tenancy_current_org_role()) = 'service')
     WITH CHECK (organization_id = (SELECT tenancy_current_org_id()) AND (SELECT tenancy_current_org_role()) = 'service');
--- Pruning old delivery records, across organizations: a service unit entered without an
--- organization may read and delete them, nothing else.
+-- Pruning old tombstones and delivery records, across organizations: a service unit entered
+-- without an organization may read and delete them, nothing else.
+CREATE POLICY service_prune_read ON membership_tombstones FOR SELECT TO tenancy_service
+    USING ((SELECT tenancy_current_org_id()) IS NULL AND (SELECT tenancy_current_org_role()) = 'service');
+CREATE POLICY service_prune_delete ON membership_tombstones FOR DELETE TO tenancy_service
+    USING ((SELECT tenancy_current_org_id()) IS NULL AND (SELECT tenancy_current_org_role()) = 'service');
+COMMENT ON POLICY service_prune_read ON membership_tombstones IS
+    'tenancy-audit: allow. Service units entered without an organization read old tombstones to prune them (tenancy_service only).';
+COMMENT ON POLICY service_prune_delete ON membership_tombstones IS
+    'tenancy-audit: allow. Service units entered without an organization delete old tombstones (tenancy_service only).';
 CREATE POLICY service_prune_read ON webhook_deliveries FOR SELECT TO tenancy_service
     USING ((SELECT tenancy_current_org_id()) IS NULL AND (SELECT tenancy_current_org_role()) = 'service');
 CREATE POLICY service_prune_delete ON webhook_deliveries FOR DELETE TO tenancy_service

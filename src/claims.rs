@@ -3,10 +3,14 @@
 //! [`Tenancy::with_token_memberships`](crate::web::Tenancy::with_token_memberships)).
 //!
 //! The claim is applied through the service path, in one unit in that organization: never for
-//! a deleted organization; never if a removal of that user from that organization was recorded
-//! at or after the token's `iat`; with the role capped at admin; and with a placeholder
-//! organization row when the database has never seen it. Framework-free: the web adapters reach
-//! it through [`Tenancy`](crate::web::Tenancy) only.
+//! a deleted organization (the unit locks the organization's row, so a deletion committing
+//! meanwhile is waited for and seen); never after a removal made in the application (the
+//! identity provider still lists the member: a local removal stands until the provider
+//! confirms a newer membership through the webhook); never if the provider's removal of that
+//! user from that organization was recorded at or after the token's `iat`, whatever the order
+//! in which its events arrived; with the role capped at admin; and with a placeholder
+//! organization row when the database has never seen it. Framework-free: the web adapters
+//! reach it through [`Tenancy`](crate::web::Tenancy) only.
 
 use crate::error::Error;
 use crate::ids::{OrgId, UserId};
@@ -48,26 +52,30 @@ pub(crate) async fn apply(
 ) -> Result<bool, Error> {
     service
         .with_org(org, async |tx| {
-            let deleted: Option<bool> = sqlx::query_scalar(
-                "SELECT deleted_at IS NOT NULL FROM organizations WHERE id = $1",
-            )
-            .bind(org)
-            .fetch_optional(&mut *tx)
-            .await?;
+            // FOR SHARE: an `organization.deleted` (or an owner's deletion) that has not
+            // committed yet is waited for, then seen; one that starts later waits for this
+            // unit, and its own deletion of the members removes what this unit adds.
+            let lock_org =
+                "SELECT deleted_at IS NOT NULL FROM organizations WHERE id = $1 FOR SHARE";
+            let deleted: Option<bool> = sqlx::query_scalar(lock_org)
+                .bind(org)
+                .fetch_optional(&mut *tx)
+                .await?;
             if deleted == Some(true) {
                 return Ok(false);
             }
             // Before anything is written: a unit that answers `false` still commits.
-            let removed_since: bool = sqlx::query_scalar(
+            let removed: bool = sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM membership_removals \
-                 WHERE organization_id = $1 AND user_id = $2 AND removed_at >= to_timestamp($3))",
+                 WHERE organization_id = $1 AND user_id = $2 \
+                   AND (local OR removed_at >= to_timestamp($3)))",
             )
             .bind(org)
             .bind(user)
             .bind(claim.issued_at as f64)
             .fetch_one(&mut *tx)
             .await?;
-            if removed_since {
+            if removed {
                 return Ok(false);
             }
             if deleted.is_none() {
@@ -83,6 +91,16 @@ pub(crate) async fn apply(
                 .bind(&claim.org_external_id)
                 .execute(&mut *tx)
                 .await?;
+                // A deletion that inserted the row meanwhile (the sync's `organization.deleted`
+                // for an organization never seen) made the insert do nothing: look again,
+                // under the same lock.
+                let deleted: bool = sqlx::query_scalar(lock_org)
+                    .bind(org)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if deleted {
+                    return Ok(false);
+                }
             }
             sqlx::query(
                 "INSERT INTO organization_members (organization_id, user_id, role) \

@@ -189,6 +189,9 @@ pub(crate) mod sqlstate {
     pub(crate) const ORGANIZATION_EXISTS: &str = "TNC04";
     /// Raised when a session carries state a unit must not find (the pool closes it).
     pub(crate) const DIRTY_SESSION: &str = "TNC05";
+    /// Raised when a request unit writes a column that only the identity provider's sync
+    /// writes (`external_*`, `created_by`).
+    pub(crate) const PROVIDER_COLUMN: &str = "TNC11";
 }
 
 impl Error {
@@ -242,7 +245,9 @@ fn classify(error: &sqlx::Error) -> ErrorKind {
         // operator's mistake: 500.
         sqlx::Error::Database(db) if is_rls_check(db.as_ref()) => ErrorKind::Forbidden,
         sqlx::Error::Database(db) => match db.code().as_deref() {
-            Some(sqlstate::NOT_A_MEMBER) | Some(sqlstate::ROLE_TOO_LOW) => ErrorKind::Forbidden,
+            Some(sqlstate::NOT_A_MEMBER)
+            | Some(sqlstate::ROLE_TOO_LOW)
+            | Some(sqlstate::PROVIDER_COLUMN) => ErrorKind::Forbidden,
             Some(sqlstate::UNIQUE_VIOLATION)
             | Some(sqlstate::FOREIGN_KEY_VIOLATION)
             | Some(sqlstate::LAST_OWNER)

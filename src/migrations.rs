@@ -22,13 +22,14 @@
 //! ```sql
 //! GRANT SELECT, INSERT, UPDATE, DELETE ON organizations, organization_members TO app;
 //! GRANT SELECT, INSERT, UPDATE, DELETE
-//!     ON organizations, organization_members, membership_tombstones, webhook_deliveries
-//!     TO tenancy_sync;  -- a LOGIN role IN ROLE tenancy_service
-//! GRANT SELECT ON membership_removals TO tenancy_sync;
+//!     ON organizations, organization_members, membership_tombstones, webhook_deliveries,
+//!        membership_removals
+//!     TO app_sync;  -- a LOGIN role IN ROLE tenancy_service
 //! REVOKE TEMPORARY ON DATABASE app FROM PUBLIC;
 //! ```
 //!
-//! (the lists are [`APP_TABLES`], [`SERVICE_TABLES`] and [`SERVICE_READ_TABLES`]), and the same
+//! (the lists are [`APP_TABLES`] and [`SERVICE_TABLES`]; the README and `docs/security.md`
+//! show the same statements, and a test holds the three to these lists), and the same
 //! `SELECT, INSERT, UPDATE, DELETE` on each tenant table of your own to both (see "Adding your
 //! own tenant table" in the README).
 
@@ -55,18 +56,18 @@ pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
 /// All of them have Row-Level Security enabled and forced.
 pub const APP_TABLES: &[&str] = &["organizations", "organization_members"];
 
-/// The tables service units (the webhook sync, background jobs) read and write: the
-/// application's, and the webhook bookkeeping, which only service policies admit.
+/// The tables service units (the webhook sync, background jobs, membership claims) read and
+/// write: the application's, and the identity-provider bookkeeping, which only service
+/// policies admit. `membership_removals` is written by triggers; a service unit reads it when
+/// it applies a session token's membership claim (see `web::Tenancy`), forgets a removal the
+/// provider overrode, and prunes old ones.
 pub const SERVICE_TABLES: &[&str] = &[
     "organizations",
     "organization_members",
     "membership_tombstones",
     "webhook_deliveries",
+    "membership_removals",
 ];
-
-/// The tables service units only read: `membership_removals` (written by a trigger, read
-/// when a session token's membership claim is applied, see `web::Tenancy`).
-pub const SERVICE_READ_TABLES: &[&str] = &["membership_removals"];
 
 /// Applies the embedded migrations, recording them in [`MIGRATIONS_TABLE`]. Connect as the
 /// database owner, not as the application role.

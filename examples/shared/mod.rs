@@ -16,7 +16,7 @@ use pg_tenancy::clerk::ClerkSync;
 use pg_tenancy::testing::DevTokenIssuer;
 use pg_tenancy::web::{Admin, ApiError, RequireRole, Session, Tenancy};
 use pg_tenancy::webhook::WebhookHeaders;
-use pg_tenancy::{Error, OrgContext, OrgId, Role, UserId};
+use pg_tenancy::{Error, OrgContext, OrgId, Role, ServicePool, UserId};
 
 pub use setup::{Options, start};
 
@@ -31,6 +31,8 @@ pub struct App {
     pub tenancy: Tenancy,
     /// The webhook sync, when a secret and a service pool are configured.
     pub sync: Option<ClerkSync>,
+    /// The service path, when configured: what writes the identity provider's columns.
+    pub service: Option<ServicePool>,
     /// The local token issuer in `--dev`.
     pub dev: Option<DevTokenIssuer>,
     /// `http://127.0.0.1:<port>`.
@@ -142,18 +144,24 @@ pub async fn create_organization(
     let external_id = format!("org_{}", Uuid::new_v4().simple());
     let org = OrgId::from_external_id(&external_id);
     let pool = app.tenancy.pool();
-    let ctx = pool
-        .create_organization(org, &name, slug.as_deref(), &session.user_id)
+    pool.create_organization(org, &name, slug.as_deref(), &session.user_id)
         .await?;
-    pool.with_rls(&ctx, async |tx| {
-        sqlx::query("UPDATE organizations SET external_id = $1 WHERE id = $2")
-            .bind(&external_id)
-            .bind(org)
-            .execute(tx)
+    // The organization's identity-provider id is the provider's column: only the service
+    // path writes it (request code gets TNC11). Here the app stands in for the provider, so it
+    // records the id it made up through its service pool; without one the organization is
+    // still usable by that id (the row's id derives from it), but the switcher cannot show it.
+    if let Some(service) = &app.service {
+        service
+            .with_org(org, async |tx| {
+                sqlx::query("UPDATE organizations SET external_id = $1 WHERE id = $2")
+                    .bind(&external_id)
+                    .bind(org)
+                    .execute(tx)
+                    .await?;
+                Ok::<_, Error>(())
+            })
             .await?;
-        Ok::<_, Error>(())
-    })
-    .await?;
+    }
     Ok(Organization {
         org_id: org,
         external_id,

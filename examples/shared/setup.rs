@@ -6,7 +6,7 @@ use std::error::Error as StdError;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
-use pg_tenancy::clerk::{ClerkSync, SessionTokenVerifier};
+use pg_tenancy::clerk::{ClerkSync, Retention, SessionTokenVerifier};
 use pg_tenancy::testing::{DevTokenIssuer, TestDatabase};
 use pg_tenancy::web::Tenancy;
 use pg_tenancy::webhook::Verifier;
@@ -133,11 +133,14 @@ pub async fn start(options: Options) -> Result<Started, Box<dyn StdError>> {
         .clone()
         .or_else(|| std::env::var("CLERK_WEBHOOK_SECRET").ok());
     let mut sync = None;
-    if let Some(service) = service {
+    if let Some(service) = &service {
         tenancy = tenancy.with_token_memberships(service.clone());
         if let Some(secret) = secret {
-            sync = Some(ClerkSync::new(service, Verifier::new(&secret)?));
+            sync = Some(ClerkSync::new(service.clone(), Verifier::new(&secret)?));
         }
+    }
+    if let Some(sync) = &sync {
+        tokio::spawn(prune_hourly(sync.clone()));
     }
     if options.announce {
         announce(&base_url, dev.is_some(), sync.is_some());
@@ -146,12 +149,26 @@ pub async fn start(options: Options) -> Result<Started, Box<dyn StdError>> {
         app: Arc::new(App {
             tenancy,
             sync,
+            service,
             dev,
             base_url,
         }),
         listener,
         database,
     })
+}
+
+/// The webhook bookkeeping (delivery records, membership tombstones, the provider's
+/// membership removals) only matters for a while (`docs/web.md`, "Bookkeeping lifetimes"):
+/// prune it at start and every hour after, for as long as the app runs.
+async fn prune_hourly(sync: ClerkSync) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        if let Err(e) = sync.prune(&Retention::default()).await {
+            eprintln!("pruning the webhook bookkeeping failed (next try in an hour): {e}");
+        }
+    }
 }
 
 fn redacted(url: &str) -> String {

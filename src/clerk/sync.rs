@@ -178,6 +178,99 @@ impl ClerkSync {
         tx.commit().await?;
         Ok(n)
     }
+
+    /// Prunes the sync's bookkeeping older than `keep` says, in one service unit entered
+    /// without an organization (whose policies admit reading and deleting these records,
+    /// nothing else): delivery records and membership tombstones, which only matter while Svix
+    /// may still deliver (or retry) an event (about a day and a half), and the identity
+    /// provider's membership removals, which only matter while a session token issued before
+    /// them may still be valid (minutes). Removals made in the application stay (they stand
+    /// until the provider confirms a newer membership); a deleted organization's go when it is
+    /// deleted. Call it periodically (the example apps do, hourly).
+    ///
+    /// # Errors
+    /// A database error (for example a login outside `tenancy_service`, or the migrations not
+    /// applied); nothing is deleted then.
+    pub async fn prune(&self, keep: &Retention) -> Result<Pruned, Error> {
+        let mut tx = self.service.begin_maintenance().await?;
+        let mut counts = [0u64; 3];
+        for (n, (table, column, extra, age)) in [
+            ("webhook_deliveries", "received_at", "", keep.deliveries),
+            ("membership_tombstones", "deleted_at", "", keep.tombstones),
+            (
+                "membership_removals",
+                "removed_at",
+                " AND NOT local",
+                keep.removals,
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            counts[n] = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE {column} < now() - make_interval(secs => $1){extra}"
+            )))
+            .bind(age.as_secs_f64())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(Pruned {
+            deliveries: counts[0],
+            tombstones: counts[1],
+            removals: counts[2],
+        })
+    }
+}
+
+/// How long [`ClerkSync::prune`] keeps each kind of record. The defaults: deliveries and
+/// tombstones 30 days (Svix retries a delivery for about a day and a half; a late event
+/// after the tombstone is gone would apply again), the provider's removals 1 day (a session
+/// token lives minutes; a removal older than every valid token refuses nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Retention {
+    /// Delivery records (`webhook_deliveries`): a message id pruned is no longer a duplicate.
+    pub deliveries: Duration,
+    /// Tombstones of deleted provider memberships (`membership_tombstones`).
+    pub tombstones: Duration,
+    /// The provider's membership removals (`membership_removals`, not the application's).
+    pub removals: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        Retention {
+            deliveries: DAY * 30,
+            tombstones: DAY * 30,
+            removals: DAY,
+        }
+    }
+}
+
+impl Retention {
+    /// The same age for every kind of record.
+    pub fn all(age: Duration) -> Self {
+        Retention {
+            deliveries: age,
+            tombstones: age,
+            removals: age,
+        }
+    }
+}
+
+/// What [`ClerkSync::prune`] deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Pruned {
+    /// Delivery records.
+    pub deliveries: u64,
+    /// Membership tombstones.
+    pub tombstones: u64,
+    /// The provider's membership removals.
+    pub removals: u64,
 }
 
 async fn apply_event(
@@ -239,37 +332,43 @@ enum Source {
 
 /// Inserts the organization, or updates it if `o` is newer. A deleted organization keeps its
 /// tombstone: only its name and creator follow newer events, never its slug or deletion.
+///
+/// A slug another organization of this database holds never fails the event: the state is
+/// stored without a slug (`NULL`), and a later event of this organization (any version at
+/// least as new) sets it once it is free. The first holder keeps it: a service unit acts
+/// inside its own organization only, and when two of the provider's organizations swap a slug,
+/// the event that frees it is on its way.
 async fn upsert_organization(
     tx: &mut PgConnection,
     org: OrgId,
     o: &Organization,
     source: Source,
 ) -> Result<OrgState, SyncError> {
-    // Insert, or update if newer. RETURNING yields a row only when something was written.
-    let written: Option<bool> = sqlx::query_scalar(
-        "INSERT INTO organizations AS cur \
-             (id, name, slug, external_id, created_by, external_updated_at, external_source) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
-         ON CONFLICT (id) DO UPDATE \
-         SET name = EXCLUDED.name, \
-             slug = CASE WHEN cur.deleted_at IS NULL THEN EXCLUDED.slug END, \
-             created_by = EXCLUDED.created_by, \
-             external_updated_at = EXCLUDED.external_updated_at, \
-             external_source = EXCLUDED.external_source \
-         WHERE cur.external_updated_at IS NULL \
-            OR (cur.external_updated_at, cur.external_source) \
-               < (EXCLUDED.external_updated_at, EXCLUDED.external_source) \
-         RETURNING cur.deleted_at IS NOT NULL",
-    )
-    .bind(org.as_uuid())
-    .bind(&o.name)
-    .bind(&o.slug)
-    .bind(&o.external_id)
-    .bind(&o.created_by)
-    .bind(o.updated_at)
-    .bind(source as i16)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let written = match o.slug.as_deref() {
+        None => write_organization(tx, org, o, None, source).await?,
+        Some(slug) => {
+            sqlx::query("SAVEPOINT tenancy_slug")
+                .execute(&mut *tx)
+                .await?;
+            match write_organization(tx, org, o, Some(slug), source).await {
+                Ok(written) => {
+                    sqlx::query("RELEASE SAVEPOINT tenancy_slug")
+                        .execute(&mut *tx)
+                        .await?;
+                    written
+                }
+                Err(sqlx::Error::Database(e))
+                    if e.constraint() == Some("organizations_slug_key") =>
+                {
+                    sqlx::query("ROLLBACK TO SAVEPOINT tenancy_slug")
+                        .execute(&mut *tx)
+                        .await?;
+                    write_organization(tx, org, o, None, source).await?
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
     if let Some(deleted) = written {
         return Ok(if deleted {
             OrgState::Deleted
@@ -287,6 +386,46 @@ async fn upsert_organization(
     } else {
         OrgState::Unchanged
     })
+}
+
+/// Inserts, or updates if newer (or if the stored state of the same version or older lacks
+/// the slug `slug` brings). `Some(deleted)` when something was written.
+async fn write_organization(
+    tx: &mut PgConnection,
+    org: OrgId,
+    o: &Organization,
+    slug: Option<&str>,
+    source: Source,
+) -> Result<Option<bool>, sqlx::Error> {
+    // RETURNING yields a row only when something was written.
+    sqlx::query_scalar(
+        "INSERT INTO organizations AS cur \
+             (id, name, slug, external_id, created_by, external_updated_at, external_source) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (id) DO UPDATE \
+         SET name = EXCLUDED.name, \
+             slug = CASE WHEN cur.deleted_at IS NULL THEN EXCLUDED.slug END, \
+             created_by = EXCLUDED.created_by, \
+             external_updated_at = EXCLUDED.external_updated_at, \
+             external_source = greatest(EXCLUDED.external_source, \
+                 CASE WHEN cur.external_updated_at = EXCLUDED.external_updated_at \
+                      THEN cur.external_source END) \
+         WHERE cur.external_updated_at IS NULL \
+            OR (cur.external_updated_at, cur.external_source) \
+               < (EXCLUDED.external_updated_at, EXCLUDED.external_source) \
+            OR (cur.slug IS NULL AND EXCLUDED.slug IS NOT NULL AND cur.deleted_at IS NULL \
+                AND cur.external_updated_at <= EXCLUDED.external_updated_at) \
+         RETURNING cur.deleted_at IS NOT NULL",
+    )
+    .bind(org.as_uuid())
+    .bind(&o.name)
+    .bind(slug)
+    .bind(&o.external_id)
+    .bind(&o.created_by)
+    .bind(o.updated_at)
+    .bind(source as i16)
+    .fetch_optional(&mut *tx)
+    .await
 }
 
 async fn delete_organization(
@@ -341,6 +480,23 @@ async fn upsert_membership(
     if deleted {
         return Ok(false);
     }
+    // A removal made in the application stands against this membership, or any created
+    // before it: only a membership created after the removal brings the user back.
+    let removed_here: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM membership_removals \
+                         WHERE organization_id = $1 AND user_id = $2 AND local \
+                           AND removed_at >= to_timestamp($3 / 1000.0)) \
+            AND NOT EXISTS (SELECT 1 FROM organization_members \
+                             WHERE organization_id = $1 AND user_id = $2)",
+    )
+    .bind(org.as_uuid())
+    .bind(m.user_id.as_str())
+    .bind(m.created_at)
+    .fetch_one(&mut *tx)
+    .await?;
+    if removed_here {
+        return Ok(false);
+    }
     let is_creator = m.organization.created_by.as_deref() == Some(m.user_id.as_str());
     let role = roles.role_for(&m.role, is_creator);
     // Insert, or take over the row when `m` is newer: the same membership at a later version,
@@ -370,6 +526,15 @@ async fn upsert_membership(
     .execute(&mut *tx)
     .await?
     .rows_affected();
+    if changed == 1 {
+        // The user is a member again: the provider confirmed a membership newer than any
+        // removal, which no longer refuses claims.
+        sqlx::query("DELETE FROM membership_removals WHERE organization_id = $1 AND user_id = $2")
+            .bind(org.as_uuid())
+            .bind(m.user_id.as_str())
+            .execute(&mut *tx)
+            .await?;
+    }
     Ok(changed == 1)
 }
 

@@ -9,7 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection, PgPool};
 
 use super::{HarnessError, TestCluster};
-use crate::migrations::{APP_TABLES, MIGRATOR, SERVICE_READ_TABLES, SERVICE_TABLES};
+use crate::migrations::{APP_TABLES, MIGRATOR, SERVICE_TABLES};
 use crate::{ContextKey, ServicePool, TenantPool};
 
 /// A fresh, migrated database with an owner role, an application role and a service role.
@@ -44,8 +44,8 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 impl TestDatabase {
     /// Creates a database named uniquely for this process, applies pg-tenancy's migrations as
     /// its (non-superuser) owner, and grants as the README's set-up does: the application role
-    /// DML on [`APP_TABLES`], the service role DML on [`SERVICE_TABLES`] and `SELECT` on
-    /// [`SERVICE_READ_TABLES`], and `TEMP` to nobody but the owner.
+    /// DML on [`APP_TABLES`], the service role DML on [`SERVICE_TABLES`], and `TEMP` to nobody
+    /// but the owner.
     ///
     /// Your own tables come next, as in production: [`TestDatabase::migrate`] with your
     /// migrations, then [`TestDatabase::grant_app`] (and [`TestDatabase::grant_service`]) on
@@ -76,10 +76,6 @@ impl TestDatabase {
             format!(
                 "GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {service_role}",
                 SERVICE_TABLES.join(", ")
-            ),
-            format!(
-                "GRANT SELECT ON {} TO {service_role}",
-                SERVICE_READ_TABLES.join(", ")
             ),
             format!("REVOKE TEMPORARY ON DATABASE {name} FROM PUBLIC"),
         ] {

@@ -1,7 +1,7 @@
 //! Clerk sync against the real database: the example payloads, duplicates, out-of-order
 //! deliveries, a permutation property, and malformed input.
 
-use pg_tenancy::clerk::{ClerkSync, Outcome, SyncError};
+use pg_tenancy::clerk::{ClerkSync, Outcome, Pruned, Retention, SyncError};
 use pg_tenancy::testing::TestDatabase;
 use pg_tenancy::webhook::{Verifier, WebhookHeaders};
 use pg_tenancy::{Error, OrgId, Role, ServicePool, UserId};
@@ -347,26 +347,198 @@ async fn bad_signatures_and_malformed_payloads_leave_the_database_unchanged() {
 async fn database_failures_are_500_and_roll_back() {
     let db = crate::common::database().await;
     let (sync, pool) = sync_for(&db).await;
-    // Another organization already holds the slug: the insert fails in the database.
-    let taken = OrgId::from_external_id("org_other");
-    db.app_pool(1)
-        .await
-        .unwrap()
-        .create_organization(
-            taken,
-            "Other",
-            Some("acme-corp"),
-            &UserId::new("user_o").unwrap(),
-        )
-        .await
-        .unwrap();
-    let e = deliver(&sync, "m1", &example("organization.created"))
+    // A name the database cannot store (a NUL byte in text): the insert fails in the database.
+    let mut body: Value = serde_json::from_slice(&example("organization.created")).unwrap();
+    body["data"]["name"] = json!("Acme\u{0}Corp");
+    let e = deliver(&sync, "m1", body.to_string().as_bytes())
         .await
         .unwrap_err();
     assert!(matches!(e, SyncError::Database(_)), "{e}");
     assert_eq!(e.kind().http_status(), 500);
     // Rolled back: no organization, and the delivery was not recorded, so a retry may apply.
     assert_eq!(state(&pool, ACME).await.0, None);
+    assert_eq!(
+        deliver(&sync, "m1", &example("organization.created"))
+            .await
+            .unwrap(),
+        Outcome::Applied
+    );
+}
+
+/// An `organization.created` / `.updated` event of `org` at version `v` (unix ms).
+fn org_event(kind: &str, org: &str, slug: &str, v: i64) -> Vec<u8> {
+    json!({"type": format!("organization.{kind}"), "object": "event",
+           "data": {"object": "organization", "id": org, "name": org, "slug": slug,
+                    "created_by": format!("user_{org}"), "created_at": 1_700_000_000_000i64,
+                    "updated_at": v}})
+    .to_string()
+    .into_bytes()
+}
+
+/// A membership event of `org`'s creator, embedding `org` at version `v` with `slug`.
+fn creator_event(org: &str, slug: &str, v: i64) -> Vec<u8> {
+    json!({"type": "organizationMembership.created", "object": "event",
+           "data": {"object": "organization_membership", "id": format!("orgmem_{org}"),
+                    "role": "org:admin",
+                    "organization": {"object": "organization", "id": org, "name": org,
+                                     "slug": slug, "created_by": format!("user_{org}"),
+                                     "created_at": 1_700_000_000_000i64, "updated_at": v},
+                    "public_user_data": {"user_id": format!("user_{org}")},
+                    "created_at": v, "updated_at": v}})
+    .to_string()
+    .into_bytes()
+}
+
+fn slug_of(state: &(Option<OrgRow>, Vec<(String, String)>, Vec<String>)) -> Option<&str> {
+    state.0.as_ref().and_then(|o| o.slug.as_deref())
+}
+
+#[tokio::test]
+async fn a_slug_another_organization_holds_never_wedges_the_sync() {
+    let db = crate::common::database().await;
+    let (sync, pool) = sync_for(&db).await;
+    // A signed-in user creates an organization in the application with the slug that the
+    // provider's organization carries.
+    let app = db.app_pool(1).await.unwrap();
+    let squatter = UserId::new("user_squatter").unwrap();
+    let squat = OrgId::from_external_id("org_squat");
+    let ctx = app
+        .create_organization(squat, "Squat", Some("acme-corp"), &squatter)
+        .await
+        .unwrap();
+    // The provider's organization arrives: applied without the slug, and its events apply
+    // (its creator becomes owner) instead of failing on every retry.
+    assert_eq!(
+        deliver(&sync, "s1", &example("organization.created"))
+            .await
+            .unwrap(),
+        Outcome::Applied
+    );
+    let mut creator: Value =
+        serde_json::from_slice(&example("organizationMembership.updated")).unwrap();
+    creator["data"]["public_user_data"]["user_id"] = json!("user_2g7np7Hrk0SN6kj5EDMLDaKNL0S");
+    assert_eq!(
+        deliver(&sync, "s2", creator.to_string().as_bytes())
+            .await
+            .unwrap(),
+        Outcome::Applied
+    );
+    let now = state(&pool, ACME).await;
+    assert_eq!(
+        (now.0.as_ref().unwrap().name.as_str(), slug_of(&now)),
+        ("Acme Corp", None)
+    );
+    assert_eq!(
+        now.1,
+        vec![(
+            "user_2g7np7Hrk0SN6kj5EDMLDaKNL0S".to_owned(),
+            "owner".to_owned()
+        )]
+    );
+    // Once the squatter lets it go, the organization's next event (at least as new as the
+    // stored state; here the same state again, under another message id) sets it.
+    app.with_rls(&ctx, async |tx| {
+        sqlx::query("UPDATE organizations SET slug = 'squat'")
+            .execute(tx)
+            .await?;
+        Ok::<_, Error>(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        deliver(&sync, "s3", creator.to_string().as_bytes())
+            .await
+            .unwrap(),
+        Outcome::Applied
+    );
+    assert_eq!(slug_of(&state(&pool, ACME).await), Some("acme-corp"));
+}
+
+#[tokio::test]
+async fn two_provider_organizations_swapping_slugs_converge_in_either_order() {
+    // In the provider: A is "x" and B is "y" (version 1); then A becomes "y" and B "x"
+    // (versions 2 and 3). Deliveries arrive in two different orders; each organization's next
+    // event (here its creator's membership, embedding its latest state) completes the swap.
+    for (case, order) in [
+        ("ab", ["a1", "b1", "a2", "b3"]),
+        ("ba", ["a1", "b1", "b3", "a2"]),
+    ] {
+        let db = crate::common::database().await;
+        let (sync, pool) = sync_for(&db).await;
+        let (a, b) = (format!("org_a{case}"), format!("org_b{case}"));
+        for (n, step) in order.iter().enumerate() {
+            let body = match *step {
+                "a1" => org_event("created", &a, "x", 1_000),
+                "b1" => org_event("created", &b, "y", 1_000),
+                "a2" => org_event("updated", &a, "y", 2_000),
+                _ => org_event("updated", &b, "x", 3_000),
+            };
+            let r = deliver(&sync, &format!("{case}{n}"), &body).await.unwrap();
+            assert_eq!(r, Outcome::Applied, "{case}: {step}");
+        }
+        for (org, slug, v) in [(&a, "y", 2_000), (&b, "x", 3_000)] {
+            deliver(
+                &sync,
+                &format!("{case}-{org}"),
+                &creator_event(org, slug, v),
+            )
+            .await
+            .unwrap();
+        }
+        let (sa, sb) = (state(&pool, &a).await, state(&pool, &b).await);
+        assert_eq!(
+            (slug_of(&sa), slug_of(&sb)),
+            (Some("y"), Some("x")),
+            "{case}"
+        );
+        assert_eq!(
+            (sa.1.len(), sb.1.len()),
+            (1, 1),
+            "{case}: the creators are members"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_admin_cannot_detach_their_membership_from_the_providers_removal() {
+    let db = crate::common::database().await;
+    let (sync, pool) = sync_for(&db).await;
+    deliver(&sync, "r1", &example("organizationMembership.updated"))
+        .await
+        .unwrap();
+    let app = db.app_pool(1).await.unwrap();
+    let jane = UserId::new(JANE).unwrap();
+    let ctx = app
+        .authorize(&jane, OrgId::from_external_id(ACME))
+        .await
+        .unwrap();
+    assert_eq!(ctx.role(), Role::Admin);
+    // Jane (admin) rewrites her own membership's provider id: refused.
+    let e = app
+        .with_rls(&ctx, async |tx| {
+            sqlx::query(
+                "UPDATE organization_members SET external_id = 'orgmem_mine' WHERE user_id = $1",
+            )
+            .bind(&jane)
+            .execute(tx)
+            .await?;
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), pg_tenancy::ErrorKind::Forbidden, "{e}");
+    // The provider's removal finds and removes her.
+    assert_eq!(
+        deliver(&sync, "r2", &example("organizationMembership.deleted"))
+            .await
+            .unwrap(),
+        Outcome::Applied
+    );
+    assert!(state(&pool, ACME).await.1.is_empty());
+    assert!(matches!(
+        app.authorize(&jane, OrgId::from_external_id(ACME)).await,
+        Err(Error::NotAMember)
+    ));
 }
 
 #[tokio::test]
@@ -399,6 +571,83 @@ async fn old_delivery_records_are_pruned_without_a_bypass() {
             .unwrap(),
         Outcome::Unchanged
     );
+}
+
+/// How many removals (and how many of them local) and tombstones a service unit of `org`
+/// sees.
+async fn bookkeeping(pool: &ServicePool, org: OrgId) -> (i64, i64, i64) {
+    pool.with_org(org, async |tx| {
+        Ok::<_, Error>(
+            sqlx::query_as(
+                "SELECT (SELECT count(*) FROM membership_removals), \
+                        (SELECT count(*) FROM membership_removals WHERE local), \
+                        (SELECT count(*) FROM membership_tombstones)",
+            )
+            .fetch_one(tx)
+            .await?,
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn tombstones_and_the_providers_removals_are_pruned_local_removals_stand() {
+    let db = crate::common::database().await;
+    let (sync, pool) = sync_for(&db).await;
+    let acme = OrgId::from_external_id(ACME);
+    // The provider adds and removes Jane: a tombstone and the provider's removal.
+    for (id, name) in [
+        ("b1", "organizationMembership.updated"),
+        ("b2", "organizationMembership.deleted"),
+    ] {
+        deliver(&sync, id, &example(name)).await.unwrap();
+    }
+    assert_eq!(bookkeeping(&pool, acme).await, (1, 0, 1));
+    // An owner removes a member in the application: a local removal.
+    let app = db.app_pool(1).await.unwrap();
+    let local = OrgId::from_external_id("org_local");
+    let (owner, bob) = (
+        UserId::new("user_owner").unwrap(),
+        UserId::new("user_bob").unwrap(),
+    );
+    let ctx = app
+        .create_organization(local, "Local", None, &owner)
+        .await
+        .unwrap();
+    app.add_member(&ctx, &bob, Role::Member).await.unwrap();
+    let remove = async |sql: &'static str| {
+        app.with_rls(&ctx, async |tx| {
+            sqlx::query(sql).bind(&bob).execute(tx).await?;
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap()
+    };
+    remove("DELETE FROM organization_members WHERE user_id = $1").await;
+    assert_eq!(bookkeeping(&pool, local).await, (1, 1, 0));
+    // Younger than the horizon: kept.
+    let none = sync
+        .prune(&Retention::all(std::time::Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    assert_eq!(none, Pruned::default());
+    // Older: the deliveries, the tombstone and the provider's removal go; the local removal
+    // stands (it is the application's decision, not a record of the past).
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let pruned = sync
+        .prune(&Retention::all(std::time::Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(
+        (pruned.deliveries, pruned.tombstones, pruned.removals),
+        (2, 1, 1)
+    );
+    assert_eq!(bookkeeping(&pool, acme).await, (0, 0, 0));
+    assert_eq!(bookkeeping(&pool, local).await, (1, 1, 0));
+    // An organization marked deleted keeps no removals.
+    remove("UPDATE organizations SET deleted_at = now() WHERE $1::text IS NOT NULL").await;
+    assert_eq!(bookkeeping(&pool, local).await, (0, 0, 0));
 }
 
 // ---- permutation property ----------------------------------------------------------------

@@ -318,3 +318,80 @@ async fn ids_and_roles_bind_and_decode_directly() {
         .unwrap();
     assert_eq!(user, w.a.member);
 }
+
+crate::common::both_roles!(the_identity_providers_columns_are_the_service_paths);
+
+/// Request units write the columns the application owns; the identity provider's (the ids
+/// and versions the sync matches and orders events by, and the creator) are refused with
+/// TNC11 whatever the role is granted, the table owner's role included. Service units write
+/// them.
+async fn the_identity_providers_columns_are_the_service_paths(role: As) {
+    let w = world(role).await;
+    let owner = w.a.ctx(Role::Owner);
+    let run = async |sql: String| {
+        w.pool
+            .with_rls(&owner, async |tx| {
+                Ok::<_, Error>(sqlx::query(sqlx::AssertSqlSafe(sql)).execute(tx).await?)
+            })
+            .await
+            .map(|r| r.rows_affected())
+    };
+    let (org, admin) = (w.a.id.as_uuid(), w.a.admin.as_str());
+    // Positive controls: the application's columns.
+    for sql in [
+        format!("UPDATE organization_members SET role = 'member' WHERE user_id = '{admin}'"),
+        "UPDATE organizations SET name = 'Renamed', slug = 'alpha-renamed'".to_owned(),
+        format!(
+            "INSERT INTO organization_members (organization_id, user_id, role) \
+             VALUES ('{org}', 'user_added', 'member')"
+        ),
+    ] {
+        assert_eq!(run(sql.clone()).await.unwrap(), 1, "{sql}");
+    }
+    // The provider's columns: refused, on update and on insert.
+    for sql in [
+        format!(
+            "UPDATE organization_members SET external_id = 'orgmem_x' WHERE user_id = '{admin}'"
+        ),
+        format!(
+            "UPDATE organization_members SET external_created_at = 9e15 WHERE user_id = '{admin}'"
+        ),
+        format!(
+            "UPDATE organization_members SET external_updated_at = 1 WHERE user_id = '{admin}'"
+        ),
+        "UPDATE organizations SET external_id = 'org_elsewhere'".to_owned(),
+        "UPDATE organizations SET external_updated_at = 9e15".to_owned(),
+        "UPDATE organizations SET external_source = 2".to_owned(),
+        "UPDATE organizations SET created_by = 'user_someone'".to_owned(),
+        format!(
+            "INSERT INTO organization_members (organization_id, user_id, role, external_id) \
+             VALUES ('{org}', 'user_forged', 'member', 'orgmem_forged')"
+        ),
+    ] {
+        let e = run(sql.clone()).await.unwrap_err();
+        let code = match &e {
+            Error::Database(sqlx::Error::Database(db)) => db.code().map(|c| c.into_owned()),
+            _ => None,
+        };
+        assert_eq!(code.as_deref(), Some("TNC11"), "{sql}: {e}");
+        assert_eq!(e.kind(), ErrorKind::Forbidden, "{sql}");
+    }
+    // A service unit (the sync's path) writes them.
+    let service = w.db.service_pool(1).await.unwrap();
+    let n = service
+        .with_org(w.a.id, async |tx| {
+            Ok::<_, Error>(
+                sqlx::query(
+                    "UPDATE organization_members SET external_id = 'orgmem_a', \
+                     external_created_at = 1, external_updated_at = 1 WHERE user_id = $1",
+                )
+                .bind(&w.a.admin)
+                .execute(tx)
+                .await?
+                .rows_affected(),
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+}

@@ -167,3 +167,59 @@ async fn assert_catalog(conn: &mut PgConnection) {
         }
     }
 }
+
+/// The production set-up the docs show (README, `docs/security.md`, the `migrations` module)
+/// is exactly the grants the test harness makes (`TestDatabase::create`, from the same lists):
+/// the tests run under the documented set-up.
+#[test]
+fn the_documented_grants_are_the_harness_grants() {
+    use pg_tenancy::migrations::APP_TABLES;
+    let expected = vec![
+        format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO app",
+            APP_TABLES.join(", ")
+        ),
+        format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO app_sync",
+            SERVICE_TABLES.join(", ")
+        ),
+        "REVOKE TEMPORARY ON DATABASE app FROM PUBLIC".to_owned(),
+    ];
+    let read = |path: &str| {
+        std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    };
+    // The module docs: the `//! ` lines, unprefixed.
+    let module: String = read("src/migrations.rs")
+        .lines()
+        .filter_map(|l| l.strip_prefix("//!"))
+        .map(|l| format!("{}\n", l.strip_prefix(' ').unwrap_or(l)))
+        .collect();
+    for (name, text) in [
+        ("README.md", read("README.md")),
+        ("docs/security.md", read("docs/security.md")),
+        ("src/migrations.rs", module),
+    ] {
+        assert_eq!(granting_block(&text), expected, "{name}");
+    }
+}
+
+/// The statements of the first ```sql block that grants on `organizations`, without
+/// comments, each on one line.
+fn granting_block(text: &str) -> Vec<String> {
+    let mut blocks = text
+        .split("```sql")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap_or(""));
+    let block = blocks
+        .find(|b| b.contains("ON organizations"))
+        .expect("a ```sql block granting on organizations");
+    let sql: String = block
+        .lines()
+        .map(|l| l.split("--").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join(" ");
+    sql.split(';')
+        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|s| !s.is_empty())
+        .collect()
+}

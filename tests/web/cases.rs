@@ -470,8 +470,13 @@ pub async fn a_membership_the_token_claims_before_the_webhook_is_applied_unless_
     assert_eq!(h.delete("/api/members/user_jack", &alice).await.0, OK);
     let (status, body) = h.get("/api/projects", &jack).await;
     assert_eq!((status.as_u16(), code(&body)), (403, "not_a_member"));
-    // A token issued after the removal (re-invited in Clerk) is applied again.
+    // Nor does a token issued after it: Clerk still lists jack, but a removal made in the
+    // application stands until Clerk confirms a newer membership (docs/web.md, "Where
+    // membership truth lives").
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let again = h.sign(&h.claims("user_jack", Some((&acme, "member")), 60));
-    assert_eq!(h.get("/api/projects", &again).await.0, OK);
+    let (status, body) = h.get("/api/projects", &again).await;
+    assert_eq!((status.as_u16(), code(&body)), (403, "not_a_member"));
+    // Positive control: kim, claimed the same way and not removed, still gets in.
+    assert_eq!(h.get("/api/projects", &kim).await.0, OK);
 }
