@@ -211,8 +211,8 @@ fn granting_block(text: &str) -> Vec<String> {
         .skip(1)
         .map(|b| b.split("```").next().unwrap_or(""));
     let block = blocks
-        .find(|b| b.contains("ON organizations"))
-        .expect("a ```sql block granting on organizations");
+        .find(|b| b.contains("ON organizations") && b.contains("REVOKE TEMPORARY"))
+        .expect("a ```sql block granting on organizations and revoking TEMPORARY");
     let sql: String = block
         .lines()
         .map(|l| l.split("--").next().unwrap_or(""))

@@ -117,17 +117,18 @@ async fn triggers_refuse_a_context_changed_inside_the_statement() {
 #[tokio::test]
 async fn a_deleted_organization_is_refused_by_the_entry_itself() {
     let w = world(As::Owner).await;
-    // Mark it deleted as the table owner with FORCE lifted for one statement, so that the
-    // memberships stay (what the trigger would have removed): the entry alone must refuse.
+    // Mark it deleted as the table owner with FORCE and the triggers lifted for one statement,
+    // so that the memberships stay (what a trigger would have removed): the entry alone must
+    // refuse.
     let mut owner = PgConnection::connect_with(&w.db.owner_options())
         .await
         .unwrap();
     owner
         .execute(AssertSqlSafe(format!(
             "BEGIN; ALTER TABLE organizations NO FORCE ROW LEVEL SECURITY; \
-             ALTER TABLE organizations DISABLE TRIGGER tenancy_forget_members; \
+             ALTER TABLE organizations DISABLE TRIGGER USER; \
              UPDATE organizations SET deleted_at = now() WHERE id = '{}'; \
-             ALTER TABLE organizations ENABLE TRIGGER tenancy_forget_members; \
+             ALTER TABLE organizations ENABLE TRIGGER USER; \
              ALTER TABLE organizations FORCE ROW LEVEL SECURITY; COMMIT",
             w.a.id
         )))
