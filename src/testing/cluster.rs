@@ -222,6 +222,9 @@ fn server_user() -> Result<Option<(u32, u32)>, HarnessError> {
         })
 }
 
+// Over 80 lines on purpose: one linear start-up (initdb, configuration, server, watchdog) read
+// top to bottom, each step's failure named where it happens; split, it would only hand its
+// directory, user and ports around.
 fn start_cluster(bindir: &Path) -> Result<TestCluster, HarnessError> {
     let fail = |what: &str, e: &dyn std::fmt::Display| HarnessError::Start(format!("{what}: {e}"));
     let as_user = server_user()?;

@@ -235,3 +235,14 @@ pub(crate) fn unix_now() -> i64 {
         .unwrap()
         .as_secs() as i64
 }
+
+/// Runs `sql` in a read-write unit as `ctx`; rows affected.
+pub(crate) async fn run(pool: &TenantPool, ctx: &OrgContext, sql: &str) -> Result<u64, Error> {
+    pool.with_rls(ctx, async |tx| {
+        Ok(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(tx)
+            .await?
+            .rows_affected())
+    })
+    .await
+}

@@ -8,18 +8,7 @@ use std::time::{Duration, Instant};
 use pg_tenancy::{ContextKey, Error, OrgContext, Role, TenantPool};
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 
-use crate::common::{As, World, backend_pid, sqlstate, world, world_with};
-
-/// Runs `sql` in a read-write unit as `ctx`; rows affected.
-async fn run(pool: &TenantPool, ctx: &OrgContext, sql: &str) -> Result<u64, Error> {
-    pool.with_rls(ctx, async |tx| {
-        Ok(sqlx::query(AssertSqlSafe(sql.to_owned()))
-            .execute(tx)
-            .await?
-            .rows_affected())
-    })
-    .await
-}
+use crate::common::{As, World, backend_pid, run, sqlstate, world, world_with};
 
 fn code(r: Result<u64, Error>) -> Option<String> {
     sqlstate(&r.expect_err("refused"))

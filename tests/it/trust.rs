@@ -15,7 +15,7 @@ use pg_tenancy::testing::TestDatabase;
 use pg_tenancy::{Error, ErrorKind, OrgContext, OrgId, Role, TenantPool, UserId};
 
 use crate::common::{
-    As, World, backend_pid, both_roles, service_project_orgs, sqlstate, visible_project_orgs,
+    As, World, backend_pid, both_roles, run, service_project_orgs, sqlstate, visible_project_orgs,
     world, world_with,
 };
 
@@ -29,17 +29,6 @@ both_roles!(
     webhook_bookkeeping_is_closed_to_request_units,
     read_unit_cannot_become_read_write,
 );
-
-/// Runs `sql` in a read-write unit as `ctx`; rows affected.
-async fn run(pool: &TenantPool, ctx: &OrgContext, sql: &str) -> Result<u64, Error> {
-    pool.with_rls(ctx, async |tx| {
-        Ok(sqlx::query(AssertSqlSafe(sql.to_owned()))
-            .execute(tx)
-            .await?
-            .rows_affected())
-    })
-    .await
-}
 
 /// `user`'s role in `org`, as the database holds it (through the org's owner).
 async fn stored_role(w: &World, owner: &OrgContext, user: &UserId) -> Option<String> {
