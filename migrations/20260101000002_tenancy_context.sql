@@ -299,7 +299,9 @@ BEGIN
     PERFORM tenancy_assert_not_entered();
     IF EXISTS (SELECT 1 FROM tenancy_context_key) THEN
         IF signature IS NULL
-           OR tenancy_hmac(tenancy_signed_message(ARRAY['role', org::text, member, expiry::text]))
+           OR tenancy_hmac(tenancy_signed_field('role') || '|' || tenancy_signed_field(org::text)
+                           || '|' || tenancy_signed_field(member)
+                           || '|' || tenancy_signed_field(expiry::text))
               IS DISTINCT FROM signature THEN
             RAISE EXCEPTION 'tenancy: bad lookup signature' USING ERRCODE = 'TNC06';
         END IF;

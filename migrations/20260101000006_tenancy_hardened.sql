@@ -75,26 +75,24 @@ CREATE FUNCTION tenancy_hardened_mode() RETURNS boolean
     AS $$ SELECT EXISTS (SELECT 1 FROM tenancy_context_key) $$;
 
 -- What a signature or a seal covers, encoded so that no field can stand for another's
--- boundary: each field as `<octets>:<text>`, joined with '|'. A NULL field makes the whole
--- message NULL, and no signature verifies a NULL message. (The application encodes its
--- signed entries the same way: `hardened::encode`.)
-CREATE FUNCTION tenancy_signed_message(fields text[]) RETURNS text
+-- boundary: each field as `<octets>:<text>` (this function), the fields joined with '|'. A NULL
+-- field makes the whole message NULL (`||` is strict), and no signature verifies a NULL
+-- message. (The application encodes its signed entries the same way: `hardened::encode`.)
+-- One expression, so that the planner inlines it: the seal is verified on every statement.
+CREATE FUNCTION tenancy_signed_field(field text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    AS $$ SELECT CASE WHEN pg_catalog.array_position(fields, NULL) IS NULL
-                      THEN (SELECT pg_catalog.string_agg(pg_catalog.octet_length(f)::text || ':' || f,
-                                                         '|' ORDER BY i)
-                              FROM pg_catalog.unnest(fields) WITH ORDINALITY AS t(f, i)) END $$;
+    AS $$ SELECT pg_catalog.octet_length(field)::text || ':' || field $$;
 
 -- The seal over the settings a unit runs with: valid only in its transaction, until its expiry.
 -- A setting never set reads as '' (an unset context is empty either way).
 CREATE FUNCTION tenancy_context_seal() RETURNS text
     LANGUAGE sql STABLE
-    AS $$ SELECT tenancy_signed_message(ARRAY['seal',
-                 coalesce(pg_catalog.current_setting('app.current_unit', true), ''),
-                 coalesce(pg_catalog.current_setting('app.current_org_id', true), ''),
-                 coalesce(pg_catalog.current_setting('app.current_user_id', true), ''),
-                 coalesce(pg_catalog.current_setting('app.current_org_role', true), ''),
-                 coalesce(pg_catalog.current_setting('app.context_expiry', true), '')]) $$;
+    AS $$ SELECT tenancy_signed_field('seal')
+                 || '|' || tenancy_signed_field(coalesce(pg_catalog.current_setting('app.current_unit', true), ''))
+                 || '|' || tenancy_signed_field(coalesce(pg_catalog.current_setting('app.current_org_id', true), ''))
+                 || '|' || tenancy_signed_field(coalesce(pg_catalog.current_setting('app.current_user_id', true), ''))
+                 || '|' || tenancy_signed_field(coalesce(pg_catalog.current_setting('app.current_org_role', true), ''))
+                 || '|' || tenancy_signed_field(coalesce(pg_catalog.current_setting('app.context_expiry', true), '')) $$;
 
 -- Per statement (hardened mode): the settings are the ones the signed entry sealed, in this
 -- transaction. Settings that are not (an injection changed one, or none were sealed) give
@@ -165,9 +163,12 @@ BEGIN
        OR (kind = 'user') <> (org IS NULL) THEN
         RAISE EXCEPTION 'tenancy: malformed signed entry' USING ERRCODE = 'TNC06';
     END IF;
-    IF tenancy_hmac(tenancy_signed_message(ARRAY['enter', kind, coalesce(org::text, ''), member,
-                                                 coalesce(required, ''), act_as_required::text,
-                                                 expiry::text]))
+    IF tenancy_hmac(tenancy_signed_field('enter') || '|' || tenancy_signed_field(kind)
+                    || '|' || tenancy_signed_field(coalesce(org::text, ''))
+                    || '|' || tenancy_signed_field(member)
+                    || '|' || tenancy_signed_field(coalesce(required, ''))
+                    || '|' || tenancy_signed_field(act_as_required::text)
+                    || '|' || tenancy_signed_field(expiry::text))
        IS DISTINCT FROM signature THEN
         RAISE EXCEPTION 'tenancy: bad context signature' USING ERRCODE = 'TNC06';
     END IF;

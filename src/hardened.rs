@@ -99,7 +99,7 @@ impl Signer {
 }
 
 /// The message a signature covers: each field as `<bytes>:<text>`, joined with `|`, so that no
-/// field's text can stand for another's boundary (`tenancy_signed_message` in the database).
+/// field's text can stand for another's boundary (`tenancy_signed_field` in the database).
 pub(crate) fn encode(fields: &[&str]) -> String {
     let mut out = String::new();
     for (i, field) in fields.iter().enumerate() {
