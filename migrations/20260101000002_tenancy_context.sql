@@ -99,8 +99,9 @@ CREATE FUNCTION tenancy_role_rank(role text) RETURNS int
 -- never more than the application claimed), else as the membership's role (with_member).
 --
 -- First, what a unit may not find on its session: a changed role, changed settings
--- (tenancy_session_settings(), evaluated by the caller, against the value the pool read when it
--- started), or temporary objects (which shadow unqualified table names). TNC05; the pool
+-- (the session's timeouts, row_security, synchronous_commit and search_path, evaluated by the
+-- caller in its own session, against the value the pool read when it started: `Units` in
+-- src/pool/entry.rs), or temporary objects (which shadow unqualified table names). TNC05; the pool
 -- closes such a connection. Then the membership lookup waits at most 2 s for a lock (a unit
 -- that locks organization_members cannot stall every organization's entry): lock_timeout is
 -- set for the lookup only, and put back. SQL-level prepared statements (which can replace a driver's cached statement)
@@ -166,25 +167,6 @@ $body$
 $fn$, pg_catalog.current_schema());
 END
 $do$;
-
--- The session-level settings that would change how another organization's unit runs, if a
--- unit left them changed on its pooled connection: timeouts (its statements would fail),
--- row_security (its queries would error), synchronous_commit (its commits would not be
--- durable), and search_path (names would resolve elsewhere). The pool reads this once when it
--- starts; every entry compares it (TNC05). No SET clause: callers evaluate it in their own
--- session, and it inlines. (default_transaction_read_only, _isolation and _deferrable need no
--- check: every BEGIN names its mode.)
-CREATE FUNCTION tenancy_session_settings() RETURNS text
-    LANGUAGE sql STABLE PARALLEL SAFE
-    AS $$ SELECT pg_catalog.concat_ws('|',
-                 pg_catalog.current_setting('statement_timeout'),
-                 pg_catalog.current_setting('lock_timeout'),
-                 pg_catalog.current_setting('idle_in_transaction_session_timeout'),
-                 pg_catalog.current_setting('idle_session_timeout'),
-                 pg_catalog.current_setting('row_security'),
-                 pg_catalog.current_setting('synchronous_commit'),
-                 -- Last: the one value that may hold '|'.
-                 pg_catalog.current_setting('search_path')) $$;
 
 -- The session check alone, for the other entries (switcher, bootstrap, service, and every
 -- signed entry of hardened mode), prepared statements included, and the re-entry check.

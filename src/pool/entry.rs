@@ -23,7 +23,7 @@ pub(crate) struct Units {
     /// The schema holding pg-tenancy's functions, quoted (`"public".`), or empty when unknown
     /// ([`TenantPool::dangerously_skip_role_check`](crate::TenantPool::dangerously_skip_role_check)).
     pub(super) schema_prefix: Arc<str>,
-    /// The session settings every unit must find (`tenancy_session_settings()`, read when
+    /// The session settings every unit must find ([`SESSION_SETTINGS`], read when
     /// the pool starts), as a validated SQL literal (`NULL` when unknown, which the database's
     /// session check never matches).
     session_literal: Arc<str>,
@@ -121,13 +121,10 @@ impl Units {
         }
         let schema = schema.ok_or(Error::MissingSchema)?;
         let schema_prefix = format!("{}.", quote_ident(&schema));
-        // The settings as the procedures' own function reads them (a second message: the
-        // schema is known only now).
-        let row = sqlx::raw_sql(AssertSqlSafe(format!(
-            "SELECT {schema_prefix}tenancy_session_settings()"
-        )))
-        .fetch_one(&pool)
-        .await?;
+        // The settings as every entry will send them (a second message, simple protocol).
+        let row = sqlx::raw_sql(AssertSqlSafe(format!("SELECT {SESSION_SETTINGS}")))
+            .fetch_one(&pool)
+            .await?;
         let settings: String = sqlx::Row::try_get(&row, 0)?;
         Ok(Units {
             pool,
@@ -216,10 +213,7 @@ impl Units {
             Access::ReadOnly => "READ ONLY",
         };
         let begin = format!("BEGIN ISOLATION LEVEL {}, {mode}", self.isolation);
-        let path = format!(
-            "{}tenancy_session_settings(), {}",
-            self.schema_prefix, self.session_literal
-        );
+        let path = format!("{SESSION_SETTINGS}, {}", self.session_literal);
         let call = match (&self.signer, entry.signed()) {
             (Some(signer), Some(signed)) => signed.call(signer, &path),
             _ => entry.call(&path),
@@ -357,9 +351,26 @@ fn begin_error(error: sqlx::Error, required: Option<Role>) -> Error {
     Error::Database(error)
 }
 
+/// The session-level settings that would change how another organization's unit runs if a unit
+/// left them changed on its pooled connection: timeouts (its statements would fail),
+/// `row_security` (its queries would error), `synchronous_commit` (its commits would not be
+/// durable), and `search_path` (names would resolve elsewhere), as one text every entry
+/// compares with the pool's (`TNC05`). An expression, not a function: a `CALL`'s arguments are
+/// planned on every call, and inlining a SQL function there parses its body each time.
+/// (`default_transaction_read_only`, `_isolation` and `_deferrable` need no check: every
+/// `BEGIN` names its mode.) `search_path` last: the one value that may hold `|`.
+pub(super) const SESSION_SETTINGS: &str = "pg_catalog.concat_ws('|', \
+     pg_catalog.current_setting('statement_timeout'), \
+     pg_catalog.current_setting('lock_timeout'), \
+     pg_catalog.current_setting('idle_in_transaction_session_timeout'), \
+     pg_catalog.current_setting('idle_session_timeout'), \
+     pg_catalog.current_setting('row_security'), \
+     pg_catalog.current_setting('synchronous_commit'), \
+     pg_catalog.current_setting('search_path'))";
+
 /// Role-level settings (`ALTER ROLE ... SET`) that [`Units::inspect`] refuses: SQL running in
 /// any unit can set them for its own role, and every new connection would then inherit them
-/// (the timeouts and the others `tenancy_session_settings()` lists; the transaction defaults).
+/// (the timeouts and the others [`SESSION_SETTINGS`] lists; the transaction defaults).
 /// Lower-case, as a SQL list.
 const GUARDED_ROLE_SETTINGS: &str = "'statement_timeout', 'lock_timeout', \
      'idle_in_transaction_session_timeout', 'idle_session_timeout', 'row_security', \
@@ -479,48 +490,52 @@ mod tests {
                     Access::ReadOnly,
                     Entry::for_context(&ctx),
                     "BEGIN ISOLATION LEVEL READ COMMITTED, READ ONLY; CALL \"public\".tenancy_enter($1, $2, $3, true, \
-                     \"public\".tenancy_session_settings(), $4)",
+                     SESSION, $4)",
                     strings(&[&o, id, "admin", SETTINGS]),
                 ),
                 (
                     Access::ReadWrite,
                     member,
                     "BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE; CALL \"public\".tenancy_enter($1, $2, $3, false, \
-                     \"public\".tenancy_session_settings(), $4)",
+                     SESSION, $4)",
                     strings(&[&o, id, "owner", SETTINGS]),
                 ),
                 (
                     Access::ReadOnly,
                     Entry::User { user: &user },
                     "BEGIN ISOLATION LEVEL READ COMMITTED, READ ONLY; CALL \"public\".tenancy_enter_user($1, \
-                     \"public\".tenancy_session_settings(), $2)",
+                     SESSION, $2)",
                     strings(&[id, SETTINGS]),
                 ),
                 (
                     Access::ReadWrite,
                     Entry::NewOrganization { org, user: &user },
                     "BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE; CALL \"public\".tenancy_enter_new_organization($1, $2, \
-                     \"public\".tenancy_session_settings(), $3)",
+                     SESSION, $3)",
                     strings(&[&o, id, SETTINGS]),
                 ),
                 (
                     Access::ReadWrite,
                     Entry::Service { org: Some(org) },
                     "BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE; CALL \"public\".tenancy_enter_service($1, \
-                     \"public\".tenancy_session_settings(), $2)",
+                     SESSION, $2)",
                     strings(&[&o, SETTINGS]),
                 ),
                 (
                     Access::ReadWrite,
                     Entry::Service { org: None },
                     "BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE; CALL \"public\".tenancy_enter_service(NULL, \
-                     \"public\".tenancy_session_settings(), $1)",
+                     SESSION, $1)",
                     strings(&[SETTINGS]),
                 ),
             ];
             for (access, entry, text, literals) in cases {
                 let sql = units.begin_sql(access, &entry);
-                assert_eq!(lex(&sql), (text.to_owned(), literals, vec![]), "{sql}");
+                assert_eq!(
+                    lex(&sql.replace(SESSION_SETTINGS, "SESSION")),
+                    (text.to_owned(), literals, vec![]),
+                    "{sql}"
+                );
             }
         }
     }
@@ -551,30 +566,24 @@ mod tests {
         let cases = [
             (
                 member,
-                format!(
-                    "{call}($1, $2, $3, $4, true, \"public\".tenancy_session_settings(), $5, #, $6)"
-                ),
+                format!("{call}($1, $2, $3, $4, true, SESSION, $5, #, $6)"),
                 vec!["member", &o, id, "member", SETTINGS],
             ),
             (
                 Entry::User { user: &user },
-                format!(
-                    "{call}($1, NULL, $2, NULL, false, \"public\".tenancy_session_settings(), $3, #, $4)"
-                ),
+                format!("{call}($1, NULL, $2, NULL, false, SESSION, $3, #, $4)"),
                 vec!["user", id, SETTINGS],
             ),
             (
                 Entry::NewOrganization { org, user: &user },
-                format!(
-                    "{call}($1, $2, $3, NULL, false, \"public\".tenancy_session_settings(), $4, #, $5)"
-                ),
+                format!("{call}($1, $2, $3, NULL, false, SESSION, $4, #, $5)"),
                 vec!["new", &o, id, SETTINGS],
             ),
         ];
         let now = crate::util::unix_now().cast_unsigned();
         for (entry, text, values) in cases {
             let sql = units.begin_sql(Access::ReadWrite, &entry);
-            let (found, mut literals, numbers) = lex(&sql);
+            let (found, mut literals, numbers) = lex(&sql.replace(SESSION_SETTINGS, "SESSION"));
             assert_eq!(found, text, "{sql}");
             let signature = literals.pop().unwrap();
             assert_eq!(literals, strings(&values), "{sql}");
@@ -589,8 +598,8 @@ mod tests {
         }
         let service = units.begin_sql(Access::ReadWrite, &Entry::Service { org: None });
         assert_eq!(
-            lex(&service).0,
-            "BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE; CALL \"public\".tenancy_enter_service(NULL, \"public\".tenancy_session_settings(), $1)"
+            lex(&service.replace(SESSION_SETTINGS, "SESSION")).0,
+            "BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE; CALL \"public\".tenancy_enter_service(NULL, SESSION, $1)"
         );
     }
 

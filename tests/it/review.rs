@@ -18,7 +18,7 @@ fn code(r: Result<u64, Error>) -> Option<String> {
 async fn sql_inside_a_unit_cannot_enter_again_switch_or_ask_about_others() {
     let w = world(As::App).await;
     let member = w.a.ctx(Role::Member);
-    let settings = "tenancy_session_settings(), tenancy_session_settings()";
+    let settings = "current_setting('search_path'), current_setting('search_path')";
     // Re-entering as A's owner, as anyone in the switcher, or bootstrapping: TNC09.
     for sql in [
         format!(
@@ -191,7 +191,7 @@ async fn nobody_hard_deletes_an_organization_and_a_purge_keeps_its_id() {
 
 /// A unit that leaves session-level settings on its pooled connection changes nothing for the
 /// next unit: the transaction defaults are voided by the BEGIN, which names its mode; changed
-/// timeouts (and the others `tenancy_session_settings()` lists) close the connection (TNC05).
+/// timeouts (and the other settings every entry compares) close the connection (TNC05).
 #[tokio::test]
 async fn settings_left_on_a_session_change_nothing_for_the_next_unit() {
     let w: World = world_with(As::App, 1).await;
