@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 
 use pg_tenancy::testing::TestDatabase;
-use pg_tenancy::{Error, ErrorKind, OrgContext, OrgId, Role, TenantPool, UserId};
+use pg_tenancy::{Error, ErrorKind, OrgContext, OrgId, Role, UserId};
 
 use crate::common::{
     As, World, backend_pid, both_roles, run, service_project_orgs, sqlstate, visible_project_orgs,
