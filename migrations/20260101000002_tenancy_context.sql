@@ -78,6 +78,28 @@ REVOKE ALL ON FUNCTION tenancy_install_context_functions(boolean) FROM PUBLIC;
 
 SELECT tenancy_install_context_functions(false);
 
+-- The session-level settings that would change how another organization's unit runs if a unit
+-- left them changed on its pooled connection: timeouts (its statements would fail),
+-- `row_security` (its queries would error), `synchronous_commit` (its commits would not be
+-- durable) and `search_path` (names would resolve elsewhere), as one text. The pool reads it
+-- when it starts; `tenancy_enter` compares the session's with it on every unit (TNC05).
+-- (`default_transaction_read_only`, `_isolation` and `_deferrable` need no check: every `BEGIN`
+-- names its mode.) `search_path` last: the one value that may hold `|`. Inlinable SQL with
+-- qualified names and no SET clause, so that it reads the caller's session and PL/pgSQL plans
+-- it into the entry once per session. The other entries, which pin their own search_path,
+-- receive the same text evaluated by their caller (src/pool/entry.rs, `SESSION_SETTINGS`: a
+-- test keeps the two equal).
+CREATE FUNCTION tenancy_session_settings() RETURNS text
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$ SELECT pg_catalog.concat_ws('|',
+                     pg_catalog.current_setting('statement_timeout'),
+                     pg_catalog.current_setting('lock_timeout'),
+                     pg_catalog.current_setting('idle_in_transaction_session_timeout'),
+                     pg_catalog.current_setting('idle_session_timeout'),
+                     pg_catalog.current_setting('row_security'),
+                     pg_catalog.current_setting('synchronous_commit'),
+                     pg_catalog.current_setting('search_path')) $$;
+
 CREATE FUNCTION tenancy_role_rank(role text) RETURNS int
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$ SELECT CASE role WHEN 'owner' THEN 3 WHEN 'admin' THEN 2 WHEN 'member' THEN 1 END $$;
@@ -99,9 +121,9 @@ CREATE FUNCTION tenancy_role_rank(role text) RETURNS int
 -- never more than the application claimed), else as the membership's role (with_member).
 --
 -- First, what a unit may not find on its session: a changed role, changed settings
--- (the session's timeouts, row_security, synchronous_commit and search_path, evaluated by the
--- caller in its own session, against the value the pool read when it started: `Units` in
--- src/pool/entry.rs), or temporary objects (which shadow unqualified table names). TNC05; the pool
+-- (tenancy_session_settings(), read here in the caller's session, against `session_expected`,
+-- the value the pool read when it started: `Units` in src/pool/entry.rs), or temporary
+-- objects (which shadow unqualified table names). TNC05; the pool
 -- closes such a connection. Then the membership lookup waits at most 2 s for a lock (a unit
 -- that locks organization_members cannot stall every organization's entry): lock_timeout is
 -- set for the lookup only, and put back. SQL-level prepared statements (which can replace a driver's cached statement)
@@ -111,15 +133,17 @@ CREATE FUNCTION tenancy_role_rank(role text) RETURNS int
 -- can already switch its own context with set_config (docs/security.md).
 --
 -- This runs once per unit, so it is kept cheap: the session check is one simple expression
--- (no query), names are schema-qualified when the function is created (no SET clause to save
--- and restore), and the membership and the organization's liveness are one join of two
--- primary-key lookups. (A deleted organization also keeps no memberships, by
+-- (no query) evaluated here rather than sent as an argument (a CALL's arguments are parsed,
+-- analysed and planned on every call: sent, the seven settings cost a fifth of a unit's server
+-- instructions, docs/benchmarks.md), names are schema-qualified when the function is created
+-- (no SET clause to save and restore, and the session's search_path is what it reads), and the
+-- membership and the organization's liveness are one join of two primary-key lookups. (A deleted organization also keeps no memberships, by
 -- tenancy_forget_members; the entry does not rely on it.)
 DO $do$
 BEGIN
 EXECUTE pg_catalog.format($fn$
 CREATE PROCEDURE tenancy_enter(org uuid, member text, required text, act_as_required boolean,
-                               session_now text, session_expected text)
+                               session_expected text)
     LANGUAGE plpgsql
     AS $body$
 DECLARE
@@ -128,7 +152,7 @@ DECLARE
     lock_before text := pg_catalog.current_setting('lock_timeout');
 BEGIN
     IF current_user <> session_user
-       OR session_now IS DISTINCT FROM session_expected
+       OR %1$I.tenancy_session_settings() IS DISTINCT FROM session_expected
        OR pg_catalog.pg_my_temp_schema() <> 0
        OR pg_catalog.current_setting('app.current_unit', true)
           = pg_catalog.transaction_timestamp()::text THEN

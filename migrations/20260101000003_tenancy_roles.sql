@@ -24,12 +24,21 @@ SELECT pg_catalog.set_config('search_path',
 -- memberships and their organizations. SELECT only; never applies inside an organization.
 CREATE POLICY own_memberships ON organization_members FOR SELECT
     USING (user_id = (SELECT tenancy_switcher_user_id()));
--- (The first condition is a per-statement constant: inside an organization it is false and
--- the subquery never runs, which keeps the entries' liveness check of organizations cheap.)
+-- The user's organizations come as one array, computed once per statement and only in the
+-- switcher (the first condition is a per-statement constant, false inside an organization).
+-- An array rather than `id IN (SELECT ...)`: a sub-select is a subplan with its own policies
+-- that every statement reading organizations initializes, the entries' membership lookup
+-- included, even where it never runs (it cost that lookup about 15% of a unit's server
+-- instructions, docs/benchmarks.md). Runs with the caller's rights: own_memberships above is
+-- what lets it see the user's memberships.
+CREATE FUNCTION tenancy_switcher_organizations() RETURNS uuid[]
+    LANGUAGE sql STABLE
+    SET search_path FROM CURRENT
+    AS $$ SELECT pg_catalog.array_agg(m.organization_id) FROM organization_members m
+           WHERE m.user_id = tenancy_switcher_user_id() $$;
 CREATE POLICY own_organizations ON organizations FOR SELECT
     USING ((SELECT tenancy_switcher_user_id()) IS NOT NULL
-           AND id IN (SELECT m.organization_id FROM organization_members m
-                       WHERE m.user_id = (SELECT tenancy_switcher_user_id())));
+           AND id = ANY ((SELECT tenancy_switcher_organizations())::uuid[]));
 
 CREATE POLICY tenant_read ON organizations FOR SELECT
     USING (id = (SELECT tenancy_current_org_id()));

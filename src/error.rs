@@ -58,6 +58,15 @@ pub enum Error {
     #[error("the database has no tenancy schema: apply pg-tenancy's migrations")]
     MissingSchema,
 
+    /// The database's tenancy functions are not the ones this version of the crate calls
+    /// (migrations of another version): apply this version's
+    /// [`migrations`](crate::migrations).
+    #[error("pg-tenancy's migrations in the database do not match this crate: {reason}")]
+    MigrationsOutOfDate {
+        /// What differs.
+        reason: &'static str,
+    },
+
     /// The session's settings that every unit checks (its `search_path` above all) hold a
     /// quote, a backslash or a non-printable character, which the per-unit session check
     /// cannot carry safely; or its default isolation level is unknown.
@@ -204,6 +213,7 @@ impl Error {
             Error::UnsafeDatabaseRole { .. }
             | Error::Migrate(_)
             | Error::MissingSchema
+            | Error::MigrationsOutOfDate { .. }
             | Error::UnsupportedSearchPath
             | Error::UnsafeRoleSettings { .. }
             | Error::NotAServiceRole { .. }

@@ -101,11 +101,11 @@ pub(crate) async fn run(unit: Case, p: &Pools, ctx: &OrgContext, id: Uuid) -> St
         Case::SetConfigTx => set_config_tx(p, ctx, id).await,
         Case::ContextWithoutRls => {
             let batch = format!(
-                "BEGIN; CALL tenancy_enter('{}', '{}', '{}', true, \
-                 pg_catalog.current_setting('search_path'), pg_catalog.current_setting('search_path'))",
+                "BEGIN; CALL tenancy_enter('{}', '{}', '{}', true, '{}')",
                 ctx.org_id(),
                 ctx.user_id(),
                 ctx.role(),
+                p.bypass_settings,
             );
             explicit_tx(p, Some(batch), org, id).await
         }

@@ -37,6 +37,9 @@ pub(crate) struct Pools {
     /// the article's lookup ran without a tenant context), so that its pool's release ping,
     /// which runs concurrently and off the caller's path, does not enter the round-trip count.
     pub(crate) lookup: Arc<tokio::sync::Mutex<PgConnection>>,
+    /// The bypassing role's session settings as `tenancy_enter` reads them (the literal a pool
+    /// sends), for the `context_without_rls` diagnostic's own entry.
+    pub(crate) bypass_settings: Arc<str>,
 }
 
 pub(crate) async fn pool(options: PgConnectOptions, max: u32) -> PgPool {
@@ -64,6 +67,11 @@ pub(crate) async fn pools(f: &Fixture, addr: SocketAddr, max: u32) -> Pools {
         )),
         None => None,
     };
+    let bypass = pool(bypass_opts.clone(), max).await;
+    let settings: String = sqlx::query_scalar("SELECT tenancy_session_settings()")
+        .fetch_one(&bypass)
+        .await
+        .unwrap();
     Pools {
         hardened,
         tenant: TenantPool::new(app.clone()).await.unwrap(),
@@ -71,7 +79,8 @@ pub(crate) async fn pools(f: &Fixture, addr: SocketAddr, max: u32) -> Pools {
         lookup: Arc::new(tokio::sync::Mutex::new(
             PgConnection::connect_with(&bypass_opts).await.unwrap(),
         )),
-        bypass: pool(bypass_opts, max).await,
+        bypass,
+        bypass_settings: Arc::from(settings),
     }
 }
 

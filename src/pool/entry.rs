@@ -121,11 +121,22 @@ impl Units {
         }
         let schema = schema.ok_or(Error::MissingSchema)?;
         let schema_prefix = format!("{}.", quote_ident(&schema));
-        // The settings as every entry will send them (a second message, simple protocol).
-        let row = sqlx::raw_sql(AssertSqlSafe(format!("SELECT {SESSION_SETTINGS}")))
-            .fetch_one(&pool)
-            .await?;
+        // The settings as the member entry reads them and as the other entries are sent them
+        // (a second message, simple protocol). Different texts mean migrations of another
+        // version than this crate's: every unit would be refused as unclean.
+        // SAFETY (SQL): the prefix is a quoted identifier read from the catalog.
+        let row = sqlx::raw_sql(AssertSqlSafe(format!(
+            "SELECT {schema_prefix}tenancy_session_settings(), {SESSION_SETTINGS}"
+        )))
+        .fetch_one(&pool)
+        .await?;
         let settings: String = sqlx::Row::try_get(&row, 0)?;
+        let sent: String = sqlx::Row::try_get(&row, 1)?;
+        if settings != sent {
+            return Err(Error::MigrationsOutOfDate {
+                reason: "tenancy_session_settings() differs from the settings this crate checks",
+            });
+        }
         Ok(Units {
             pool,
             schema_prefix: Arc::from(schema_prefix),
@@ -216,7 +227,7 @@ impl Units {
         let path = format!("{SESSION_SETTINGS}, {}", self.session_literal);
         let call = match (&self.signer, entry.signed()) {
             (Some(signer), Some(signed)) => signed.call(signer, &path),
-            _ => entry.call(&path),
+            _ => entry.call(&path, &self.session_literal),
         };
         format!("{begin}; CALL {}{call}", self.schema_prefix)
     }
@@ -247,8 +258,10 @@ impl<'a> Entry<'a> {
         }
     }
 
-    /// The unsigned procedure call, unqualified, with `path` (the search path check) last.
-    fn call(&self, path: &str) -> String {
+    /// The unsigned procedure call, unqualified. The member entry reads the session's settings
+    /// itself and is sent the `expected` literal; the others are sent `path`, the settings
+    /// expression and the literal.
+    fn call(&self, path: &str, expected: &str) -> String {
         match *self {
             Entry::Member {
                 org,
@@ -256,7 +269,7 @@ impl<'a> Entry<'a> {
                 role,
                 act_as_claimed,
             } => format!(
-                "tenancy_enter('{org}', '{user}', '{role}', {act_as_claimed}, {path})",
+                "tenancy_enter('{org}', '{user}', '{role}', {act_as_claimed}, {expected})",
                 user = user.as_str(),
                 role = role.as_str(),
             ),
@@ -352,13 +365,13 @@ fn begin_error(error: sqlx::Error, required: Option<Role>) -> Error {
 }
 
 /// The session-level settings that would change how another organization's unit runs if a unit
-/// left them changed on its pooled connection: timeouts (its statements would fail),
-/// `row_security` (its queries would error), `synchronous_commit` (its commits would not be
-/// durable), and `search_path` (names would resolve elsewhere), as one text every entry
-/// compares with the pool's (`TNC05`). An expression, not a function: a `CALL`'s arguments are
-/// planned on every call, and inlining a SQL function there parses its body each time.
-/// (`default_transaction_read_only`, `_isolation` and `_deferrable` need no check: every
-/// `BEGIN` names its mode.) `search_path` last: the one value that may hold `|`.
+/// left them changed on its pooled connection (timeouts, `row_security`, `synchronous_commit`,
+/// `search_path`), as one text every entry compares with the pool's (`TNC05`): the text of the
+/// migrations' `tenancy_session_settings()` (which the member entry evaluates itself), sent as
+/// an argument by the entries that pin their own `search_path` and so cannot read the
+/// session's. An expression, not the function: a `CALL`'s arguments are planned on every call,
+/// and inlining a SQL function there parses its body each time. [`Units::inspect`] refuses to
+/// start when the two differ.
 pub(super) const SESSION_SETTINGS: &str = "pg_catalog.concat_ws('|', \
      pg_catalog.current_setting('statement_timeout'), \
      pg_catalog.current_setting('lock_timeout'), \
@@ -490,14 +503,14 @@ mod tests {
                     Access::ReadOnly,
                     Entry::for_context(&ctx),
                     "BEGIN ISOLATION LEVEL READ COMMITTED, READ ONLY; CALL \"public\".tenancy_enter($1, $2, $3, true, \
-                     SESSION, $4)",
+                     $4)",
                     strings(&[&o, id, "admin", SETTINGS]),
                 ),
                 (
                     Access::ReadWrite,
                     member,
                     "BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE; CALL \"public\".tenancy_enter($1, $2, $3, false, \
-                     SESSION, $4)",
+                     $4)",
                     strings(&[&o, id, "owner", SETTINGS]),
                 ),
                 (

@@ -30,8 +30,8 @@ use crate::role::Role;
 /// that the database enters with the tenant context set transaction-locally.
 ///
 /// Every unit starts with one round trip, a single simple-query message:
-/// `BEGIN; CALL "<schema>".tenancy_enter('<org>', '<user>', '<role>', <act as role>, <search
-/// path check>)` (`BEGIN READ ONLY` for read units; `tenancy_enter_user` for
+/// `BEGIN; CALL "<schema>".tenancy_enter('<org>', '<user>', '<role>', <act as role>, '<the
+/// session settings the pool read when it started>')` (`BEGIN READ ONLY` for read units; `tenancy_enter_user` for
 /// [`memberships`](Self::memberships), `tenancy_enter_new_organization` for
 /// [`create_organization`](Self::create_organization), `tenancy_enter_signed` for a
 /// [`hardened`](Self::hardened) pool). The procedure checks the session (role, `search_path`,

@@ -166,6 +166,63 @@ async fn switcher_lists_own_memberships_and_nothing_else() {
     assert_eq!(members, vec![w.a.id.to_string(); 3]);
 }
 
+/// The switcher's own policy on `organizations` (the user's organizations as one array):
+/// a plain `SELECT` of every organization in a switcher unit returns exactly the user's, for a
+/// user in two organizations, in one, and in none; and inside an organization, only it.
+#[tokio::test]
+async fn switcher_reads_exactly_the_users_organizations() {
+    let w = world(As::App).await;
+    let mut app = PgConnection::connect_with(&w.db.app_options())
+        .await
+        .unwrap();
+    let settings: String = sqlx::query_scalar("SELECT tenancy_session_settings()")
+        .fetch_one(&mut app)
+        .await
+        .unwrap();
+    // user_alpha_admin also joins beta.
+    w.pool
+        .with_rls(&w.b.ctx(Role::Owner), async |tx| {
+            sqlx::query("INSERT INTO organization_members (organization_id, user_id, role) VALUES ($1, $2, 'member')")
+                .bind(w.b.id.as_uuid())
+                .bind(w.a.admin.as_str())
+                .execute(tx)
+                .await?;
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap();
+    let mut switcher = async |user: &str| -> Vec<String> {
+        app.execute(sqlx::AssertSqlSafe(format!(
+            "BEGIN READ ONLY; CALL tenancy_enter_user('{user}', tenancy_session_settings(), '{settings}')"
+        )))
+        .await
+        .unwrap();
+        let ids = sqlx::query_scalar("SELECT id::text FROM organizations ORDER BY id")
+            .fetch_all(&mut app)
+            .await
+            .unwrap();
+        app.execute("ROLLBACK").await.unwrap();
+        ids
+    };
+    let mut both = vec![w.a.id.to_string(), w.b.id.to_string()];
+    both.sort();
+    assert_eq!(switcher(w.a.admin.as_str()).await, both);
+    assert_eq!(switcher(w.b.member.as_str()).await, vec![w.b.id.to_string()]);
+    assert!(switcher("user_nobody").await.is_empty());
+    let inside: Vec<String> = w
+        .pool
+        .with_rls_read(&w.a.ctx(Role::Admin), async |tx| {
+            Ok::<_, Error>(
+                sqlx::query_scalar("SELECT id::text FROM organizations")
+                    .fetch_all(tx)
+                    .await?,
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(inside, vec![w.a.id.to_string()]);
+}
+
 #[tokio::test]
 async fn connect_refuses_a_superuser_and_a_bypassrls_role() {
     let cluster = TestCluster::global().unwrap();

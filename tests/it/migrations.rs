@@ -223,3 +223,38 @@ fn granting_block(text: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .collect()
 }
+
+/// The member entry reads the session's settings itself (`tenancy_session_settings()`), the
+/// other entries are sent the crate's own expression of them: a pool refuses to start when the
+/// two differ (migrations of another version), rather than have every unit refused as unclean.
+#[tokio::test]
+async fn a_pool_refuses_migrations_whose_session_settings_differ_from_the_crates() {
+    let db = crate::common::database().await;
+    let connect = || async {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(db.app_options())
+            .await
+            .unwrap()
+    };
+    // Control: as shipped, the pool starts and its units enter.
+    let pool = pg_tenancy::TenantPool::new(connect().await).await.unwrap();
+    drop(pool);
+    let mut owner = PgConnection::connect_with(&db.owner_options())
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "CREATE OR REPLACE FUNCTION tenancy_session_settings() RETURNS text \
+         LANGUAGE sql STABLE AS $$ SELECT pg_catalog.current_setting('search_path') $$",
+    )
+    .execute(&mut owner)
+    .await
+    .unwrap();
+    let e = pg_tenancy::TenantPool::new(connect().await)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, pg_tenancy::Error::MigrationsOutOfDate { .. }),
+        "{e}"
+    );
+}

@@ -22,7 +22,7 @@ async fn sql_inside_a_unit_cannot_enter_again_switch_or_ask_about_others() {
     // Re-entering as A's owner, as anyone in the switcher, or bootstrapping: TNC09.
     for sql in [
         format!(
-            "CALL tenancy_enter('{}', '{}', 'owner', true, {settings})",
+            "CALL tenancy_enter('{}', '{}', 'owner', true, tenancy_session_settings())",
             w.a.id, w.a.owner
         ),
         format!("CALL tenancy_enter_user('{}', {settings})", w.b.owner),

@@ -120,7 +120,7 @@ async fn forged_context_without_the_defence() {
     owner
         .execute(
             "CREATE OR REPLACE PROCEDURE tenancy_enter(org uuid, member text, required text, \
-             act_as_required boolean, session_now text, session_expected text) \
+             act_as_required boolean, session_expected text) \
              LANGUAGE plpgsql AS $$ DECLARE i text; BEGIN \
              i := set_config('app.current_unit', transaction_timestamp()::text, true); \
              i := set_config('app.current_org_id', org::text, true); \
