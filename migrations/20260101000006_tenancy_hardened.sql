@@ -99,14 +99,23 @@ CREATE FUNCTION tenancy_context_seal() RETURNS text
 -- false: the context is NULL, no rows, no writes. A genuine seal past its expiry raises TNC08:
 -- a unit that outlives its context fails loudly rather than silently reading nothing. The
 -- expiry is in the database's clock (the pool measures its offset when it starts).
+-- (The HMAC is computed here rather than by calling tenancy_hmac: one SECURITY DEFINER call,
+-- with its settings saved and restored, per check instead of two.)
 CREATE FUNCTION tenancy_context_is_sealed() RETURNS boolean
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path FROM CURRENT
     AS $$
+DECLARE
+    k record;
 BEGIN
     IF pg_catalog.current_setting('app.current_unit', true)
-       IS DISTINCT FROM pg_catalog.transaction_timestamp()::text
-       OR tenancy_hmac(tenancy_context_seal())
+       IS DISTINCT FROM pg_catalog.transaction_timestamp()::text THEN
+        RETURN false;
+    END IF;
+    SELECT ikey, okey INTO k FROM tenancy_context_key;
+    IF NOT FOUND
+       OR pg_catalog.encode(pg_catalog.sha256(k.okey || pg_catalog.sha256(
+              k.ikey || pg_catalog.convert_to(tenancy_context_seal(), 'UTF8'))), 'hex')
           IS DISTINCT FROM pg_catalog.current_setting('app.context_seal', true) THEN
         RETURN false;
     END IF;
@@ -139,19 +148,30 @@ REVOKE ALL ON FUNCTION tenancy_seal(bigint) FROM PUBLIC;
 -- organization, the user, the required role, how it applies and the expiry. Runs as the owner
 -- (it reads the key), so the caller's session is checked first by tenancy_enter_signed.
 -- TNC06: hardened mode is off, or the signature is bad; TNC08: it has expired (in the
--- database's clock).
+-- database's clock). Like tenancy_enter, it waits at most 2 s for a lock (55P03): a unit
+-- holding `LOCK TABLE organization_members` stalls no other organization's signed entry for
+-- longer.
+--
+-- Per unit, it reads the key once and computes the HMACs itself: the signature's, then the
+-- seal's, once when the unit's role is known before the lookup (an OrgContext's unit acts as
+-- its claimed role, which the lookup then checks against the membership: if the check fails
+-- the transaction fails with it), twice otherwise (with_member acts as the membership's role;
+-- bootstrap as the new owner).
 CREATE FUNCTION tenancy_enter_sealed(kind text, org uuid, member text, required text,
                                      act_as_required boolean, expiry bigint, signature text)
     RETURNS void
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path FROM CURRENT
+    SET lock_timeout = '2s'
     AS $$
 DECLARE
+    k          record;
     found_role text;
     ignored    text;
 BEGIN
     PERFORM tenancy_assert_not_entered();
-    IF NOT EXISTS (SELECT 1 FROM tenancy_context_key) THEN
+    SELECT ikey, okey INTO k FROM tenancy_context_key;
+    IF NOT FOUND THEN
         RAISE EXCEPTION 'tenancy: hardened mode is not enabled' USING ERRCODE = 'TNC06';
     END IF;
     -- Fields the signature does not pin down are refused before it is checked: a known kind, a
@@ -163,20 +183,31 @@ BEGIN
        OR (kind = 'user') <> (org IS NULL) THEN
         RAISE EXCEPTION 'tenancy: malformed signed entry' USING ERRCODE = 'TNC06';
     END IF;
-    IF tenancy_hmac(tenancy_signed_field('enter') || '|' || tenancy_signed_field(kind)
-                    || '|' || tenancy_signed_field(coalesce(org::text, ''))
-                    || '|' || tenancy_signed_field(member)
-                    || '|' || tenancy_signed_field(coalesce(required, ''))
-                    || '|' || tenancy_signed_field(act_as_required::text)
-                    || '|' || tenancy_signed_field(expiry::text))
+    IF pg_catalog.encode(pg_catalog.sha256(k.okey || pg_catalog.sha256(k.ikey || pg_catalog.convert_to(
+           tenancy_signed_field('enter') || '|' || tenancy_signed_field(kind)
+           || '|' || tenancy_signed_field(coalesce(org::text, ''))
+           || '|' || tenancy_signed_field(member)
+           || '|' || tenancy_signed_field(coalesce(required, ''))
+           || '|' || tenancy_signed_field(act_as_required::text)
+           || '|' || tenancy_signed_field(expiry::text), 'UTF8'))), 'hex')
        IS DISTINCT FROM signature THEN
         RAISE EXCEPTION 'tenancy: bad context signature' USING ERRCODE = 'TNC06';
     END IF;
     IF expiry < extract(epoch FROM pg_catalog.statement_timestamp()) THEN
         RAISE EXCEPTION 'tenancy: expired context signature' USING ERRCODE = 'TNC08';
     END IF;
-    PERFORM tenancy_set_context(org, member, NULL);
-    PERFORM tenancy_seal(expiry);
+    -- The context, sealed: with the claimed role when it is known now, else none yet.
+    ignored := pg_catalog.set_config('app.current_unit', pg_catalog.transaction_timestamp()::text, true)
+            || pg_catalog.set_config('app.current_org_id', coalesce(org::text, ''), true)
+            || pg_catalog.set_config('app.current_user_id', member, true)
+            || pg_catalog.set_config('app.current_org_role',
+                                     CASE WHEN kind = 'member' AND act_as_required THEN required
+                                          ELSE '' END, true)
+            || pg_catalog.set_config('app.context_expiry', expiry::text, true);
+    ignored := pg_catalog.set_config('app.context_seal',
+                   pg_catalog.encode(pg_catalog.sha256(k.okey || pg_catalog.sha256(
+                       k.ikey || pg_catalog.convert_to(tenancy_context_seal(), 'UTF8'))), 'hex'),
+                   true);
     IF kind = 'user' THEN
         RETURN;
     ELSIF kind = 'new' THEN
@@ -184,7 +215,7 @@ BEGIN
             RAISE EXCEPTION 'tenancy: organization exists' USING ERRCODE = 'TNC04';
         END IF;
         found_role := 'owner';
-    ELSIF kind = 'member' THEN
+    ELSE
         SELECT m.role INTO found_role
           FROM organization_members m JOIN organizations o ON o.id = m.organization_id
          WHERE m.organization_id = org AND m.user_id = member AND o.id = org
@@ -197,27 +228,52 @@ BEGIN
                 USING ERRCODE = 'TNC02', DETAIL = found_role;
         END IF;
         IF act_as_required THEN
-            found_role := required;
+            RETURN;
         END IF;
-    ELSE
-        RAISE EXCEPTION 'tenancy: unknown entry %', kind USING ERRCODE = '22023';
     END IF;
     ignored := pg_catalog.set_config('app.current_org_role', found_role, true);
-    PERFORM tenancy_seal(expiry);
+    ignored := pg_catalog.set_config('app.context_seal',
+                   pg_catalog.encode(pg_catalog.sha256(k.okey || pg_catalog.sha256(
+                       k.ikey || pg_catalog.convert_to(tenancy_context_seal(), 'UTF8'))), 'hex'),
+                   true);
 END
 $$;
 
-CREATE PROCEDURE tenancy_enter_signed(kind text, org uuid, member text, required text,
-                                      act_as_required boolean, session_now text,
-                                      session_expected text, expiry bigint, signature text)
-    LANGUAGE plpgsql
-    SET search_path FROM CURRENT
-    AS $$
+-- The procedure every signed entry calls. Like tenancy_enter, it checks the caller's session
+-- itself (role, tenancy_session_settings() against the pool's, temporary objects, and
+-- SQL-level prepared statements, which could replace a statement the driver has cached for
+-- the next unit), with names qualified when it is created and no SET clause, so that what it
+-- reads is the session's own. TNC09 first when the transaction already entered.
+DO $do$
 BEGIN
-    PERFORM tenancy_assert_clean_session(session_now, session_expected);
-    PERFORM tenancy_enter_sealed(kind, org, member, required, act_as_required, expiry, signature);
+EXECUTE pg_catalog.format($fn$
+CREATE PROCEDURE tenancy_enter_signed(kind text, org uuid, member text, required text,
+                                      act_as_required boolean, session_expected text,
+                                      expiry bigint, signature text)
+    LANGUAGE plpgsql
+    AS $body$
+BEGIN
+    IF current_user <> session_user
+       OR %1$I.tenancy_session_settings() IS DISTINCT FROM session_expected
+       OR pg_catalog.pg_my_temp_schema() <> 0
+       OR pg_catalog.current_setting('app.current_unit', true)
+          = pg_catalog.transaction_timestamp()::text
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_statements WHERE from_sql) THEN
+        IF pg_catalog.current_setting('app.current_unit', true)
+           = pg_catalog.transaction_timestamp()::text THEN
+            RAISE EXCEPTION 'tenancy: this transaction already entered a unit'
+                USING ERRCODE = 'TNC09';
+        END IF;
+        RAISE EXCEPTION 'tenancy: session not clean (role, settings, temporary objects or prepared statements)'
+            USING ERRCODE = 'TNC05';
+    END IF;
+    PERFORM %1$I.tenancy_enter_sealed(kind, org, member, required, act_as_required, expiry,
+                                      signature);
 END
-$$;
+$body$
+$fn$, pg_catalog.current_schema());
+END
+$do$;
 
 -- Service units in hardened mode: sealed for a member of tenancy_service (checked on the
 -- session's login, since this runs as the owner), for a short expiry.

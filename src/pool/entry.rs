@@ -226,7 +226,7 @@ impl Units {
         let begin = format!("BEGIN ISOLATION LEVEL {}, {mode}", self.isolation);
         let path = format!("{SESSION_SETTINGS}, {}", self.session_literal);
         let call = match (&self.signer, entry.signed()) {
-            (Some(signer), Some(signed)) => signed.call(signer, &path),
+            (Some(signer), Some(signed)) => signed.call(signer, &self.session_literal),
             _ => entry.call(&path, &self.session_literal),
         };
         format!("{begin}; CALL {}{call}", self.schema_prefix)
@@ -312,9 +312,10 @@ impl<'a> Entry<'a> {
 }
 
 impl Signed<'_> {
-    /// The `tenancy_enter_signed` call, unqualified: the entry, `path`, the expiry, and the
-    /// signature over all but the path.
-    fn call(&self, signer: &Signer, path: &str) -> String {
+    /// The `tenancy_enter_signed` call, unqualified: the entry, the `expected` session
+    /// settings (the procedure reads the session's own), the expiry, and the signature over all
+    /// but the settings.
+    fn call(&self, signer: &Signer, expected: &str) -> String {
         let Signed {
             kind,
             org,
@@ -335,7 +336,7 @@ impl Signed<'_> {
         let org = org.map_or_else(|| "NULL".to_owned(), |o| format!("'{o}'"));
         let required = required.map_or_else(|| "NULL".to_owned(), |r| format!("'{r}'"));
         format!(
-            "tenancy_enter_signed('{kind}', {org}, '{}', {required}, {act}, {path}, {expiry}, \
+            "tenancy_enter_signed('{kind}', {org}, '{}', {required}, {act}, {expected}, {expiry}, \
              '{signature}')",
             user.as_str()
         )
@@ -579,17 +580,17 @@ mod tests {
         let cases = [
             (
                 member,
-                format!("{call}($1, $2, $3, $4, true, SESSION, $5, #, $6)"),
+                format!("{call}($1, $2, $3, $4, true, $5, #, $6)"),
                 vec!["member", &o, id, "member", SETTINGS],
             ),
             (
                 Entry::User { user: &user },
-                format!("{call}($1, NULL, $2, NULL, false, SESSION, $3, #, $4)"),
+                format!("{call}($1, NULL, $2, NULL, false, $3, #, $4)"),
                 vec!["user", id, SETTINGS],
             ),
             (
                 Entry::NewOrganization { org, user: &user },
-                format!("{call}($1, $2, $3, NULL, false, SESSION, $4, #, $5)"),
+                format!("{call}($1, $2, $3, NULL, false, $4, #, $5)"),
                 vec!["new", &o, id, SETTINGS],
             ),
         ];

@@ -347,7 +347,7 @@ async fn a_signature_covers_its_fields_unambiguously() {
         let mut tx = c.begin().await.unwrap();
         let sql = format!(
             "CALL tenancy_enter_signed('member', '{org}', '{user}', {required}, {act}, \
-             current_setting('search_path'), current_setting('search_path'), {expiry}, \
+             tenancy_session_settings(), {expiry}, \
              '{signature}')"
         );
         let r = tx.execute(sqlx::AssertSqlSafe(sql)).await.map(|_| ());

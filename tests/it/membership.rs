@@ -207,7 +207,10 @@ async fn switcher_reads_exactly_the_users_organizations() {
     let mut both = vec![w.a.id.to_string(), w.b.id.to_string()];
     both.sort();
     assert_eq!(switcher(w.a.admin.as_str()).await, both);
-    assert_eq!(switcher(w.b.member.as_str()).await, vec![w.b.id.to_string()]);
+    assert_eq!(
+        switcher(w.b.member.as_str()).await,
+        vec![w.b.id.to_string()]
+    );
     assert!(switcher("user_nobody").await.is_empty());
     let inside: Vec<String> = w
         .pool
