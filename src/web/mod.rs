@@ -94,6 +94,11 @@ pub struct Session {
     /// What the token says about the membership in the active organization, for applying a
     /// membership the webhook has not delivered yet ([`Tenancy::with_token_memberships`]).
     pub claim: Option<MembershipClaim>,
+    /// In an impersonated session (Clerk's `act` claim), who is acting: the impersonator's
+    /// user id, while [`user_id`](Self::user_id) is the user acted as. Log it beside the user
+    /// to record who acted on whose behalf; never authorize with it (every unit acts as, and
+    /// with the memberships of, `user_id`). `None` when not impersonated.
+    pub actor: Option<String>,
 }
 
 impl Session {
@@ -104,6 +109,7 @@ impl Session {
             org_id,
             role: None,
             claim: None,
+            actor: None,
         }
     }
 
@@ -141,6 +147,7 @@ impl SessionVerifier for crate::clerk::SessionTokenVerifier {
         let claims = crate::clerk::SessionTokenVerifier::verify(self, token).await?;
         let org_id = claims.user_and_org().map(|(_, org)| org);
         let mut session = Session::new(claims.user_id.clone(), org_id);
+        session.actor = claims.actor.clone();
         if let (Some(_), Some(role)) = (org_id, claims.org_role.as_deref()) {
             session = session.with_role(self.roles().role_for(role, false));
         }

@@ -608,3 +608,23 @@ async fn actix_requests_enter_once_and_the_entry_decides() {
     a_just_joined_member_pays_for_the_claim_once_and_a_stranger_is_refused(&base, &world).await;
     handle.stop(false).await;
 }
+
+/// An impersonated session (Clerk's `act` claim) names its actor beside the user acted as; the
+/// context, and so every unit, is the user's. A session without `act` names none.
+#[tokio::test]
+async fn an_impersonated_session_names_its_actor_and_acts_as_the_user() {
+    let db = TestDatabase::create().await.unwrap();
+    let issuer = DevTokenIssuer::generate("https://clerk.actor.test").unwrap();
+    let tenancy = Tenancy::new(db.app_pool(1).await.unwrap(), issuer.verifier());
+    let mut claims = issuer.claims("user_bob", Some((ORG, "member", None)), 60);
+    let plain = tenancy.session(Some(&issuer.sign(&claims))).await.unwrap();
+    assert_eq!(plain.actor, None);
+    claims["act"] = serde_json::json!({
+        "sub": "user_support", "iss": "https://dashboard.clerk.com", "sid": "sess_support"
+    });
+    let session = tenancy.session(Some(&issuer.sign(&claims))).await.unwrap();
+    assert_eq!(session.actor.as_deref(), Some("user_support"));
+    assert_eq!(session.user_id, user("user_bob"));
+    let ctx = tenancy.org_context(&session).await.unwrap();
+    assert_eq!(ctx.user_id(), &user("user_bob"));
+}
