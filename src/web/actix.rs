@@ -5,7 +5,8 @@
 //! The state is [`Tenancy`] in the app data, as `web::Data<Tenancy>` or `web::ThinData<Tenancy>`.
 //! An app without it answers 500 `server_misconfigured`, naming the call that adds it. The
 //! verified session and the context are kept in the request's extensions, so that several
-//! extractors in one handler verify once (and look up at most once).
+//! extractors in one handler verify once (and look the role up at most once: [`RequireRole`],
+//! for a token whose role is too low).
 //!
 //! ```no_run
 //! use actix_web::{App, HttpResponse, web};

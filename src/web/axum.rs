@@ -3,7 +3,8 @@
 //!
 //! The state is [`Tenancy`], reached through [`FromRef`]: your state holds one (or is one),
 //! so a router without it does not compile. The verified session and the context are kept in
-//! the request's extensions, so that several extractors in one handler verify once (and look up at most once).
+//! the request's extensions, so that several extractors in one handler verify once (and look
+//! the role up at most once: [`RequireRole`], for a token whose role is too low).
 //!
 //! ```no_run
 //! use axum::{Router, extract::FromRef, routing::get};

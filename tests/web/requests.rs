@@ -15,6 +15,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
 
+use pg_tenancy::clerk::RoleMapping;
 use pg_tenancy::testing::{DevTokenIssuer, TcpProxy, TestCluster, TestDatabase};
 use pg_tenancy::web::{Admin, ApiError, RequireRole, Tenancy};
 use pg_tenancy::{Error, OrgContext, OrgId, Role, ServicePool, TenantPool, UserId};
@@ -117,7 +118,9 @@ impl World {
             .await
             .unwrap();
         let service = ServicePool::new(service).await.unwrap();
-        Tenancy::new(pool, self.issuer.verifier()).with_token_memberships(service)
+        // A custom Clerk role that maps to owner: a claim of it lands as admin at most.
+        let roles = RoleMapping::default().with_role("org:founder", Role::Owner);
+        Tenancy::new(pool, self.issuer.verifier().with_roles(roles)).with_token_memberships(service)
     }
 
     /// A Clerk-shaped token for `name` with the organization active, claiming `role` (Clerk's
@@ -557,6 +560,19 @@ async fn a_just_joined_member_pays_for_the_claim_once_and_a_stranger_is_refused(
     assert_eq!(
         (next.status.as_u16(), next.trips, next.service_trips),
         (201, 3, 0)
+    );
+
+    // A token claiming owner (a custom role mapped to owner): the claim lands as admin, and
+    // the entry tried again requires no more than that.
+    let founder = world.token("user_founder", "founder");
+    let first = post(base, "/projects", &founder).await;
+    assert_eq!(first.status.as_u16(), 201, "{:?}", first.body);
+    assert_eq!(
+        (
+            first.body["acted_as"].as_str(),
+            first.body["token_role"].as_str()
+        ),
+        (Some("admin"), Some("owner"))
     );
 
     let leaver = world.token("user_leaver", "member");
