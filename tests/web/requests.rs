@@ -644,3 +644,56 @@ async fn an_impersonated_session_names_its_actor_and_acts_as_the_user() {
     let ctx = tenancy.org_context(&session).await.unwrap();
     assert_eq!(ctx.user_id(), &user("user_bob"));
 }
+
+/// Hardened mode: a context from a session token enters through the signed entry like any
+/// other, acting with the database's role (the owner, whose Clerk token says admin), and a
+/// token claiming more than the database holds is refused there; a lower claim is not held
+/// back.
+#[tokio::test]
+async fn a_hardened_pool_decides_on_a_token_context_at_its_signed_entry() {
+    let db = TestDatabase::create().await.unwrap();
+    let pool = db.app_pool(1).await.unwrap();
+    let owner = pool
+        .create_organization(
+            OrgId::from_external_id(ORG),
+            "Hardened",
+            None,
+            &user("user_owner"),
+        )
+        .await
+        .unwrap();
+    pool.add_member(&owner, &user("user_member"), Role::Member)
+        .await
+        .unwrap();
+    let hardened = db
+        .harden(&pg_tenancy::ContextKey::generate(), 1)
+        .await
+        .unwrap();
+    let issuer = DevTokenIssuer::generate("https://clerk.hardened.test").unwrap();
+    let tenancy = Tenancy::new(hardened, issuer.verifier());
+    let acted_as = async |name: &str, role: &str| -> Result<String, ApiError> {
+        let token = issuer.token(name, Some((ORG, role)));
+        let ctx = tenancy
+            .org_context(&tenancy.session(Some(&token)).await?)
+            .await?;
+        Ok(tenancy
+            .pool()
+            .with_rls_read(&ctx, async |tx| {
+                Ok::<_, Error>(
+                    sqlx::query_scalar("SELECT tenancy_current_org_role()")
+                        .fetch_one(tx)
+                        .await?,
+                )
+            })
+            .await?)
+    };
+    assert_eq!(acted_as("user_owner", "admin").await.unwrap(), "owner");
+    assert_eq!(acted_as("user_member", "member").await.unwrap(), "member");
+    let refused = acted_as("user_member", "admin").await.unwrap_err();
+    assert_eq!(
+        (refused.status(), refused.code()),
+        (403, "insufficient_role")
+    );
+    let stranger = acted_as("user_stranger", "member").await.unwrap_err();
+    assert_eq!((stranger.status(), stranger.code()), (403, "not_a_member"));
+}
