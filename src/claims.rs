@@ -12,6 +12,8 @@
 //! organization row when the database has never seen it. Framework-free: the web adapters
 //! reach it through [`Tenancy`](crate::web::Tenancy) only.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::error::Error;
 use crate::ids::{OrgId, UserId};
 use crate::{Role, ServicePool};
@@ -39,6 +41,34 @@ impl MembershipClaim {
             role,
             issued_at,
         }
+    }
+}
+
+/// A request's membership claim, carried by its [`OrgContext`](crate::OrgContext) until a unit's
+/// entry finds no membership: then it is applied, once per request.
+#[derive(Debug)]
+pub(crate) struct PendingClaim {
+    service: ServicePool,
+    claim: MembershipClaim,
+    tried: AtomicBool,
+}
+
+impl PendingClaim {
+    pub(crate) fn new(service: ServicePool, claim: MembershipClaim) -> Self {
+        PendingClaim {
+            service,
+            claim,
+            tried: AtomicBool::new(false),
+        }
+    }
+
+    /// Applies the claim for `user` in `org` ([`apply`]) the first time it is asked; `false`
+    /// when it must not be, or was asked before.
+    pub(crate) async fn apply_once(&self, org: OrgId, user: &UserId) -> Result<bool, Error> {
+        if self.tried.swap(true, Ordering::SeqCst) {
+            return Ok(false);
+        }
+        apply(&self.service, org, user, &self.claim).await
     }
 }
 

@@ -1,5 +1,8 @@
 //! [`OrgContext`]: who is acting, in which organization, with which role.
 
+#[cfg(feature = "web")]
+use std::sync::Arc;
+
 use crate::error::{Error, Result};
 use crate::ids::{OrgId, UserId};
 use crate::role::Role;
@@ -19,14 +22,37 @@ use crate::role::Role;
 /// Whichever way, every unit of work it starts is admitted by the database only for a live
 /// membership with at least its role.
 ///
+/// The web adapters' extractors (feature `web`) make a third kind, from a verified session
+/// token that states a role: its role is the **least** the token claims, so a unit it starts
+/// is admitted for a membership with at least that role and acts with the role the database
+/// holds (a token issued before a promotion does not hold the user back; one issued before a
+/// demotion is refused at the entry). See `docs/web.md`.
+///
 /// Never build one from anything the client sends: a request body, query string, cookie or
 /// header.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct OrgContext {
     org: OrgId,
     user: UserId,
     role: Role,
+    /// `role` is the least a verified token claims: units act with the membership's role.
+    at_least: bool,
+    /// A membership the verified token claims, applied when an entry finds none (the web
+    /// layer's "just joined" path).
+    #[cfg(feature = "web")]
+    claim: Option<Arc<crate::claims::PendingClaim>>,
 }
+
+/// Equal when the organization, the user and the role (and whether it is the least the
+/// token claims) are: a pending membership claim is not part of the identity.
+impl PartialEq for OrgContext {
+    fn eq(&self, other: &Self) -> bool {
+        (self.org, &self.user, self.role, self.at_least)
+            == (other.org, &other.user, other.role, other.at_least)
+    }
+}
+
+impl Eq for OrgContext {}
 
 impl OrgContext {
     /// Builds a context from values of a **verified** server-side session.
@@ -35,7 +61,46 @@ impl OrgContext {
     /// authenticated session (a verified session token, a server-side session store). For a
     /// database-checked context use [`TenantPool::authorize`](crate::TenantPool::authorize).
     pub fn from_verified_session(org: OrgId, user: UserId, role: Role) -> Self {
-        OrgContext { org, user, role }
+        OrgContext {
+            org,
+            user,
+            role,
+            at_least: false,
+            #[cfg(feature = "web")]
+            claim: None,
+        }
+    }
+
+    /// A context from a verified session token that claims `role` (the web adapters): every
+    /// unit it starts is admitted for a membership with at least `role` and acts with the
+    /// membership's role; `claim`, when the token's membership is to be applied if an entry
+    /// finds none.
+    #[cfg(feature = "web")]
+    pub(crate) fn from_token(
+        org: OrgId,
+        user: UserId,
+        role: Role,
+        claim: Option<Arc<crate::claims::PendingClaim>>,
+    ) -> Self {
+        OrgContext {
+            org,
+            user,
+            role,
+            at_least: true,
+            claim,
+        }
+    }
+
+    /// Whether the role is the least a verified token claims (units then act with the
+    /// membership's role), rather than the role the units act with.
+    pub(crate) fn role_is_least(&self) -> bool {
+        self.at_least
+    }
+
+    /// The membership the token claims, to apply when an entry finds none.
+    #[cfg(feature = "web")]
+    pub(crate) fn pending_claim(&self) -> Option<&crate::claims::PendingClaim> {
+        self.claim.as_deref()
     }
 
     /// The organization.
@@ -48,12 +113,19 @@ impl OrgContext {
         &self.user
     }
 
-    /// The user's role in the organization.
+    /// The user's role in the organization: for a context from a session token (the web
+    /// adapters' extractors), the role the token claims, which the database may hold higher
+    /// (the units then act with the database's).
     pub fn role(&self) -> Role {
         self.role
     }
 
     /// Succeeds if the role is at least `min`, else [`Error::InsufficientRole`] (HTTP 403).
+    ///
+    /// For a context from a session token, that is the token's role: to let a user the
+    /// database has promoted since the token was issued through, use
+    /// `web::Tenancy::require_role` or the `web::RequireRole` extractor, which look the role up
+    /// when the token's is too low.
     ///
     /// # Errors
     /// [`Error::InsufficientRole`] when the context's role is below `min`.

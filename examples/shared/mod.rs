@@ -335,13 +335,17 @@ pub struct Removed {
 /// anyone may remove themselves (leave).
 pub async fn remove_member(app: &App, ctx: &OrgContext, user: &str) -> Result<Removed, ApiError> {
     let user = user_id(user)?;
-    if &user != ctx.user_id() {
-        ctx.require_role(Role::Admin)?;
-    }
+    // An admin's action: the token's role, or the database's when the token's is lower (one
+    // lookup, for a user promoted since the token was issued).
+    let ctx = if &user != ctx.user_id() {
+        app.tenancy.require_role(ctx, Role::Admin).await?
+    } else {
+        ctx.clone()
+    };
     let removed = app
         .tenancy
         .pool()
-        .with_rls(ctx, async |tx| {
+        .with_rls(&ctx, async |tx| {
             Ok::<_, Error>(
                 sqlx::query("DELETE FROM organization_members WHERE user_id = $1")
                     .bind(&user)

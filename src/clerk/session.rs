@@ -34,6 +34,11 @@ pub struct SessionClaims {
     pub org_slug: Option<String>,
     /// `iat`: when the token was issued (unix seconds), if stated.
     pub issued_at: Option<i64>,
+    /// `act.sub`: in an impersonated session, who is acting (the impersonator's user id, as
+    /// Clerk's actor token names it), while [`user_id`](Self::user_id) is the user acted as.
+    /// For logs and audit trails only, never for authorization: the session acts as, and with
+    /// the memberships of, `user_id`.
+    pub actor: Option<String>,
 }
 
 impl SessionClaims {
@@ -73,6 +78,10 @@ impl SessionClaims {
             org_role: role,
             org_slug: slug.filter(|s| !s.is_empty()),
             issued_at: claims.get("iat").and_then(Value::as_i64),
+            actor: claims
+                .get("act")
+                .and_then(|act| text(act, "sub"))
+                .filter(|a| !a.is_empty()),
         })
     }
 
@@ -126,6 +135,22 @@ mod tests {
             .org_context_trusting_token_role(&RoleMapping::default())
             .unwrap();
         assert_eq!(ctx.role(), Role::Admin);
+        // Not impersonated: no actor. Impersonated (Clerk's `act`, the same in v1 and v2):
+        // the actor beside the user acted as.
+        assert_eq!(a.actor, None);
+        for mut claims in [v1.clone(), v2.clone()] {
+            claims["act"] = serde_json::json!({
+                "sub": "user_support", "iss": "https://dashboard.clerk.com", "sid": "sess_1"
+            });
+            let impersonated = SessionClaims::from_verified_claims(&claims).unwrap();
+            assert_eq!(impersonated.actor.as_deref(), Some("user_support"));
+            assert_eq!(impersonated.user_id, a.user_id);
+            claims["act"] = serde_json::json!({"sub": ""});
+            assert_eq!(
+                SessionClaims::from_verified_claims(&claims).unwrap().actor,
+                None
+            );
+        }
         // No active organization: no context. No subject: an error.
         let personal = serde_json::json!({"sub": "user_1"});
         assert_eq!(

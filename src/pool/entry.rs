@@ -234,12 +234,14 @@ impl Units {
 }
 
 impl<'a> Entry<'a> {
+    /// A unit for `ctx`: acting with its role, or, for a context from a session token
+    /// ([`OrgContext::role_is_least`]), with the membership's role, at least `ctx`'s.
     pub(super) fn for_context(ctx: &'a OrgContext) -> Self {
         Entry::Member {
             org: ctx.org_id(),
             user: ctx.user_id(),
             role: ctx.role(),
-            act_as_claimed: true,
+            act_as_claimed: !ctx.role_is_least(),
         }
     }
 

@@ -340,10 +340,10 @@ impl TenantPool {
     /// [`Error::NotAMember`] when `ctx`'s user is not (or no longer) a member of `ctx`'s
     /// organization, or the organization is deleted; [`Error::InsufficientRole`] when `ctx`
     /// claims a higher role than the membership holds (the unit acts with `ctx`'s role, never
-    /// more).
+    /// more; for a context from a session token, with the membership's role, never less than
+    /// `ctx`'s).
     pub async fn begin(&self, ctx: &OrgContext) -> Result<TenantTransaction> {
-        self.units
-            .start(Access::ReadWrite, Entry::for_context(ctx))
+        self.start_for(Access::ReadWrite, Entry::for_context(ctx), ctx)
             .await
     }
 
@@ -353,8 +353,37 @@ impl TenantPool {
     /// # Errors
     /// As [`TenantPool::begin`].
     pub async fn begin_read(&self, ctx: &OrgContext) -> Result<TenantTransaction> {
-        self.units
-            .start(Access::ReadOnly, Entry::for_context(ctx))
+        self.start_for(Access::ReadOnly, Entry::for_context(ctx), ctx)
             .await
+    }
+
+    /// Enters `entry`, a unit for `ctx`. With the `web` feature, a context that carries the
+    /// membership its session token claims (`web::Tenancy::with_token_memberships`) has it
+    /// applied when this entry finds no membership (`TNC01`), once per request, and the entry
+    /// is tried again, requiring at most admin (what a claim grants): the one path that pays
+    /// for the claim.
+    async fn start_for(
+        &self,
+        access: Access,
+        entry: Entry<'_>,
+        ctx: &OrgContext,
+    ) -> Result<TenantTransaction> {
+        let entered = self.units.start(access, entry).await;
+        #[cfg(feature = "web")]
+        if let (Err(Error::NotAMember), Some(claim), Entry::Member { role, .. }) =
+            (&entered, ctx.pending_claim(), entry)
+            && claim.apply_once(ctx.org_id(), ctx.user_id()).await?
+        {
+            let retry = Entry::Member {
+                org: ctx.org_id(),
+                user: ctx.user_id(),
+                role: role.min(Role::Admin),
+                act_as_claimed: false,
+            };
+            return self.units.start(access, retry).await;
+        }
+        #[cfg(not(feature = "web"))]
+        let _ = ctx;
+        entered
     }
 }

@@ -120,9 +120,28 @@ impl TenantPool {
     /// `ctx` with admin rights (owner rights to add an owner); a database error (a refused
     /// write, or `user` already a member: [`ErrorKind::Conflict`](crate::ErrorKind::Conflict)).
     pub async fn add_member(&self, ctx: &OrgContext, user: &UserId, role: Role) -> Result<()> {
-        ctx.require_role(Role::Admin.max(role))?;
-        self.with_rls(ctx, async |tx| {
-            insert_member(tx, ctx.org_id(), user, role).await
+        let required = Role::Admin.max(role);
+        if !ctx.role_is_least() {
+            ctx.require_role(required)?;
+            return self
+                .with_rls(ctx, async |tx| {
+                    insert_member(tx, ctx.org_id(), user, role).await
+                })
+                .await;
+        }
+        // A context from a session token: the token's role may be below the database's (an
+        // owner's Clerk token says admin), so the entry requires the role instead, and the
+        // unit acts with the membership's.
+        let entry = Entry::Member {
+            org: ctx.org_id(),
+            user: ctx.user_id(),
+            role: required.max(ctx.role()),
+            act_as_claimed: false,
+        };
+        crate::trace::unit("write", Some(ctx.org_id()), async {
+            let mut tx = self.start_for(Access::ReadWrite, entry, ctx).await?;
+            insert_member(&mut tx, ctx.org_id(), user, role).await?;
+            tx.commit().await
         })
         .await
     }

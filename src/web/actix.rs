@@ -5,7 +5,8 @@
 //! The state is [`Tenancy`] in the app data, as `web::Data<Tenancy>` or `web::ThinData<Tenancy>`.
 //! An app without it answers 500 `server_misconfigured`, naming the call that adds it. The
 //! verified session and the context are kept in the request's extensions, so that several
-//! extractors in one handler verify and look up once.
+//! extractors in one handler verify once (and look the role up at most once: [`RequireRole`],
+//! for a token whose role is too low).
 //!
 //! ```no_run
 //! use actix_web::{App, HttpResponse, web};
@@ -166,8 +167,9 @@ impl FromRequest for Session {
     }
 }
 
-/// The context in the session's active organization, with the role the database holds: 401
-/// without a valid token, 403 without an active organization or membership.
+/// The context in the session's active organization ([`Tenancy::org_context`]: from the
+/// verified token, no lookup; each unit's entry checks the membership): 401 without a valid
+/// token, 403 without an active organization.
 impl FromRequest for OrgContext {
     type Error = ApiError;
     type Future = Extracted<Self>;
@@ -179,8 +181,7 @@ impl FromRequest for OrgContext {
 }
 
 /// The context if the session has an active organization, for pages that work without one:
-/// `None` then. Still 401 without a valid token, and 403 for an active organization the user
-/// is not a member of.
+/// `None` then. Still 401 without a valid token.
 #[derive(Debug, Clone)]
 pub struct MaybeOrgContext(pub Option<OrgContext>);
 
@@ -199,13 +200,22 @@ impl FromRequest for MaybeOrgContext {
     }
 }
 
-/// An [`OrgContext`] with at least `R`'s role: 403 `insufficient_role` otherwise.
+/// An [`OrgContext`] with at least `R`'s role ([`Tenancy::require_role`]: one lookup only
+/// when the token's role is below `R`): 403 `insufficient_role` otherwise.
 impl<R: MinRole> FromRequest for RequireRole<R> {
     type Error = ApiError;
     type Future = Extracted<Self>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
-        Box::pin(async move { RequireRole::check(context(&req).await?) })
+        Box::pin(async move {
+            let ctx = context(&req).await?;
+            let checked = tenancy(&req)?.require_role(&ctx, R::ROLE).await?;
+            if checked != ctx {
+                // Looked up: the other extractors of this request take the database's role too.
+                req.extensions_mut().insert(checked.clone());
+            }
+            RequireRole::check(checked)
+        })
     }
 }

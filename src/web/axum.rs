@@ -3,7 +3,8 @@
 //!
 //! The state is [`Tenancy`], reached through [`FromRef`]: your state holds one (or is one),
 //! so a router without it does not compile. The verified session and the context are kept in
-//! the request's extensions, so that several extractors in one handler verify and look up once.
+//! the request's extensions, so that several extractors in one handler verify once (and look
+//! the role up at most once: [`RequireRole`], for a token whose role is too low).
 //!
 //! ```no_run
 //! use axum::{Router, extract::FromRef, routing::get};
@@ -208,8 +209,9 @@ where
     }
 }
 
-/// The context in the session's active organization, with the role the database holds: 401
-/// without a valid token, 403 without an active organization or membership.
+/// The context in the session's active organization ([`Tenancy::org_context`]: from the
+/// verified token, no lookup; each unit's entry checks the membership): 401 without a valid
+/// token, 403 without an active organization.
 impl<S> FromRequestParts<S> for OrgContext
 where
     Tenancy: FromRef<S>,
@@ -223,8 +225,7 @@ where
 }
 
 /// `Option<OrgContext>`, for pages that work without an organization: `None` when the session
-/// has no active organization. Still 401 without a valid token, and 403 for an active
-/// organization the user is not a member of.
+/// has no active organization. Still 401 without a valid token.
 impl<S> OptionalFromRequestParts<S> for OrgContext
 where
     Tenancy: FromRef<S>,
@@ -241,7 +242,8 @@ where
     }
 }
 
-/// An [`OrgContext`] with at least `R`'s role: 403 `insufficient_role` otherwise.
+/// An [`OrgContext`] with at least `R`'s role ([`Tenancy::require_role`]: one lookup only
+/// when the token's role is below `R`): 403 `insufficient_role` otherwise.
 impl<S, R> FromRequestParts<S> for RequireRole<R>
 where
     Tenancy: FromRef<S>,
@@ -251,6 +253,13 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        RequireRole::check(context(parts, &Tenancy::from_ref(state)).await?)
+        let tenancy = Tenancy::from_ref(state);
+        let ctx = context(parts, &tenancy).await?;
+        let checked = tenancy.require_role(&ctx, R::ROLE).await?;
+        if checked != ctx {
+            // Looked up: the other extractors of this request take the database's role too.
+            parts.extensions.insert(checked.clone());
+        }
+        RequireRole::check(checked)
     }
 }

@@ -7,12 +7,25 @@
 //!    [`SessionVerifier`] in [`Tenancy`] (with `clerk-jwt`:
 //!    [`SessionTokenVerifier`](crate::clerk::SessionTokenVerifier)). The result is a
 //!    [`Session`]: the user and the active organization the token names. Failure: 401.
-//! 2. **Authorization.** [`Tenancy::org_context`] asks the database whether the user is a
-//!    member of that live organization and with which role ([`TenantPool::authorize`]): the
-//!    token's role claim is never taken for it. No active organization: 403
-//!    `no_active_organization`; not a member: 403 `not_a_member`.
-//! 3. **The unit of work**, through [`TenantPool::with_rls`] with that context: the database
-//!    admits it again, and Row-Level Security scopes every statement.
+//! 2. **The context.** [`Tenancy::org_context`] takes the user, the active organization and the
+//!    role the verified token states: no database lookup. No active organization: 403
+//!    `no_active_organization`. [`RequireRole`] passes when the token's role is enough; when
+//!    it is not, one lookup ([`Tenancy::require_role`]) lets a user the database has promoted
+//!    since through, and answers 403 `insufficient_role` otherwise.
+//! 3. **The unit of work**, through [`TenantPool::with_rls`] (or `with_rls_read`) with that
+//!    context: the database admits it in the unit's `BEGIN` round trip, as it admits
+//!    [`TenantPool::with_member`]'s: a live organization, a membership, a role at least the
+//!    token's (403 `not_a_member` / `insufficient_role` before your code runs otherwise), and
+//!    the unit acts with the role the database holds. Row-Level Security scopes every
+//!    statement. A write request costs the round trips of a plain sqlx transaction (3 for one
+//!    query), a read request 2.
+//!
+//! The token's role is a claim the database checks, never a grant: a token issued before a
+//! demotion is refused at the entry; one issued before a promotion acts with the database's
+//! role. Code that acts outside any unit on the strength of the context alone (calling
+//! another service, say) relies on the token; check with [`TenantPool::authorize`] first if
+//! the database must agree. A [`SessionVerifier`] of your own that states no role
+//! ([`Session::role`]) gets its context from one lookup instead.
 //!
 //! Every failure is an [`ApiError`]: an HTTP status, a stable `code` (one table holds every
 //! code the crate answers with, and its status; docs/web.md lists it), and a message safe to
@@ -24,7 +37,9 @@
 //! **Just joined.** A user added to an organization in the identity provider gets a token
 //! naming it before the provider's webhook reaches the database. With
 //! [`Tenancy::with_token_memberships`], a membership the verified token claims and the database
-//! lacks is applied through the service path (a [`ServicePool`] unit in that organization):
+//! lacks (the unit's entry refuses with `TNC01`, not a member) is applied through the service
+//! path (a [`ServicePool`] unit in that organization), at most once per request, and the entry
+//! is tried again:
 //! with the token's role capped at admin (a token never makes an owner), and only if no removal
 //! of that user from that organization was recorded at or after the token's `iat` (a removed
 //! member's still-valid token cannot bring the membership back), and never for a deleted
@@ -52,6 +67,7 @@ use crate::ids::{OrgId, UserId};
 use crate::{OrgContext, Role, ServicePool, TenantPool};
 
 pub use crate::claims::MembershipClaim;
+use crate::claims::PendingClaim;
 pub use error::ApiError;
 
 mod error;
@@ -71,9 +87,18 @@ pub struct Session {
     pub user_id: UserId,
     /// The active organization, if the session has one.
     pub org_id: Option<OrgId>,
+    /// The role the verified token states in the active organization, if it states one. With
+    /// it, the request's [`OrgContext`] needs no lookup: each unit's entry requires at least
+    /// this role and acts with the database's ([`Tenancy::org_context`]).
+    pub role: Option<Role>,
     /// What the token says about the membership in the active organization, for applying a
     /// membership the webhook has not delivered yet ([`Tenancy::with_token_memberships`]).
     pub claim: Option<MembershipClaim>,
+    /// In an impersonated session (Clerk's `act` claim), who is acting: the impersonator's
+    /// user id, while [`user_id`](Self::user_id) is the user acted as. Log it beside the user
+    /// to record who acted on whose behalf; never authorize with it (every unit acts as, and
+    /// with the memberships of, `user_id`). `None` when not impersonated.
+    pub actor: Option<String>,
 }
 
 impl Session {
@@ -82,8 +107,18 @@ impl Session {
         Session {
             user_id,
             org_id,
+            role: None,
             claim: None,
+            actor: None,
         }
+    }
+
+    /// Adds the role the verified session states in the active organization (see
+    /// [`Session::role`]).
+    #[must_use = "a builder method returns the changed value; the original is consumed"]
+    pub fn with_role(mut self, role: Role) -> Self {
+        self.role = Some(role);
+        self
     }
 
     /// Adds the membership the verified token claims in the active organization.
@@ -112,6 +147,10 @@ impl SessionVerifier for crate::clerk::SessionTokenVerifier {
         let claims = crate::clerk::SessionTokenVerifier::verify(self, token).await?;
         let org_id = claims.user_and_org().map(|(_, org)| org);
         let mut session = Session::new(claims.user_id.clone(), org_id);
+        session.actor = claims.actor.clone();
+        if let (Some(_), Some(role)) = (org_id, claims.org_role.as_deref()) {
+            session = session.with_role(self.roles().role_for(role, false));
+        }
         if let (Some(org), Some(role), Some(iat)) = (
             claims.org_external_id.as_deref(),
             claims.org_role.as_deref(),
@@ -177,30 +216,88 @@ impl Tenancy {
         }
     }
 
-    /// The session's context in its active organization, with the role **the database**
-    /// holds.
+    /// The session's context in its active organization.
+    ///
+    /// When the session states a role (Clerk's tokens do), **no lookup**: the context is the
+    /// token's user, organization and role, and the database decides at each unit's entry, in
+    /// its `BEGIN` round trip, as [`TenantPool::with_member`] does: a live organization, a
+    /// membership, a role at least the token's (403 `not_a_member` / `insufficient_role`
+    /// otherwise, before the unit's code runs); the unit acts with the role the database
+    /// holds. With [`with_token_memberships`](Self::with_token_memberships), the membership the
+    /// token claims rides along and is applied only when an entry finds none.
+    ///
+    /// A session without a role (a [`SessionVerifier`] of your own that states none) gets its
+    /// context from the database: one lookup ([`TenantPool::authorize`]), with the role the
+    /// database holds.
     ///
     /// # Errors
-    /// 403 `no_active_organization` when the session has none; 403 `not_a_member` when the
-    /// database has no such membership (after applying the token's claim, if configured);
-    /// 500 on a database failure.
+    /// 403 `no_active_organization` when the session has none. Without a role in the session:
+    /// 403 `not_a_member` when the database has no such membership (after applying the
+    /// token's claim, if configured); 500 on a database failure.
     pub async fn org_context(&self, session: &Session) -> Result<OrgContext, ApiError> {
         let Some(org) = session.org_id else {
             return Err(ApiError::no_active_organization());
         };
-        match self.pool.authorize(&session.user_id, org).await {
+        let Some(role) = session.role else {
+            return self
+                .looked_up(&session.user_id, org, self.claim(session, org).as_deref())
+                .await;
+        };
+        Ok(OrgContext::from_token(
+            org,
+            session.user_id.clone(),
+            role,
+            self.claim(session, org),
+        ))
+    }
+
+    /// `ctx` if its role is at least `min`. For a context from a session token whose role is
+    /// below `min`, the database may hold more (the user was promoted since the token was
+    /// issued): then, and only then, one lookup ([`TenantPool::authorize`]) decides, and the
+    /// context with the database's role is returned. [`RequireRole`] checks through it.
+    ///
+    /// # Errors
+    /// 403 `insufficient_role` when the role (the database's, when looked up) is below `min`;
+    /// 403 `not_a_member` when the lookup finds no membership (after applying the token's
+    /// claim, if configured); 500 on a database failure.
+    pub async fn require_role(&self, ctx: &OrgContext, min: Role) -> Result<OrgContext, ApiError> {
+        if ctx.role() >= min || !ctx.role_is_least() {
+            ctx.require_role(min)?;
+            return Ok(ctx.clone());
+        }
+        let ctx = self
+            .looked_up(ctx.user_id(), ctx.org_id(), ctx.pending_claim())
+            .await?;
+        ctx.require_role(min)?;
+        Ok(ctx)
+    }
+
+    /// The membership the session's token claims in `org`, to apply when the database lacks
+    /// it, if configured.
+    fn claim(&self, session: &Session, org: OrgId) -> Option<Arc<PendingClaim>> {
+        let (service, claim) = (self.claims.as_ref()?, session.claim.as_ref()?);
+        (OrgId::from_external_id(&claim.org_external_id) == org)
+            .then(|| Arc::new(PendingClaim::new(service.clone(), claim.clone())))
+    }
+
+    /// The context with the role the database holds ([`TenantPool::authorize`]), applying
+    /// `claim` first when the database has no membership.
+    async fn looked_up(
+        &self,
+        user: &UserId,
+        org: OrgId,
+        claim: Option<&PendingClaim>,
+    ) -> Result<OrgContext, ApiError> {
+        match self.pool.authorize(user, org).await {
             Err(Error::NotAMember) => {}
             other => return other.map_err(ApiError::from),
         }
-        let (Some(service), Some(claim)) = (&self.claims, &session.claim) else {
-            return Err(Error::NotAMember.into());
-        };
-        if OrgId::from_external_id(&claim.org_external_id) != org
-            || !crate::claims::apply(service, org, &session.user_id, claim).await?
-        {
-            return Err(Error::NotAMember.into());
+        match claim {
+            Some(claim) if claim.apply_once(org, user).await? => {
+                Ok(self.pool.authorize(user, org).await?)
+            }
+            _ => Err(Error::NotAMember.into()),
         }
-        Ok(self.pool.authorize(&session.user_id, org).await?)
     }
 }
 
@@ -253,8 +350,9 @@ impl MinRole for Owner {
     const ROLE: Role = Role::Owner;
 }
 
-/// An [`OrgContext`] whose role is at least `R` (an extractor in both adapters: 403
-/// `insufficient_role` otherwise). Derefs to the context.
+/// An [`OrgContext`] whose role is at least `R` (an extractor in both adapters, through
+/// [`Tenancy::require_role`]: no lookup when the token's role is enough, one when it is below
+/// `R`; 403 `insufficient_role` otherwise). Derefs to the context.
 #[derive(Debug, Clone)]
 pub struct RequireRole<R: MinRole> {
     ctx: OrgContext,
