@@ -31,7 +31,12 @@ CREATE OR REPLACE FUNCTION tenancy_current_unit_is_live() RETURNS boolean
     AS $$ SELECT pg_catalog.current_setting('app.current_unit', true)
                  = pg_catalog.transaction_timestamp()::text $$;
 
--- Writes the four context functions every policy calls, for one mode: in the default mode
+-- The order of the roles (NULL for anything else, 'service' included).
+CREATE FUNCTION tenancy_role_rank(role text) RETURNS int
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT CASE role WHEN 'owner' THEN 3 WHEN 'admin' THEN 2 WHEN 'member' THEN 1 END $$;
+
+-- Writes the context functions every policy calls, for one mode: in the default mode
 -- they read the current unit's settings (inlinable SQL, one InitPlan per statement as
 -- `(SELECT f())`); in hardened mode the same, only while the unit's seal holds
 -- (tenancy_context_is_sealed, below). Replacing them switches users' own policies written
@@ -42,7 +47,12 @@ CREATE OR REPLACE FUNCTION tenancy_current_unit_is_live() RETURNS boolean
 --   by the entry (never more than the membership holds, nor than the application claimed);
 --   'service' in a service unit; one setting read, no table lookup;
 -- - tenancy_switcher_user_id(): the user, only while no organization is chosen (the switcher
---   policies: one InitPlan where `org IS NULL AND user_id = user` needs two).
+--   policies: one InitPlan where `org IS NULL AND user_id = user` needs two);
+-- - tenancy_current_org_id_at_least(role): the organization, only while the unit acts with at
+--   least `role` (NULL otherwise): a role-guarded policy as one per-statement value,
+--   `organization_id = (SELECT tenancy_current_org_id_at_least('admin'))`, still an index
+--   condition, where `AND (SELECT tenancy_current_org_role()) IN (...)` is a filter evaluated
+--   on every row (docs/benchmarks.md, `ratio.policy.role_policy_vs_rls`).
 CREATE FUNCTION tenancy_install_context_functions(hardened boolean) RETURNS void
     LANGUAGE plpgsql VOLATILE
     SET search_path FROM CURRENT
@@ -71,6 +81,12 @@ BEGIN
             AS $b$ SELECT CASE WHEN %1$s.%2$s
                                 AND NULLIF(pg_catalog.current_setting('app.current_org_id', true), '') IS NULL
                                THEN NULLIF(pg_catalog.current_setting('app.current_user_id', true), '') END $b$;
+        CREATE OR REPLACE FUNCTION %1$s.tenancy_current_org_id_at_least(role text) RETURNS uuid
+            LANGUAGE sql STABLE %3$s
+            AS $b$ SELECT CASE WHEN %1$s.%2$s
+                                AND %1$s.tenancy_role_rank(pg_catalog.current_setting('app.current_org_role', true))
+                                    >= %1$s.tenancy_role_rank(role)
+                               THEN NULLIF(pg_catalog.current_setting('app.current_org_id', true), '')::uuid END $b$;
     $f$, s, live, parallel);
 END
 $$;
@@ -99,10 +115,6 @@ CREATE FUNCTION tenancy_session_settings() RETURNS text
                      pg_catalog.current_setting('row_security'),
                      pg_catalog.current_setting('synchronous_commit'),
                      pg_catalog.current_setting('search_path')) $$;
-
-CREATE FUNCTION tenancy_role_rank(role text) RETURNS int
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    AS $$ SELECT CASE role WHEN 'owner' THEN 3 WHEN 'admin' THEN 2 WHEN 'member' THEN 1 END $$;
 
 -- ---------------------------------------------------------------------------------------------
 -- Entering a unit: procedures, called as `BEGIN; CALL tenancy_enter(...)` in one round trip

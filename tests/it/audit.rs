@@ -686,3 +686,81 @@ async fn text_columns_with_planner_statistics_are_reported_until_hidden_or_allow
     as_owner(&db, &report.findings[0].fix).await;
     assert_eq!(app_report(&db).await.findings, vec![]);
 }
+
+/// A role-guarded policy as one per-statement value,
+/// `organization_id = (SELECT tenancy_current_org_id_at_least('admin'))`: the audit accepts it,
+/// it stays an index condition, an admin reads and writes their organization's rows only, and a
+/// member of the same organization reads and writes none (the control: the same member under
+/// the plain tenant policy reads them).
+#[tokio::test]
+async fn a_role_guarded_policy_is_one_value_per_statement() {
+    let db = crate::common::database().await;
+    let app = db.app_options().get_username().to_owned();
+    as_owner(
+        &db,
+        &format!(
+            "CREATE TABLE payroll (organization_id uuid NOT NULL REFERENCES organizations (id),
+                                   id uuid NOT NULL DEFAULT gen_random_uuid(),
+                                   PRIMARY KEY (organization_id, id));
+             ALTER TABLE payroll ENABLE ROW LEVEL SECURITY;
+             ALTER TABLE payroll FORCE ROW LEVEL SECURITY;
+             CREATE POLICY admins ON payroll
+                 USING      (organization_id = (SELECT tenancy_current_org_id_at_least('admin')))
+                 WITH CHECK (organization_id = (SELECT tenancy_current_org_id_at_least('admin')));
+             GRANT SELECT, INSERT, UPDATE, DELETE ON payroll TO {app};"
+        ),
+    )
+    .await;
+    let report = app_report(&db).await;
+    assert_eq!(report.findings, vec![], "{report}");
+    let pool = TenantPool::new(connect(db.app_options()).await)
+        .await
+        .unwrap();
+    let (a, b) = (
+        seed_org(&pool, "alpha").await,
+        seed_org(&pool, "beta").await,
+    );
+    let count = async |ctx: &pg_tenancy::OrgContext, sql: &'static str| {
+        pool.with_rls(ctx, async |tx| {
+            Ok::<_, Error>(sqlx::query_scalar::<_, i64>(sql).fetch_one(tx).await?)
+        })
+        .await
+    };
+    let insert = "WITH i AS (INSERT INTO payroll (organization_id) \
+                  VALUES ((SELECT tenancy_current_org_id())) RETURNING 1) SELECT count(*) FROM i";
+    for org in [&a, &b] {
+        assert_eq!(count(&org.ctx(Role::Admin), insert).await.unwrap(), 1);
+    }
+    let read = "SELECT count(*) FROM payroll";
+    assert_eq!(count(&a.ctx(Role::Owner), read).await.unwrap(), 1);
+    assert_eq!(count(&a.ctx(Role::Admin), read).await.unwrap(), 1);
+    assert_eq!(count(&a.ctx(Role::Member), read).await.unwrap(), 0);
+    let refused = count(&a.ctx(Role::Member), insert).await.unwrap_err();
+    assert!(refused.is_rls_violation(), "{refused}");
+    // Control: the member reads the rows where the policy has no role guard.
+    as_owner(
+        &db,
+        "ALTER POLICY admins ON payroll USING (organization_id = (SELECT tenancy_current_org_id()))",
+    )
+    .await;
+    assert_eq!(count(&a.ctx(Role::Member), read).await.unwrap(), 1);
+    // The guard leaves the tenant comparison an index condition.
+    let plan: Vec<String> = pool
+        .with_rls(&a.ctx(Role::Admin), async |tx| {
+            Ok::<_, Error>(
+                sqlx::query_scalar(
+                    "EXPLAIN SELECT * FROM payroll WHERE organization_id = \
+                     (SELECT tenancy_current_org_id_at_least('admin'))",
+                )
+                .fetch_all(tx)
+                .await?,
+            )
+        })
+        .await
+        .unwrap();
+    assert!(
+        plan.iter()
+            .any(|l| l.contains("Index Cond: (organization_id = $")),
+        "{plan:?}"
+    );
+}
