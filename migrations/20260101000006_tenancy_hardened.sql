@@ -139,12 +139,16 @@ REVOKE ALL ON FUNCTION tenancy_seal(bigint) FROM PUBLIC;
 -- organization, the user, the required role, how it applies and the expiry. Runs as the owner
 -- (it reads the key), so the caller's session is checked first by tenancy_enter_signed.
 -- TNC06: hardened mode is off, or the signature is bad; TNC08: it has expired (in the
--- database's clock).
+-- database's clock). Like tenancy_enter, it waits at most 2 s for a lock (55P03): a unit
+-- holding `LOCK TABLE organization_members` stalls no other organization's signed entry for
+-- longer. A SET clause (restored when the function returns): the function already pays for
+-- one (search_path), a second costs one more setting saved and restored per entry.
 CREATE FUNCTION tenancy_enter_sealed(kind text, org uuid, member text, required text,
                                      act_as_required boolean, expiry bigint, signature text)
     RETURNS void
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path FROM CURRENT
+    SET lock_timeout = '2s'
     AS $$
 DECLARE
     found_role text;
