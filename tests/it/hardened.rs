@@ -545,7 +545,7 @@ async fn a_hardened_pool_refuses_a_role_whose_signed_entries_pg_stat_statements_
     let app = w.db.app_role().to_owned();
     // The defence: with pg_stat_statements tracking utility statements (its default), a
     // hardened pool refuses to start, and says which setting to change.
-    let e = w.db.harden(&key, 2).await.err().expect("a hardened pool");
+    let e = w.db.harden(&key, 2).await.expect_err("a refused pool");
     assert!(
         matches!(
             e,
@@ -559,6 +559,29 @@ async fn a_hardened_pool_refuses_a_role_whose_signed_entries_pg_stat_statements_
             .contains("pg_stat_statements.track_utility = off"),
         "{e}"
     );
+    // The other way out: the role may not execute the extension's function (nor read its
+    // view, which calls it). The pool starts, and SQL in a unit cannot read the statistics.
+    as_superuser(
+        &cluster,
+        &w,
+        "REVOKE EXECUTE ON FUNCTION pg_stat_statements(boolean) FROM PUBLIC",
+    )
+    .await;
+    let revoked = w.db.harden(&key, 1).await.unwrap();
+    let e = crate::common::run(
+        &revoked,
+        &w.a.ctx(Role::Member),
+        "SELECT count(*) FROM pg_stat_statements",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(crate::common::sqlstate(&e).as_deref(), Some("42501"), "{e}");
+    as_superuser(
+        &cluster,
+        &w,
+        "GRANT EXECUTE ON FUNCTION pg_stat_statements(boolean) TO PUBLIC",
+    )
+    .await;
     // The mitigation it asks for: utility statements untracked for the role. The pool starts,
     // and an injection finds no signed entry to replay.
     as_superuser(

@@ -1,7 +1,11 @@
 //! What the second adversarial review of the SQL layer found (issue 19), each defence beside a
 //! positive control: re-entering a unit, switching it through a function, asking about other
 //! organizations' members, triggers under a context changed mid-statement, session and role
-//! settings left for the next borrower, and a lock that would stall every entry.
+//! settings left for the next borrower, and a lock that would stall every entry. Then what a
+//! third read found (docs/security.md): the signed entry's and `authorize`'s lock timeout, an
+//! owner undeleting their organization, a provider organization's slug and the slug oracle
+//! that remains, and an owner acting with a lower role who could not leave. (The third read's
+//! `pg_stat_statements` replay is in `hardened.rs`.)
 
 use std::time::{Duration, Instant};
 
@@ -332,27 +336,28 @@ async fn a_lock_on_the_memberships_stalls_no_entry_for_long() {
     );
 }
 
+/// An entry or a lookup, started and awaited later.
+type Attempt<'a> = std::pin::Pin<Box<dyn Future<Output = Result<(), Error>> + 'a>>;
+
 /// The signed entry of hardened mode and `authorize`'s lookup (both modes) wait on a unit's
 /// `LOCK TABLE organization_members` at most 2 s, like the default entry above: 55P03, then
 /// admitted once the lock is gone (the control).
 #[tokio::test]
 async fn a_lock_on_the_memberships_stalls_no_signed_entry_and_no_lookup_for_long() {
     let w = world_with(As::App, 3).await;
-    let timed =
-        async |what: &str,
-               attempt: std::pin::Pin<Box<dyn Future<Output = Result<(), Error>> + '_>>| {
-            let started = Instant::now();
-            let e = tokio::time::timeout(Duration::from_secs(20), attempt)
-                .await
-                .unwrap_or_else(|_| panic!("{what} waited unboundedly"))
-                .unwrap_err();
-            assert_eq!(sqlstate(&e).as_deref(), Some("55P03"), "{what}: {e}");
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "{what}: {:?}",
-                started.elapsed()
-            );
-        };
+    let timed = async |what: &str, attempt: Attempt<'_>| {
+        let started = Instant::now();
+        let e = tokio::time::timeout(Duration::from_secs(20), attempt)
+            .await
+            .unwrap_or_else(|_| panic!("{what} waited unboundedly"))
+            .unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("55P03"), "{what}: {e}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{what}: {:?}",
+            started.elapsed()
+        );
+    };
     let lock = async |pool: &TenantPool| {
         let mut holder = pool.begin(&w.a.ctx(Role::Admin)).await.unwrap();
         sqlx::query("LOCK TABLE organization_members IN ACCESS EXCLUSIVE MODE")
@@ -364,8 +369,7 @@ async fn a_lock_on_the_memberships_stalls_no_signed_entry_and_no_lookup_for_long
     let authorize = |pool: &TenantPool| {
         let pool = pool.clone();
         let (user, org) = (w.b.member.clone(), w.b.id);
-        Box::pin(async move { pool.authorize(&user, org).await.map(|_| ()) })
-            as std::pin::Pin<Box<dyn Future<Output = Result<(), Error>>>>
+        Box::pin(async move { pool.authorize(&user, org).await.map(|_| ()) }) as Attempt<'static>
     };
     // Default mode: authorize.
     let holder = lock(&w.pool).await;
@@ -381,8 +385,7 @@ async fn a_lock_on_the_memberships_stalls_no_signed_entry_and_no_lookup_for_long
     let entry = {
         let pool = hardened.clone();
         let ctx = w.b.ctx(Role::Member);
-        Box::pin(async move { run(&pool, &ctx, "SELECT 1").await.map(|_| ()) })
-            as std::pin::Pin<Box<dyn Future<Output = Result<(), Error>>>>
+        Box::pin(async move { run(&pool, &ctx, "SELECT 1").await.map(|_| ()) }) as Attempt<'static>
     };
     timed("the signed entry", entry).await;
     timed("the signed authorize", authorize(&hardened)).await;
