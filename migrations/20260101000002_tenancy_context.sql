@@ -301,11 +301,14 @@ $$;
 -- unit (TNC09): SQL running in one organization's unit cannot ask about another's members.
 -- In hardened mode it also needs the application's signature over ('role', org, member,
 -- expiry), like the entries (TNC06; TNC08 once expired): SQL that cleared its unit's marker to
--- pass the check above still cannot sign.
+-- pass the check above still cannot sign. Like tenancy_enter's, its lookup waits at most 2 s
+-- for a lock (a unit holding `LOCK TABLE organization_members` stalls no `authorize` for
+-- longer; 55P03): a SET clause, which the function's search_path already makes it pay for.
 CREATE FUNCTION tenancy_member_role(org uuid, member text, expiry bigint DEFAULT NULL,
                                     signature text DEFAULT NULL) RETURNS text
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path FROM CURRENT
+    SET lock_timeout = '2s'
     AS $$
 DECLARE
     found_role text;

@@ -6,7 +6,8 @@
 -- admins; only an owner grants, changes or removes an owner or marks the organization deleted
 -- (nobody hard-deletes it); anyone may leave; the organization switcher reads a user's own memberships while
 -- no organization is chosen. And the triggers: a deleted organization keeps no memberships
--- (`tenancy_forget_members`), and a live organization keeps an owner (`tenancy_keep_an_owner`).
+-- (`tenancy_forget_members`), and a live organization keeps an owner (`tenancy_keep_an_owner`,
+-- which counts the owners through `tenancy_lock_owners` whatever role the unit acts with).
 -- The tenant predicate is always the bare indexed column against the per-statement constant;
 -- role conditions are per-statement constants too.
 
@@ -113,9 +114,52 @@ CREATE TRIGGER tenancy_forget_members
     FOR EACH ROW WHEN (OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL)
     EXECUTE FUNCTION tenancy_forget_members();
 
+-- The owners of the statement's own organization, locked FOR UPDATE, for tenancy_keep_an_owner:
+-- true when one remains. A row lock applies the UPDATE policy, which shows owner rows to a
+-- unit acting as owner only: an owner whose unit entered with a lower role (leaving is
+-- allowed to anyone) would find none. So for its one statement this acts as 'owner' (sealed
+-- anew in hardened mode, as tenancy_member_role does for its lookup) and then puts the role
+-- and the seal back. Only for the organization the unit is in (TNC10 otherwise, a context
+-- changed inside the statement included), and it answers only whether an owner remains,
+-- which the unit's own SELECT already shows. SECURITY DEFINER for tenancy_seal; the pinned
+-- search_path keeps temporary objects out.
+CREATE FUNCTION tenancy_lock_owners(org uuid) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path FROM CURRENT
+    AS $$
+DECLARE
+    role_before text := pg_catalog.current_setting('app.current_org_role', true);
+    seal_before text := pg_catalog.current_setting('app.context_seal', true);
+    hardened    boolean := EXISTS (SELECT 1 FROM tenancy_context_key);
+    found_owner boolean;
+    ignored     text;
+BEGIN
+    IF org IS NULL OR tenancy_current_org_id() IS DISTINCT FROM org THEN
+        RAISE EXCEPTION 'tenancy: the context changed inside the statement' USING ERRCODE = 'TNC10';
+    END IF;
+    ignored := pg_catalog.set_config('app.current_org_role', 'owner', true);
+    IF hardened THEN
+        PERFORM tenancy_seal(pg_catalog.current_setting('app.context_expiry')::bigint);
+    END IF;
+    PERFORM 1 FROM organization_members
+      WHERE organization_id = org AND role = 'owner'
+      FOR UPDATE;
+    found_owner := FOUND;
+    ignored := pg_catalog.set_config('app.current_org_role', coalesce(role_before, ''), true);
+    IF hardened THEN
+        ignored := pg_catalog.set_config('app.context_seal', coalesce(seal_before, ''), true);
+    END IF;
+    RETURN found_owner;
+END
+$$;
+-- (tenancy_context_key and tenancy_seal are hardened mode's, in ..._06_tenancy_hardened.sql;
+-- PL/pgSQL resolves them when called.)
+
 -- The last owner of a live organization cannot leave or be demoted. Row locks on the remaining
--- owners serialize concurrent demotions (one of two racing transactions fails). Service units
--- (the identity provider is the source of truth) and organizations being deleted are exempt.
+-- owners serialize concurrent demotions (one of two racing transactions fails); they are
+-- taken by tenancy_lock_owners, so that they see every owner whatever role the unit acts
+-- with. Service units (the identity provider is the source of truth) and organizations being
+-- deleted are exempt.
 CREATE FUNCTION tenancy_keep_an_owner() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path FROM CURRENT
@@ -136,10 +180,7 @@ BEGIN
                     WHERE id = OLD.organization_id AND deleted_at IS NULL) THEN
         RETURN NULL;
     END IF;
-    PERFORM 1 FROM organization_members
-      WHERE organization_id = OLD.organization_id AND role = 'owner'
-      FOR UPDATE;
-    IF NOT FOUND THEN
+    IF NOT tenancy_lock_owners(OLD.organization_id) THEN
         RAISE EXCEPTION 'tenancy: an organization keeps at least one owner' USING ERRCODE = 'TNC03';
     END IF;
     RETURN NULL;

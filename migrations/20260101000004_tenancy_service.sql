@@ -3,7 +3,8 @@
 -- Provides `tenancy_enter_service` (only a member of the NOLOGIN role `tenancy_service` may
 -- enter), the service policies on `organizations` and `organization_members` (a service unit
 -- acts inside the organization it entered), the triggers that keep the identity provider's
--- columns of those two tables to the service path (TNC11), and the webhook bookkeeping
+-- columns of those two tables, a deleted organization's deletion and a provider
+-- organization's slug to the service path (TNC11), and the webhook bookkeeping
 -- tables, which only service units can read or write: `membership_tombstones` (identity-
 -- provider memberships that were deleted: a late event for one is ignored) and
 -- `webhook_deliveries` (deliveries already applied, for idempotency). Old rows of both are
@@ -106,8 +107,9 @@ CREATE POLICY service_unit ON organization_members TO tenancy_service
     USING      (organization_id = (SELECT tenancy_current_org_id()) AND (SELECT tenancy_current_org_role()) = 'service')
     WITH CHECK (organization_id = (SELECT tenancy_current_org_id()) AND (SELECT tenancy_current_org_role()) = 'service');
 
--- The identity provider's columns belong to the service path. A request unit (whatever its
--- role is granted on the tables) may not write them: an admin who rewrote their own
+-- The identity provider's columns belong to the service path, and so do a deleted
+-- organization's deletion and a provider organization's slug (below). A request unit
+-- (whatever its role is granted on the tables) may not write them: an admin who rewrote their own
 -- membership's `external_id` or `external_*_at` would no longer match the provider's removal
 -- of it, and an `external_updated_at` far in the future would make every later event of the
 -- organization look older. Inserted rows leave them unset; updates leave them unchanged.
@@ -128,6 +130,22 @@ BEGIN
                IS DISTINCT FROM
                (OLD.external_id, OLD.external_updated_at, OLD.external_source, OLD.created_by)) THEN
         RAISE EXCEPTION 'tenancy: the identity provider''s columns of organizations are the service path''s'
+            USING ERRCODE = 'TNC11';
+    END IF;
+    -- A deletion is final for request units: an owner who marked the organization deleted
+    -- cannot clear or move the mark (it would be live again with no members and no removal
+    -- records, and removed members could claim their way back).
+    IF TG_OP = 'UPDATE' AND OLD.deleted_at IS NOT NULL
+       AND NEW.deleted_at IS DISTINCT FROM OLD.deleted_at THEN
+        RAISE EXCEPTION 'tenancy: a deleted organization stays deleted (only the service path changes its deletion)'
+            USING ERRCODE = 'TNC11';
+    END IF;
+    -- The slug of an identity provider's organization is the sync's (it follows the
+    -- provider's): a request unit renaming it could take a slug the provider gives another
+    -- organization later, and each 23505 it met would tell it that another organization holds
+    -- the slug it tried.
+    IF TG_OP = 'UPDATE' AND OLD.external_id IS NOT NULL AND NEW.slug IS DISTINCT FROM OLD.slug THEN
+        RAISE EXCEPTION 'tenancy: the slug of an identity provider''s organization is the service path''s'
             USING ERRCODE = 'TNC11';
     END IF;
     RETURN NEW;

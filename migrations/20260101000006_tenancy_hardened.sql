@@ -150,7 +150,7 @@ REVOKE ALL ON FUNCTION tenancy_seal(bigint) FROM PUBLIC;
 -- TNC06: hardened mode is off, or the signature is bad; TNC08: it has expired (in the
 -- database's clock). Like tenancy_enter, it waits at most 2 s for a lock (55P03): a unit
 -- holding `LOCK TABLE organization_members` stalls no other organization's signed entry for
--- longer.
+-- longer (a SET clause, restored when the function returns).
 --
 -- Per unit, it reads the key once and computes the HMACs itself: the signature's, then the
 -- seal's, once when the unit's role is known before the lookup (an OrgContext's unit acts as

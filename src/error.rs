@@ -121,6 +121,21 @@ pub enum Error {
         role: String,
     },
 
+    /// Hardened mode needs `pg_stat_statements` (when the server loads it) to keep the
+    /// connecting role's utility statements out of its view: with
+    /// `pg_stat_statements.track_utility` on (its default), PostgreSQL 15 records each unit's
+    /// `CALL tenancy_enter_signed(...)` with its signature, and SQL injected into another unit of
+    /// the same role could read it there and replay it within its lifetime. Turn it off for the
+    /// role (`ALTER ROLE <app> SET pg_stat_statements.track_utility = off`, as a superuser), or
+    /// revoke the role's `EXECUTE` on `pg_stat_statements(boolean)` in this database.
+    #[error(
+        "pg_stat_statements records the utility statements of role {role:?}: its signed entries would be readable there (ALTER ROLE ... SET pg_stat_statements.track_utility = off, as a superuser)"
+    )]
+    StatementsVisible {
+        /// The role name reported by `current_user`.
+        role: String,
+    },
+
     /// The role a hardened pool connects with can read hardened mode's key
     /// (`tenancy_context_key`): it owns the table, bypasses row security, or row security is
     /// off on it. SQL injected into a unit could then forge contexts.
@@ -222,6 +237,7 @@ impl Error {
             | Error::HardenedModeOff
             | Error::ContextVisible { .. }
             | Error::ContextKeyReadable { .. }
+            | Error::StatementsVisible { .. }
             | Error::AuditFailed(_) => ErrorKind::Internal,
             Error::Database(e) => classify(e),
         }

@@ -57,6 +57,23 @@ impl fmt::Debug for TenantPool {
     }
 }
 
+/// Whether `pg_stat_statements` would show this role its signed entries: the server loads it
+/// (its settings exist), it tracks top-level utility statements for this role (a `CALL` is
+/// one; `track_utility` and `track` are superuser settings, so SQL in a unit cannot turn them
+/// on), and the role can read it: its `pg_stat_statements(boolean)` is executable in this
+/// database, or the extension is not created here yet (whoever creates it later, in this
+/// database or another the role reaches, reads what was recorded meanwhile). A `NULL` setting
+/// (the library not loaded) is false.
+const STATEMENTS_VISIBLE: &str = "coalesce(\
+     pg_catalog.current_setting('pg_stat_statements.track_utility', true) = 'on' \
+     AND pg_catalog.current_setting('pg_stat_statements.track', true) <> 'none' \
+     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension e \
+                       JOIN pg_catalog.pg_proc p ON p.pronamespace = e.extnamespace \
+                      WHERE e.extname = 'pg_stat_statements' \
+                        AND p.proname = 'pg_stat_statements' \
+                        AND NOT pg_catalog.has_function_privilege(p.oid, 'EXECUTE')), \
+     false)";
+
 impl TenantPool {
     /// Connects with `pg-tenancy`'s pool defaults and checks the role (see [`TenantPool::new`]).
     ///
@@ -113,7 +130,10 @@ impl TenantPool {
     /// As [`TenantPool::new`], and [`Error::HardenedModeOff`] when the owner has not enabled
     /// hardened mode ([`ContextKey::enable_sql`]); [`Error::ContextVisible`] when the role's
     /// `track_activities` is on, which would show each unit's signed context to other
-    /// sessions of the role.
+    /// sessions of the role; [`Error::StatementsVisible`] when the server loads
+    /// `pg_stat_statements` and it would record the role's signed entries where the role can
+    /// read them (`pg_stat_statements.track_utility` on); [`Error::ContextKeyReadable`] when
+    /// the role can read the key.
     pub async fn hardened(pool: PgPool, key: ContextKey) -> Result<Self> {
         let units = Units::inspect(pool).await?;
         if !units.hardened_mode().await? {
@@ -153,13 +173,14 @@ impl TenantPool {
             simulated_skew: skew_secs,
         };
         // One simple-protocol message (it works through PgBouncer): who we are, whether our
-        // contexts would show in pg_stat_activity, whether we can read the key, and the
-        // database's clock. Names come from `inspect` (a quoted schema).
+        // contexts would show in pg_stat_activity or pg_stat_statements, whether we can read
+        // the key, and the database's clock. Names come from `inspect` (a quoted schema).
         let sent_at = signer.app_now();
         let row = sqlx::raw_sql(AssertSqlSafe(format!(
             "SELECT current_user::text, pg_catalog.current_setting('track_activities'), \
                     {}tenancy_context_key_readable(), \
-                    pg_catalog.date_part('epoch', pg_catalog.clock_timestamp())",
+                    pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()), \
+                    {STATEMENTS_VISIBLE}",
             units.schema_prefix
         )))
         .fetch_one(&units.pool)
@@ -168,8 +189,12 @@ impl TenantPool {
         let tracked: String = sqlx::Row::try_get(&row, 1)?;
         let key_readable: bool = sqlx::Row::try_get(&row, 2)?;
         let database_now: f64 = sqlx::Row::try_get(&row, 3)?;
+        let statements_visible: bool = sqlx::Row::try_get(&row, 4)?;
         if tracked != "off" {
             return Err(Error::ContextVisible { role });
+        }
+        if statements_visible {
+            return Err(Error::StatementsVisible { role });
         }
         if key_readable {
             return Err(Error::ContextKeyReadable { role });

@@ -69,13 +69,25 @@ impl TestCluster {
     /// As [`TestCluster::global`]; and [`HarnessError::Start`] with `DATABASE_URL` set (a
     /// server the harness did not start cannot be restarted by it).
     pub fn dedicated() -> Result<TestCluster, HarnessError> {
+        Self::dedicated_with(&[])
+    }
+
+    /// [`TestCluster::dedicated`] with server settings of its own, each `name=value` as
+    /// `postgres -c` takes it (e.g. `shared_preload_libraries=pg_stat_statements`, for a test of
+    /// what a loaded extension shows).
+    ///
+    /// # Errors
+    /// As [`TestCluster::dedicated`]; [`HarnessError::Start`] when the server does not start
+    /// with them (an extension's library that is not installed).
+    pub fn dedicated_with(settings: &[&str]) -> Result<TestCluster, HarnessError> {
         if std::env::var_os("DATABASE_URL").is_some() {
             return Err(HarnessError::Start(
                 "a dedicated cluster needs the harness's own server (DATABASE_URL is set)".into(),
             ));
         }
         let bindir = find_bindir().ok_or(HarnessError::NoBinaries)?;
-        start_cluster(&bindir)
+        let settings: Vec<String> = settings.iter().map(|s| (*s).to_owned()).collect();
+        start_cluster(&bindir, &settings)
     }
 
     /// Stops the server (fast shutdown: open transactions are aborted, sessions closed),
@@ -116,7 +128,7 @@ impl TestCluster {
             });
         }
         let bindir = find_bindir().ok_or(HarnessError::NoBinaries)?;
-        start_cluster(&bindir)
+        start_cluster(&bindir, &[])
     }
 
     /// Options for the cluster's superuser (administration only: never for isolation tests).
@@ -225,7 +237,7 @@ fn server_user() -> Result<Option<(u32, u32)>, HarnessError> {
 // Over 80 lines on purpose: one linear start-up (initdb, configuration, server, watchdog) read
 // top to bottom, each step's failure named where it happens; split, it would only hand its
 // directory, user and ports around.
-fn start_cluster(bindir: &Path) -> Result<TestCluster, HarnessError> {
+fn start_cluster(bindir: &Path, settings: &[String]) -> Result<TestCluster, HarnessError> {
     let fail = |what: &str, e: &dyn std::fmt::Display| HarnessError::Start(format!("{what}: {e}"));
     let as_user = server_user()?;
     let dir = tempfile::Builder::new()
@@ -276,6 +288,10 @@ fn start_cluster(bindir: &Path) -> Result<TestCluster, HarnessError> {
     }
     drop(log);
     let (bin, data_dir, sock_dir) = (bindir.join("postgres"), data.clone(), dir.clone());
+    let extra: Vec<String> = settings
+        .iter()
+        .flat_map(|s| ["-c".to_owned(), s.clone()])
+        .collect();
     let respawn = move || -> std::io::Result<Child> {
         let log = std::fs::OpenOptions::new()
             .append(true)
@@ -291,6 +307,7 @@ fn start_cluster(bindir: &Path) -> Result<TestCluster, HarnessError> {
             .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
             .args(["-c", "full_page_writes=off", "-c", "max_connections=300"])
+            .args(&extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

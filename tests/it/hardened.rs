@@ -445,3 +445,197 @@ async fn hardened_mode_answers_membership_lookups_only_when_signed() {
         .unwrap_err();
     assert_eq!(crate::common::sqlstate(&e).as_deref(), Some("TNC06"), "{e}");
 }
+
+/// SQL injected into a unit of A: reads the signed entries of other units of the same role
+/// that `pg_stat_statements` recorded for B, clears its unit's marker, and replays the first
+/// one through `tenancy_enter_sealed` (executable by the role: `tenancy_enter_signed` calls
+/// it). Returns how many signed entries of B it found, and B's projects and the role it then
+/// sees.
+async fn replay_a_recorded_entry(pool: &TenantPool, w: &World) -> (i64, i64, Option<String>) {
+    let b = w.b.id.to_string();
+    pool.with_rls(&w.a.ctx(Role::Member), async |tx| {
+        let recorded: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_statements \
+              WHERE query LIKE '%tenancy_enter_signed(''member'', ''' || $1 || '''%'",
+        )
+        .bind(&b)
+        .fetch_one(&mut *tx)
+        .await?;
+        if recorded == 0 {
+            return Ok::<_, Error>((0, 0, None));
+        }
+        sqlx::query("SELECT set_config('app.current_unit', '', true)")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            r"SELECT tenancy_enter_sealed(m[1], m[2]::uuid, m[3], m[4], m[5]::boolean,
+                                          m[6]::bigint, m[7])
+                FROM (SELECT pg_catalog.regexp_match(query,
+                        $re$tenancy_enter_signed\('(\w+)', '([0-9a-f-]+)', '([^']+)', '(\w+)', (true|false), .*, (\d+), '([0-9a-f]{64})'\)$re$) AS m
+                        FROM pg_stat_statements
+                       WHERE query LIKE '%tenancy_enter_signed(''member'', ''' || $1 || '''%'
+                       LIMIT 1) AS recorded",
+        )
+        .bind(&b)
+        .execute(&mut *tx)
+        .await?;
+        let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM projects")
+            .fetch_one(&mut *tx)
+            .await?;
+        let role: Option<String> = sqlx::query_scalar("SELECT tenancy_current_org_role()")
+            .fetch_one(&mut *tx)
+            .await?;
+        Ok((recorded, seen, role))
+    })
+    .await
+    .unwrap()
+}
+
+/// A hardened world on a cluster of its own that loads `pg_stat_statements`, with the
+/// extension created in the database (as a superuser does); `None` when no such cluster can
+/// be started here (the test then says why).
+async fn world_with_statement_statistics() -> Option<(pg_tenancy::testing::TestCluster, World)> {
+    use pg_tenancy::testing::{TestCluster, TestDatabase};
+    let cluster =
+        match TestCluster::dedicated_with(&["shared_preload_libraries=pg_stat_statements"]) {
+            Ok(c) => c,
+            Err(e) if std::env::var_os("DATABASE_URL").is_some() => {
+                crate::support::skip::skip_or_fail(
+                    "TENANCY_REQUIRE_RESTART",
+                    &format!("no cluster of its own: {e}"),
+                );
+                return None;
+            }
+            Err(e) => panic!("{e}"),
+        };
+    let db = TestDatabase::create_in(&cluster).await.unwrap();
+    crate::common::with_projects(&db).await;
+    let pool = db.app_pool(2).await.unwrap();
+    let a = crate::common::seed_org(&pool, "alpha").await;
+    let b = crate::common::seed_org(&pool, "beta").await;
+    let mut admin = PgConnection::connect_with(&cluster.admin_options().database(db.name()))
+        .await
+        .unwrap();
+    admin
+        .execute("CREATE EXTENSION pg_stat_statements")
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    Some((cluster, World { db, pool, a, b }))
+}
+
+/// Runs `sql` as the cluster's superuser in `w`'s database.
+async fn as_superuser(cluster: &pg_tenancy::testing::TestCluster, w: &World, sql: &str) {
+    let mut admin = PgConnection::connect_with(&cluster.admin_options().database(w.db.name()))
+        .await
+        .unwrap();
+    admin
+        .execute(sqlx::AssertSqlSafe(sql.to_owned()))
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_hardened_pool_refuses_a_role_whose_signed_entries_pg_stat_statements_records() {
+    let Some((cluster, w)) = world_with_statement_statistics().await else {
+        return;
+    };
+    let key = ContextKey::generate();
+    let app = w.db.app_role().to_owned();
+    // The defence: with pg_stat_statements tracking utility statements (its default), a
+    // hardened pool refuses to start, and says which setting to change.
+    let e = w.db.harden(&key, 2).await.expect_err("a refused pool");
+    assert!(
+        matches!(
+            e,
+            pg_tenancy::testing::HarnessError::Tenancy(Error::StatementsVisible { ref role })
+                if *role == app
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("pg_stat_statements.track_utility = off"),
+        "{e}"
+    );
+    // The other way out: the role may not execute the extension's function (nor read its
+    // view, which calls it). The pool starts, and SQL in a unit cannot read the statistics.
+    as_superuser(
+        &cluster,
+        &w,
+        "REVOKE EXECUTE ON FUNCTION pg_stat_statements(boolean) FROM PUBLIC",
+    )
+    .await;
+    let revoked = w.db.harden(&key, 1).await.unwrap();
+    let e = crate::common::run(
+        &revoked,
+        &w.a.ctx(Role::Member),
+        "SELECT count(*) FROM pg_stat_statements",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(crate::common::sqlstate(&e).as_deref(), Some("42501"), "{e}");
+    as_superuser(
+        &cluster,
+        &w,
+        "GRANT EXECUTE ON FUNCTION pg_stat_statements(boolean) TO PUBLIC",
+    )
+    .await;
+    // The mitigation it asks for: utility statements untracked for the role. The pool starts,
+    // and an injection finds no signed entry to replay.
+    as_superuser(
+        &cluster,
+        &w,
+        &format!("ALTER ROLE {app} SET pg_stat_statements.track_utility = off"),
+    )
+    .await;
+    let options = w.db.app_options();
+    // Connections made before `changed` (when set) are closed instead of handed out: the
+    // role's settings reach new connections only.
+    let changed = std::sync::Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
+    let connect = || {
+        let changed = changed.clone();
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .before_acquire(move |_, meta| {
+                let made_before = changed
+                    .lock()
+                    .unwrap()
+                    .is_some_and(|at| meta.age > at.elapsed());
+                Box::pin(async move { Ok(!made_before) })
+            })
+            .connect_with(options.clone())
+    };
+    let pool = TenantPool::hardened(connect().await.unwrap(), key.clone())
+        .await
+        .unwrap();
+    crate::common::run(&pool, &w.b.ctx(Role::Owner), "SELECT 1")
+        .await
+        .unwrap();
+    assert_eq!(replay_a_recorded_entry(&pool, &w).await, (0, 0, None));
+    // Positive control, the attack without the defence: the same pool once its role's
+    // connections record utility statements again (the pool checked when it started; the
+    // connections it has are replaced by new ones, which inherit the role's settings). B's
+    // owner's unit is recorded with its signature, and A's unit replays it: it reads B's
+    // project, as B's owner.
+    as_superuser(
+        &cluster,
+        &w,
+        &format!("ALTER ROLE {app} RESET pg_stat_statements.track_utility"),
+    )
+    .await;
+    *changed.lock().unwrap() = Some(std::time::Instant::now());
+    crate::common::run(&pool, &w.b.ctx(Role::Owner), "SELECT 1")
+        .await
+        .unwrap();
+    assert_eq!(
+        replay_a_recorded_entry(&pool, &w).await,
+        (1, 1, Some("owner".to_owned()))
+    );
+    // Which a pool starting now refuses.
+    let e = TenantPool::hardened(connect().await.unwrap(), key)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::StatementsVisible { .. }), "{e}");
+}

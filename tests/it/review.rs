@@ -1,7 +1,11 @@
 //! What the second adversarial review of the SQL layer found (issue 19), each defence beside a
 //! positive control: re-entering a unit, switching it through a function, asking about other
 //! organizations' members, triggers under a context changed mid-statement, session and role
-//! settings left for the next borrower, and a lock that would stall every entry.
+//! settings left for the next borrower, and a lock that would stall every entry. Then what a
+//! third read found (docs/security.md): the signed entry's and `authorize`'s lock timeout, an
+//! owner undeleting their organization, a provider organization's slug and the slug oracle
+//! that remains, and an owner acting with a lower role who could not leave. (The third read's
+//! `pg_stat_statements` replay is in `hardened.rs`.)
 
 use std::time::{Duration, Instant};
 
@@ -330,4 +334,246 @@ async fn a_lock_on_the_memberships_stalls_no_entry_for_long() {
             .unwrap(),
         1
     );
+}
+
+/// An entry or a lookup, started and awaited later.
+type Attempt<'a> = std::pin::Pin<Box<dyn Future<Output = Result<(), Error>> + 'a>>;
+
+/// The signed entry of hardened mode and `authorize`'s lookup (both modes) wait on a unit's
+/// `LOCK TABLE organization_members` at most 2 s, like the default entry above: 55P03, then
+/// admitted once the lock is gone (the control).
+#[tokio::test]
+async fn a_lock_on_the_memberships_stalls_no_signed_entry_and_no_lookup_for_long() {
+    let w = world_with(As::App, 3).await;
+    let timed = async |what: &str, attempt: Attempt<'_>| {
+        let started = Instant::now();
+        let e = tokio::time::timeout(Duration::from_secs(20), attempt)
+            .await
+            .unwrap_or_else(|_| panic!("{what} waited unboundedly"))
+            .unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("55P03"), "{what}: {e}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{what}: {:?}",
+            started.elapsed()
+        );
+    };
+    let lock = async |pool: &TenantPool| {
+        let mut holder = pool.begin(&w.a.ctx(Role::Admin)).await.unwrap();
+        sqlx::query("LOCK TABLE organization_members IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        holder
+    };
+    let authorize = |pool: &TenantPool| {
+        let pool = pool.clone();
+        let (user, org) = (w.b.member.clone(), w.b.id);
+        Box::pin(async move { pool.authorize(&user, org).await.map(|_| ()) }) as Attempt<'static>
+    };
+    // Default mode: authorize.
+    let holder = lock(&w.pool).await;
+    timed("authorize", authorize(&w.pool)).await;
+    holder.rollback().await.unwrap();
+    assert_eq!(
+        w.pool.authorize(&w.b.member, w.b.id).await.unwrap().role(),
+        Role::Member
+    );
+    // Hardened mode: the signed entry and the signed lookup.
+    let hardened = w.db.harden(&ContextKey::generate(), 3).await.unwrap();
+    let holder = lock(&hardened).await;
+    let entry = {
+        let pool = hardened.clone();
+        let ctx = w.b.ctx(Role::Member);
+        Box::pin(async move { run(&pool, &ctx, "SELECT 1").await.map(|_| ()) }) as Attempt<'static>
+    };
+    timed("the signed entry", entry).await;
+    timed("the signed authorize", authorize(&hardened)).await;
+    holder.rollback().await.unwrap();
+    assert_eq!(
+        run(&hardened, &w.b.ctx(Role::Member), "SELECT 1")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        hardened
+            .authorize(&w.b.member, w.b.id)
+            .await
+            .unwrap()
+            .role(),
+        Role::Member
+    );
+}
+
+/// An owner who marked the organization deleted cannot bring it back from a request unit (it
+/// would be live with no members and no removal records): clearing or moving the mark is
+/// refused with TNC11. Controls: the deletion itself, and a service unit moving the mark (as
+/// the sync's `organization.deleted` does on a deleted row).
+#[tokio::test]
+async fn a_deleted_organization_stays_deleted_for_request_units() {
+    let w = world(As::App).await;
+    let owner = w.a.ctx(Role::Owner);
+    for undo in [
+        "UPDATE organizations SET deleted_at = NULL",
+        "UPDATE organizations SET deleted_at = deleted_at + interval '1 day'",
+    ] {
+        let e = w
+            .pool
+            .with_rls(&owner, async |tx| {
+                let marked = sqlx::query("UPDATE organizations SET deleted_at = now()")
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                assert_eq!(marked, 1, "the owner marks it deleted");
+                sqlx::query(AssertSqlSafe(undo)).execute(&mut *tx).await?;
+                Ok::<_, Error>(())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("TNC11"), "{undo}: {e}");
+        assert_eq!(e.kind(), pg_tenancy::ErrorKind::Forbidden, "{e}");
+    }
+    // Nothing was committed: A is live, and its owner's deletion goes through.
+    assert_eq!(
+        run(
+            &w.pool,
+            &owner,
+            "UPDATE organizations SET deleted_at = now()"
+        )
+        .await
+        .unwrap(),
+        1
+    );
+    let e = run(&w.pool, &owner, "SELECT 1").await.unwrap_err();
+    assert!(matches!(e, Error::NotAMember), "{e}");
+    let service = w.db.service_pool(1).await.unwrap();
+    let moved = service
+        .with_org(w.a.id, async |tx| {
+            Ok::<_, Error>(
+                sqlx::query(
+                    "UPDATE organizations SET deleted_at = now() WHERE deleted_at IS NOT NULL",
+                )
+                .execute(tx)
+                .await?
+                .rows_affected(),
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(moved, 1);
+}
+
+/// A provider organization's slug is the sync's: a request unit's rename of it is refused
+/// (TNC11) before the unique constraint is checked, so it learns nothing about other
+/// organizations' slugs. What remains (docs/security.md): an organization the application
+/// created itself renames its slug, and the unique constraint then tells whether another
+/// organization holds the slug it tries (23505), as bootstrap with a taken slug does.
+#[tokio::test]
+async fn a_provider_organizations_slug_is_the_syncs_and_what_a_slug_tells_remains() {
+    let w = world(As::App).await;
+    let service = w.db.service_pool(1).await.unwrap();
+    service
+        .with_org(w.a.id, async |tx| {
+            sqlx::query("UPDATE organizations SET external_id = 'org_alpha_provider'")
+                .execute(tx)
+                .await?;
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap();
+    let a_owner = w.a.ctx(Role::Owner);
+    for slug in ["beta", "nobody-holds-this"] {
+        let sql = format!("UPDATE organizations SET slug = '{slug}'");
+        let e = run(&w.pool, &a_owner, &sql).await.unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("TNC11"), "{sql}: {e}");
+    }
+    // Control: the application's columns of a provider organization stay the owner's.
+    assert_eq!(
+        run(
+            &w.pool,
+            &a_owner,
+            "UPDATE organizations SET name = 'Alpha Renamed'"
+        )
+        .await
+        .unwrap(),
+        1
+    );
+    // What remains, on B (created by the application): a slug A holds answers 23505, a free
+    // one is taken.
+    let b_owner = w.b.ctx(Role::Owner);
+    let e = run(&w.pool, &b_owner, "UPDATE organizations SET slug = 'alpha'")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("23505"), "{e}");
+    assert_eq!(
+        run(
+            &w.pool,
+            &b_owner,
+            "UPDATE organizations SET slug = 'nobody-holds-this'"
+        )
+        .await
+        .unwrap(),
+        1
+    );
+    let e = w
+        .pool
+        .create_organization(
+            pg_tenancy::OrgId::from_external_id("org_gamma"),
+            "Gamma",
+            Some("alpha"),
+            &w.b.member,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("23505"), "{e}");
+}
+
+/// An owner whose unit entered with a lower role (an `OrgContext` for member or admin) can
+/// leave while another owner remains: the last-owner trigger counts every owner, not only
+/// those the unit's update policy shows. The last owner still cannot leave, whatever role it
+/// acts with. The unit's context is unchanged afterwards (role, and in hardened mode the seal).
+#[tokio::test]
+async fn an_owner_acting_with_a_lower_role_can_leave_and_the_last_owner_stays() {
+    let w = world(As::App).await;
+    check_an_owner_leaving(&w, &w.pool).await;
+    let w = world(As::App).await;
+    let hardened = w.db.harden(&ContextKey::generate(), 2).await.unwrap();
+    check_an_owner_leaving(&w, &hardened).await;
+}
+
+async fn check_an_owner_leaving(w: &World, pool: &TenantPool) {
+    let co = pg_tenancy::UserId::new("user_co_owner").unwrap();
+    pool.add_member(&w.a.ctx(Role::Owner), &co, Role::Owner)
+        .await
+        .unwrap();
+    let leave = async |user: &pg_tenancy::UserId, role: Role| {
+        let ctx = OrgContext::from_verified_session(w.a.id, user.clone(), role);
+        pool.with_rls(&ctx, async |tx| {
+            let left = sqlx::query("DELETE FROM organization_members WHERE user_id = $1")
+                .bind(user.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            let after: (Option<String>, i64) = sqlx::query_as(
+                "SELECT tenancy_current_org_role(), (SELECT count(*) FROM projects)",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            Ok::<_, Error>((left, after))
+        })
+        .await
+    };
+    // The first owner, acting as a member, leaves: one owner remains.
+    assert_eq!(
+        leave(&w.a.owner, Role::Member).await.unwrap(),
+        (1, (Some("member".to_owned()), 1))
+    );
+    // The last owner, acting as a member or as an admin: TNC03.
+    for role in [Role::Member, Role::Admin] {
+        let e = leave(&co, role).await.unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("TNC03"), "{role:?}: {e}");
+    }
+    let remaining = pool.authorize(&co, w.a.id).await.unwrap();
+    assert_eq!(remaining.role(), Role::Owner);
 }
