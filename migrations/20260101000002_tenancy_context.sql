@@ -10,7 +10,9 @@
 --   unit: checks the session, the membership of a live organization and the role, then sets the
 --   context transaction-locally), `tenancy_enter_user` (the organization switcher) and
 --   `tenancy_enter_new_organization` (bootstrap);
--- - `tenancy_member_role`, the lookup behind `TenantPool::authorize`.
+-- - `tenancy_member_role`, the lookup behind `TenantPool::authorize`;
+-- - `tenancy_propagate_context()`, which every entry calls last: nothing on one server, and on
+--   Citus (after src/citus.sql) the context sent on to the workers.
 -- Every function pins its name resolution (this schema, pg_catalog, pg_temp last).
 
 -- Functions below capture this search_path (SET search_path FROM CURRENT): the schema the
@@ -77,6 +79,13 @@ $$;
 REVOKE ALL ON FUNCTION tenancy_install_context_functions(boolean) FROM PUBLIC;
 
 SELECT tenancy_install_context_functions(false);
+
+-- Called last by every entry: nothing on one server. On Citus, src/citus.sql (run once after
+-- the migrations) replaces it with one that sends the unit's context to the workers, where the
+-- policies of distributed tables run.
+CREATE FUNCTION tenancy_propagate_context() RETURNS void
+    LANGUAGE sql VOLATILE
+    AS '';
 
 CREATE FUNCTION tenancy_role_rank(role text) RETURNS int
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -162,6 +171,7 @@ BEGIN
     ignored := pg_catalog.set_config('app.current_org_role',
                                      CASE WHEN act_as_required THEN required ELSE found_role END, true)
             || pg_catalog.set_config('lock_timeout', lock_before, true);
+    PERFORM %1$I.tenancy_propagate_context();
 END
 $body$
 $fn$, pg_catalog.current_schema());
@@ -231,6 +241,7 @@ BEGIN
             || pg_catalog.set_config('app.current_org_id', '', true)
             || pg_catalog.set_config('app.current_user_id', member, true)
             || pg_catalog.set_config('app.current_org_role', '', true);
+    PERFORM tenancy_propagate_context();
 END
 $$;
 
@@ -255,6 +266,7 @@ BEGIN
         RAISE EXCEPTION 'tenancy: organization exists' USING ERRCODE = 'TNC04';
     END IF;
     ignored := pg_catalog.set_config('app.current_org_role', 'owner', true);
+    PERFORM tenancy_propagate_context();
 END
 $$;
 

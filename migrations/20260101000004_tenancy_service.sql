@@ -53,6 +53,7 @@ BEGIN
             || pg_catalog.set_config('app.current_user_id', '', true)
             || pg_catalog.set_config('app.current_org_role', 'service', true);
     PERFORM tenancy_seal_service();
+    PERFORM tenancy_propagate_context();
 END
 $$;
 -- (tenancy_seal_service, which also checks the login, is in ..._06_tenancy_hardened.sql.)

@@ -75,7 +75,17 @@ impl TestCluster {
             ));
         }
         let bindir = find_bindir().ok_or(HarnessError::NoBinaries)?;
-        start_cluster(&bindir)
+        start_cluster(&bindir, &[])
+    }
+
+    /// A cluster of its own started with extra server settings (`name=value`, each passed as
+    /// `-c`), from the server binaries in `bindir`; stopped when dropped. For the Citus
+    /// harness ([`super::CitusCluster`]).
+    pub(super) fn dedicated_with(
+        bindir: &Path,
+        settings: &[String],
+    ) -> Result<TestCluster, HarnessError> {
+        start_cluster(bindir, settings)
     }
 
     /// Stops the server (fast shutdown: open transactions are aborted, sessions closed),
@@ -116,7 +126,7 @@ impl TestCluster {
             });
         }
         let bindir = find_bindir().ok_or(HarnessError::NoBinaries)?;
-        start_cluster(&bindir)
+        start_cluster(&bindir, &[])
     }
 
     /// Options for the cluster's superuser (administration only: never for isolation tests).
@@ -146,7 +156,7 @@ impl fmt::Debug for TestCluster {
     }
 }
 
-fn find_bindir() -> Option<PathBuf> {
+pub(super) fn find_bindir() -> Option<PathBuf> {
     find_bindir_with(
         |name| std::env::var_os(name),
         Path::new("/usr/lib/postgresql"),
@@ -225,7 +235,7 @@ fn server_user() -> Result<Option<(u32, u32)>, HarnessError> {
 // Over 80 lines on purpose: one linear start-up (initdb, configuration, server, watchdog) read
 // top to bottom, each step's failure named where it happens; split, it would only hand its
 // directory, user and ports around.
-fn start_cluster(bindir: &Path) -> Result<TestCluster, HarnessError> {
+fn start_cluster(bindir: &Path, settings: &[String]) -> Result<TestCluster, HarnessError> {
     let fail = |what: &str, e: &dyn std::fmt::Display| HarnessError::Start(format!("{what}: {e}"));
     let as_user = server_user()?;
     let dir = tempfile::Builder::new()
@@ -276,6 +286,10 @@ fn start_cluster(bindir: &Path) -> Result<TestCluster, HarnessError> {
     }
     drop(log);
     let (bin, data_dir, sock_dir) = (bindir.join("postgres"), data.clone(), dir.clone());
+    let extra: Vec<String> = settings
+        .iter()
+        .flat_map(|s| ["-c".into(), s.clone()])
+        .collect();
     let respawn = move || -> std::io::Result<Child> {
         let log = std::fs::OpenOptions::new()
             .append(true)
@@ -291,6 +305,7 @@ fn start_cluster(bindir: &Path) -> Result<TestCluster, HarnessError> {
             .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
             .args(["-c", "full_page_writes=off", "-c", "max_connections=300"])
+            .args(&extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -1,0 +1,380 @@
+//! The same guarantees on a real Citus cluster (a coordinator and two workers, started by
+//! `pg_tenancy::testing::CitusCluster`): a tenant table distributed by `organization_id`
+//! (`tenancy_distribute`), its policies running on the workers with the context the entry
+//! propagates. Each case runs as the application role (neither superuser nor BYPASSRLS) and as
+//! the tables' owner.
+//!
+//! Without a PostgreSQL that has Citus installed, each test prints `SKIPPED <test>: <reason>`;
+//! under `TENANCY_REQUIRE_CITUS` (set by `.ci/run`, which builds Citus) it fails instead.
+
+#[path = "support/mod.rs"]
+#[allow(dead_code)] // Shared with the other test binaries; this one only skips.
+mod support;
+
+use pg_tenancy::testing::{CitusCluster, HarnessError, TestDatabase};
+use pg_tenancy::{Error, OrgContext, OrgId, Role, TenantPool, UserId};
+use sqlx::{Connection, Executor, PgConnection};
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+/// The tenant table as a user writes it for Citus: the bare policy form (Citus refuses a
+/// subquery in a policy), then distributed by `tenancy_distribute`.
+const PROJECTS: &str = "
+CREATE TABLE projects (
+    organization_id uuid NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    id              uuid NOT NULL DEFAULT gen_random_uuid(),
+    name            text NOT NULL,
+    PRIMARY KEY (organization_id, id)
+);
+ALTER TABLE projects ENABLE ROW LEVEL SECURITY;
+ALTER TABLE projects FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON projects
+    USING      (organization_id = tenancy_current_org_id())
+    WITH CHECK (organization_id = tenancy_current_org_id());
+SELECT tenancy_distribute('projects');
+";
+
+/// Projects each organization starts with: enough to land on both workers' shards.
+const PROJECTS_PER_ORG: usize = 6;
+
+static CLUSTER: OnceCell<Result<CitusCluster, String>> = OnceCell::const_new();
+
+/// The process's Citus cluster, or `None` (after `SKIPPED`) when Citus is not installed.
+async fn cluster() -> Option<&'static CitusCluster> {
+    let started = CLUSTER
+        .get_or_init(|| async {
+            CitusCluster::start().await.map_err(|e| match e {
+                HarnessError::NoCitus => format!("NoCitus: {e}"),
+                e => e.to_string(),
+            })
+        })
+        .await;
+    match started {
+        Ok(c) => Some(c),
+        Err(e) if e.starts_with("NoCitus") => {
+            support::skip::skip_or_fail("TENANCY_REQUIRE_CITUS", e);
+            None
+        }
+        Err(e) => panic!("the Citus cluster did not start: {e}"),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum As {
+    App,
+    Owner,
+}
+
+struct Org {
+    id: OrgId,
+    owner: UserId,
+    member: UserId,
+}
+
+impl Org {
+    fn ctx(&self, role: Role) -> OrgContext {
+        let user = if role == Role::Owner {
+            &self.owner
+        } else {
+            &self.member
+        };
+        OrgContext::from_verified_session(self.id, user.clone(), role)
+    }
+}
+
+struct World {
+    db: TestDatabase,
+    pool: TenantPool,
+    a: Org,
+    b: Org,
+}
+
+/// A fresh database on the cluster with `projects` distributed, and two organizations, each
+/// with an owner, a member and [`PROJECTS_PER_ORG`] projects written through units.
+async fn world(role: As) -> Option<World> {
+    let cluster = cluster().await?;
+    let db = cluster.create_database().await.expect("Citus database");
+    let mut owner = PgConnection::connect_with(&db.owner_options())
+        .await
+        .unwrap();
+    owner.execute(PROJECTS).await.expect("distribute projects");
+    owner.close().await.unwrap();
+    db.grant_app(&["projects"]).await.unwrap();
+    let pool = match role {
+        As::App => db.app_pool(4).await,
+        As::Owner => db.owner_pool(4).await,
+    }
+    .expect("tenant pool");
+    let a = seed(&pool, "alpha").await;
+    let b = seed(&pool, "beta").await;
+    Some(World { db, pool, a, b })
+}
+
+async fn seed(pool: &TenantPool, slug: &str) -> Org {
+    let id = OrgId::from_external_id(&format!("org_{slug}"));
+    let org = Org {
+        id,
+        owner: UserId::new(format!("user_{slug}_owner")).unwrap(),
+        member: UserId::new(format!("user_{slug}_member")).unwrap(),
+    };
+    let owner = pool
+        .create_organization(id, slug, Some(slug), &org.owner)
+        .await
+        .expect("create organization");
+    pool.add_member(&owner, &org.member, Role::Member)
+        .await
+        .expect("add member");
+    pool.with_rls(&org.ctx(Role::Member), async |tx| {
+        for i in 0..PROJECTS_PER_ORG {
+            sqlx::query("INSERT INTO projects (organization_id, name) VALUES ($1, $2)")
+                .bind(id.as_uuid())
+                .bind(format!("{slug} {i}"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok::<_, Error>(())
+    })
+    .await
+    .expect("seed projects");
+    org
+}
+
+/// The organization of every project a unit as `ctx` sees, with no `WHERE` (every shard).
+async fn visible(pool: &TenantPool, ctx: &OrgContext) -> Result<Vec<Uuid>, Error> {
+    pool.with_rls_read(ctx, async |tx| {
+        Ok(sqlx::query_scalar("SELECT organization_id FROM projects")
+            .fetch_all(tx)
+            .await?)
+    })
+    .await
+}
+
+fn sqlstate(e: &Error) -> Option<String> {
+    match e {
+        Error::Database(sqlx::Error::Database(d)) => d.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+macro_rules! both_roles {
+    ($($case:ident),* $(,)?) => {
+        mod as_app {
+            $(#[tokio::test] async fn $case() { super::$case(super::As::App).await })*
+        }
+        mod as_owner {
+            $(#[tokio::test] async fn $case() { super::$case(super::As::Owner).await })*
+        }
+    };
+}
+
+both_roles!(
+    a_query_without_the_tenant_column_returns_only_the_organizations_rows,
+    writes_into_another_organization_fail,
+    no_unit_sees_no_rows,
+    the_entry_refuses_non_members_deleted_organizations_and_escalation,
+);
+
+/// A unit's `SELECT` without `WHERE` fans out to every shard (its plan says so) and returns
+/// exactly its organization's rows, for each organization; a router query aimed at the other
+/// organization returns none. The superuser sees both organizations' rows.
+async fn a_query_without_the_tenant_column_returns_only_the_organizations_rows(role: As) {
+    let Some(w) = world(role).await else { return };
+    let cluster = cluster().await.unwrap();
+    // The query has no tenant column to prune with: Citus sends it to every shard.
+    let plan: Vec<String> = w
+        .pool
+        .with_rls_read(&w.a.ctx(Role::Member), async |tx| {
+            Ok::<_, Error>(
+                sqlx::query_scalar("EXPLAIN (COSTS OFF) SELECT organization_id FROM projects")
+                    .fetch_all(tx)
+                    .await?,
+            )
+        })
+        .await
+        .unwrap();
+    let shards: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_dist_shard WHERE logicalrelid = 'projects'::regclass",
+    )
+    .fetch_one(&mut *w.pool.pool().acquire().await.unwrap())
+    .await
+    .unwrap();
+    assert!(
+        plan.iter()
+            .any(|l| l.contains(&format!("Task Count: {shards}"))),
+        "not a fan-out over the {shards} shards: {plan:#?}"
+    );
+    for (me, other) in [(&w.a, &w.b), (&w.b, &w.a)] {
+        let seen = visible(&w.pool, &me.ctx(Role::Member)).await.unwrap();
+        assert_eq!(seen.len(), PROJECTS_PER_ORG, "its own rows, all of them");
+        assert!(seen.iter().all(|o| o == me.id.as_uuid()), "{seen:?}");
+        assert!(!seen.contains(other.id.as_uuid()));
+        // Router query aimed at the other organization: nothing.
+        let aimed: i64 = w
+            .pool
+            .with_rls_read(&me.ctx(Role::Member), async |tx| {
+                Ok::<_, Error>(
+                    sqlx::query_scalar("SELECT count(*) FROM projects WHERE organization_id = $1")
+                        .bind(other.id.as_uuid())
+                        .fetch_one(tx)
+                        .await?,
+                )
+            })
+            .await
+            .unwrap();
+        assert_eq!(aimed, 0);
+    }
+    // Positive control: the superuser (BYPASSRLS) sees both organizations' rows.
+    let mut admin =
+        PgConnection::connect_with(&cluster.coordinator().admin_options().database(w.db.name()))
+            .await
+            .unwrap();
+    let all: i64 = sqlx::query_scalar("SELECT count(DISTINCT organization_id) FROM projects")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(all, 2);
+}
+
+/// A unit cannot insert a row for another organization, move its row into one, or delete
+/// another's; the same insert for its own organization succeeds (the positive control).
+async fn writes_into_another_organization_fail(role: As) {
+    let Some(w) = world(role).await else { return };
+    let (a, b) = (&w.a, &w.b);
+    let insert = |org: Uuid| {
+        let ctx = a.ctx(Role::Member);
+        let pool = w.pool.clone();
+        async move {
+            pool.with_rls(&ctx, async |tx| {
+                sqlx::query("INSERT INTO projects (organization_id, name) VALUES ($1, 'x')")
+                    .bind(org)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok::<_, Error>(())
+            })
+            .await
+        }
+    };
+    let refused = insert(*b.id.as_uuid()).await.unwrap_err();
+    assert_eq!(sqlstate(&refused).as_deref(), Some("42501"), "{refused:?}");
+    insert(*a.id.as_uuid()).await.expect("its own organization");
+
+    let moved = w
+        .pool
+        .with_rls(&a.ctx(Role::Member), async |tx| {
+            sqlx::query("UPDATE projects SET organization_id = $1")
+                .bind(b.id.as_uuid())
+                .execute(&mut *tx)
+                .await?;
+            Ok::<_, Error>(())
+        })
+        .await;
+    assert!(moved.is_err(), "a row moved into another organization");
+    let deleted = w
+        .pool
+        .with_rls(&a.ctx(Role::Member), async |tx| {
+            Ok::<_, Error>(
+                sqlx::query("DELETE FROM projects WHERE organization_id = $1")
+                    .bind(b.id.as_uuid())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected(),
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(deleted, 0);
+    assert_eq!(
+        visible(&w.pool, &b.ctx(Role::Member)).await.unwrap().len(),
+        PROJECTS_PER_ORG,
+        "B's rows are intact"
+    );
+    assert_eq!(
+        visible(&w.pool, &a.ctx(Role::Member)).await.unwrap().len(),
+        PROJECTS_PER_ORG + 1,
+        "A's own insert landed"
+    );
+}
+
+/// A transaction that entered no unit sees no row on any shard, also on a connection that
+/// served units before; the same connection inside a unit sees its rows.
+async fn no_unit_sees_no_rows(role: As) {
+    let Some(w) = world(role).await else { return };
+    let options = match role {
+        As::App => w.db.app_options(),
+        As::Owner => w.db.owner_options(),
+    };
+    let mut conn = PgConnection::connect_with(&options).await.unwrap();
+    let count = "SELECT count(*) FROM projects";
+    let bare: i64 = sqlx::query_scalar(count)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(bare, 0);
+    // Positive control: the same connection, inside a unit entered by hand as the pool does.
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query("CALL tenancy_enter($1, $2, 'member', true, 'x', 'x')")
+        .bind(w.a.id.as_uuid())
+        .bind(w.a.member.as_str())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let inside: i64 = sqlx::query_scalar(count).fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(inside, PROJECTS_PER_ORG as i64);
+    tx.commit().await.unwrap();
+    // And after it, in a transaction of its own: nothing again (the workers' connections
+    // served that unit).
+    let mut tx = conn.begin().await.unwrap();
+    let after: i64 = sqlx::query_scalar(count).fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(after, 0);
+    tx.commit().await.unwrap();
+}
+
+/// On Citus the entry still refuses a user who is not a member, a deleted organization and a
+/// member claiming a higher role; the member with its own role enters (the positive control).
+async fn the_entry_refuses_non_members_deleted_organizations_and_escalation(role: As) {
+    let Some(w) = world(role).await else { return };
+    let outsider = OrgContext::from_verified_session(
+        w.a.id,
+        UserId::new("user_nobody").unwrap(),
+        Role::Member,
+    );
+    assert!(matches!(
+        visible(&w.pool, &outsider).await,
+        Err(Error::NotAMember)
+    ));
+    let escalated = OrgContext::from_verified_session(w.a.id, w.a.member.clone(), Role::Admin);
+    assert!(matches!(
+        visible(&w.pool, &escalated).await,
+        Err(Error::InsufficientRole { .. })
+    ));
+    assert_eq!(
+        visible(&w.pool, &w.a.ctx(Role::Member))
+            .await
+            .unwrap()
+            .len(),
+        PROJECTS_PER_ORG
+    );
+    // The owner deletes organization B (soft delete); B's member can no longer enter.
+    w.pool
+        .with_rls(&w.b.ctx(Role::Owner), async |tx| {
+            sqlx::query("UPDATE organizations SET deleted_at = now() WHERE id = $1")
+                .bind(w.b.id.as_uuid())
+                .execute(&mut *tx)
+                .await?;
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        visible(&w.pool, &w.b.ctx(Role::Owner)).await,
+        Err(Error::NotAMember)
+    ));
+    assert_eq!(
+        visible(&w.pool, &w.a.ctx(Role::Member))
+            .await
+            .unwrap()
+            .len(),
+        PROJECTS_PER_ORG,
+        "A is unaffected"
+    );
+}
