@@ -80,12 +80,16 @@ REVOKE ALL ON FUNCTION tenancy_install_context_functions(boolean) FROM PUBLIC;
 
 SELECT tenancy_install_context_functions(false);
 
--- Called last by every entry: nothing on one server. On Citus, src/citus.sql (run once after
--- the migrations) replaces it with one that sends the unit's context to the workers, where the
--- policies of distributed tables run.
+-- Called last by every entry, at the end of its last set_config expression as
+-- `|| coalesce(tenancy_propagate_context()::text, '')`: nothing on one server (an immutable
+-- constant, folded with the coalesce when the expression is planned: no call at all; a bare
+-- `|| f()::text` would fold the whole strict concatenation to NULL, set_config calls and all).
+-- On Citus, src/citus.sql (run once after the migrations) replaces it with one that sends the
+-- unit's context to the workers, where the policies of distributed tables run (replacing it
+-- invalidates the entries' cached plans).
 CREATE FUNCTION tenancy_propagate_context() RETURNS void
-    LANGUAGE sql VOLATILE
-    AS '';
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS 'SELECT NULL::void';
 
 CREATE FUNCTION tenancy_role_rank(role text) RETURNS int
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -170,8 +174,8 @@ BEGIN
     END IF;
     ignored := pg_catalog.set_config('app.current_org_role',
                                      CASE WHEN act_as_required THEN required ELSE found_role END, true)
-            || pg_catalog.set_config('lock_timeout', lock_before, true);
-    PERFORM %1$I.tenancy_propagate_context();
+            || pg_catalog.set_config('lock_timeout', lock_before, true)
+            || coalesce(%1$I.tenancy_propagate_context()::text, '');
 END
 $body$
 $fn$, pg_catalog.current_schema());
@@ -240,8 +244,8 @@ BEGIN
     ignored := pg_catalog.set_config('app.current_unit', pg_catalog.transaction_timestamp()::text, true)
             || pg_catalog.set_config('app.current_org_id', '', true)
             || pg_catalog.set_config('app.current_user_id', member, true)
-            || pg_catalog.set_config('app.current_org_role', '', true);
-    PERFORM tenancy_propagate_context();
+            || pg_catalog.set_config('app.current_org_role', '', true)
+            || coalesce(tenancy_propagate_context()::text, '');
 END
 $$;
 
@@ -265,8 +269,8 @@ BEGIN
     IF EXISTS (SELECT 1 FROM organizations WHERE id = org) THEN
         RAISE EXCEPTION 'tenancy: organization exists' USING ERRCODE = 'TNC04';
     END IF;
-    ignored := pg_catalog.set_config('app.current_org_role', 'owner', true);
-    PERFORM tenancy_propagate_context();
+    ignored := pg_catalog.set_config('app.current_org_role', 'owner', true)
+            || coalesce(tenancy_propagate_context()::text, '');
 END
 $$;
 

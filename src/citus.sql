@@ -11,7 +11,7 @@
 -- Context: policies on distributed tables run on the workers, in the shard queries. The
 -- entries' `set_config(..., true)` never leaves the coordinator; a `SET LOCAL` with
 -- `citus.propagate_set_commands = 'local'` reaches every worker the transaction opens. So the
--- entries call `tenancy_propagate_context()` last (a no-op on one server), which this file
+-- entries call `tenancy_propagate_context()` last (nothing on one server), which this file
 -- replaces with one that re-issues the context as SET LOCALs. A worker's transaction never
 -- has the coordinator's transaction_timestamp(), so the unit's liveness check takes, in a
 -- backend that Citus opened for another node (its application_name), the propagated marker
