@@ -87,3 +87,17 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION tenancy_distribute(regclass) FROM PUBLIC;
+
+-- Hardened mode stays off on Citus: enabling it (tenancy_enable_hardened_mode writes the key)
+-- is refused here, loudly, rather than leaving units that see nothing on the workers.
+CREATE OR REPLACE FUNCTION tenancy_refuse_hardened_mode() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RAISE EXCEPTION 'tenancy: hardened mode is not supported on Citus (the seal is not verified on the workers)'
+        USING ERRCODE = '0A000';
+END
+$$;
+DROP TRIGGER IF EXISTS tenancy_refuse_hardened_mode ON tenancy_context_key;
+CREATE TRIGGER tenancy_refuse_hardened_mode BEFORE INSERT ON tenancy_context_key
+    FOR EACH STATEMENT EXECUTE FUNCTION tenancy_refuse_hardened_mode();

@@ -378,3 +378,67 @@ async fn the_entry_refuses_non_members_deleted_organizations_and_escalation(role
         "A is unaffected"
     );
 }
+
+/// Hardened mode on Citus: the seal is not verified on the workers (a hardened unit there
+/// would see nothing), so enabling it after the set-up is refused (SQLSTATE 0A000, with the
+/// reason), and the set-up refuses a database already hardened. Positive controls: with the
+/// refusing trigger disabled, the same `harden` succeeds; the set-up runs again on the
+/// database while it is not hardened.
+#[tokio::test]
+async fn hardened_mode_is_refused_on_citus() {
+    let Some(w) = world(As::App).await else {
+        return;
+    };
+    let setup = async || {
+        let mut owner = PgConnection::connect_with(&w.db.owner_options())
+            .await
+            .unwrap();
+        let done = owner.execute(pg_tenancy::citus::SETUP).await.map(|_| ());
+        owner.close().await.unwrap();
+        done
+    };
+    setup()
+        .await
+        .expect("the set-up runs again while not hardened");
+    let refused_as = |e: &sqlx::Error| {
+        let e = e.as_database_error().expect("a database error");
+        (e.code().map(|c| c.into_owned()), e.message().to_owned())
+    };
+
+    let key = pg_tenancy::ContextKey::generate();
+    let refused = match w.db.harden(&key, 2).await {
+        Err(HarnessError::Database(e)) => refused_as(&e),
+        other => panic!("hardened mode was enabled on Citus: {other:?}"),
+    };
+    assert_eq!(refused.0.as_deref(), Some("0A000"));
+    assert!(
+        refused
+            .1
+            .contains("hardened mode is not supported on Citus"),
+        "{refused:?}"
+    );
+
+    let mut owner = PgConnection::connect_with(&w.db.owner_options())
+        .await
+        .unwrap();
+    owner
+        .execute("ALTER TABLE tenancy_context_key DISABLE TRIGGER tenancy_refuse_hardened_mode")
+        .await
+        .unwrap();
+    owner.close().await.unwrap();
+    w.db.harden(&key, 2)
+        .await
+        .expect("without the trigger, hardened mode is enabled");
+    let refused = refused_as(
+        &setup()
+            .await
+            .expect_err("the set-up refuses a hardened database"),
+    );
+    assert_eq!(refused.0.as_deref(), Some("0A000"));
+    assert!(
+        refused
+            .1
+            .contains("hardened mode is not supported on Citus"),
+        "{refused:?}"
+    );
+}
