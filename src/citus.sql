@@ -62,12 +62,14 @@ BEGIN
 END
 $$;
 
--- Distributes a tenant table by organization_id, colocated with the other tenant tables (Citus's
+-- Distributes a tenant table by its tenant column (organization_id), colocated with the other tenant tables (Citus's
 -- default colocation: same column type, same shard count). Its foreign keys to organizations
 -- are dropped first: Citus cannot enforce a key from a distributed table to a coordinator
 -- table (the WITH CHECK policy still admits only the unit's organization, which the entry
 -- found live). Its policies must be in the bare form (Citus refuses a subquery in them).
-CREATE OR REPLACE FUNCTION tenancy_distribute(tenant_table regclass) RETURNS void
+CREATE OR REPLACE FUNCTION tenancy_distribute(tenant_table regclass,
+                                              tenant_column name DEFAULT 'organization_id')
+    RETURNS void
     LANGUAGE plpgsql VOLATILE
     SET search_path FROM CURRENT
     AS $$
@@ -83,10 +85,10 @@ BEGIN
                  AND confrelid = 'organizations'::regclass LOOP
         EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I', tenant_table, fk);
     END LOOP;
-    PERFORM create_distributed_table(tenant_table, 'organization_id');
+    PERFORM create_distributed_table(tenant_table, tenant_column);
 END
 $$;
-REVOKE ALL ON FUNCTION tenancy_distribute(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenancy_distribute(regclass, name) FROM PUBLIC;
 
 -- Hardened mode stays off on Citus: enabling it (tenancy_enable_hardened_mode writes the key)
 -- is refused here, loudly, rather than leaving units that see nothing on the workers.

@@ -11,28 +11,23 @@
 #[allow(dead_code)] // Shared with the other test binaries; this one only skips.
 mod support;
 
+use pg_tenancy::audit::{PolicyOptions, policy_sql_with};
 use pg_tenancy::testing::{CitusCluster, HarnessError, TestDatabase};
 use pg_tenancy::{Error, OrgContext, OrgId, Role, TenantPool, UserId};
 use sqlx::{Connection, Executor, PgConnection};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-/// The tenant table as a user writes it for Citus: the bare policy form (Citus refuses a
-/// subquery in a policy), then distributed by `tenancy_distribute`.
+/// The tenant table as a user writes it; the generator's Citus form (`pg-tenancy policy
+/// projects --citus`) gives it its policy (the bare call: Citus refuses a subquery in a
+/// policy) and distributes it (`tenancy_distribute`).
 const PROJECTS: &str = "
 CREATE TABLE projects (
     organization_id uuid NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
     id              uuid NOT NULL DEFAULT gen_random_uuid(),
     name            text NOT NULL,
     PRIMARY KEY (organization_id, id)
-);
-ALTER TABLE projects ENABLE ROW LEVEL SECURITY;
-ALTER TABLE projects FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON projects
-    USING      (organization_id = tenancy_current_org_id())
-    WITH CHECK (organization_id = tenancy_current_org_id());
-SELECT tenancy_distribute('projects');
-";
+)";
 
 /// Projects each organization starts with: enough to land on both workers' shards.
 const PROJECTS_PER_ORG: usize = 6;
@@ -97,7 +92,12 @@ async fn world(role: As) -> Option<World> {
     let mut owner = PgConnection::connect_with(&db.owner_options())
         .await
         .unwrap();
-    owner.execute(PROJECTS).await.expect("distribute projects");
+    owner.execute(PROJECTS).await.expect("create projects");
+    let policy = policy_sql_with("projects", &PolicyOptions::default().for_citus());
+    owner
+        .execute(sqlx::AssertSqlSafe(policy))
+        .await
+        .expect("policy and distribution");
     owner.close().await.unwrap();
     db.grant_app(&["projects"]).await.unwrap();
     let pool = match role {
