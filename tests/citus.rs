@@ -32,25 +32,25 @@ CREATE TABLE projects (
 /// Projects each organization starts with: enough to land on both workers' shards.
 const PROJECTS_PER_ORG: usize = 6;
 
-static CLUSTER: OnceCell<Result<CitusCluster, String>> = OnceCell::const_new();
+/// The cluster, or why it did not start (and whether that is Citus's absence).
+static CLUSTER: OnceCell<Result<CitusCluster, (bool, String)>> = OnceCell::const_new();
 
 /// The process's Citus cluster, or `None` (after `SKIPPED`) when Citus is not installed.
 async fn cluster() -> Option<&'static CitusCluster> {
     let started = CLUSTER
         .get_or_init(|| async {
-            CitusCluster::start().await.map_err(|e| match e {
-                HarnessError::NoCitus => format!("NoCitus: {e}"),
-                e => e.to_string(),
-            })
+            CitusCluster::start()
+                .await
+                .map_err(|e| (matches!(e, HarnessError::NoCitus), e.to_string()))
         })
         .await;
     match started {
         Ok(c) => Some(c),
-        Err(e) if e.starts_with("NoCitus") => {
-            support::skip::skip_or_fail("TENANCY_REQUIRE_CITUS", e);
+        Err((true, reason)) => {
+            support::skip::skip_or_fail("TENANCY_REQUIRE_CITUS", reason);
             None
         }
-        Err(e) => panic!("the Citus cluster did not start: {e}"),
+        Err((false, e)) => panic!("the Citus cluster did not start: {e}"),
     }
 }
 
@@ -441,4 +441,67 @@ async fn hardened_mode_is_refused_on_citus() {
             .contains("hardened mode is not supported on Citus"),
         "{refused:?}"
     );
+}
+
+/// On Citus a unit costs the caller the round trips it costs on one server (write 3, read 2,
+/// `authorize` 1; `tests/it/round_trips.rs`), counted at a TCP proxy in front of the
+/// coordinator: the context reaches the workers inside the entry, in the `BEGIN` round trip.
+/// Current-thread runtime, so the pool's release task cannot run before a count is read.
+#[tokio::test(flavor = "current_thread")]
+async fn a_unit_costs_the_same_round_trips_at_the_coordinator() {
+    let Some(w) = world(As::App).await else {
+        return;
+    };
+    let server = cluster()
+        .await
+        .unwrap()
+        .coordinator()
+        .tcp_address()
+        .expect("the coordinator's TCP listener");
+    let proxy = pg_tenancy::testing::TcpProxy::start(server, std::time::Duration::ZERO).unwrap();
+    let pool = w.db.app_pool_at(proxy.addr(), 1).await.unwrap();
+    let ctx = w.a.ctx(Role::Member);
+    let query = "SELECT count(*) FROM projects WHERE organization_id = $1";
+    let org = *w.a.id.as_uuid();
+
+    macro_rules! count {
+        ($label:expr, $unit:expr) => {{
+            $unit;
+            let mut counts = Vec::new();
+            for _ in 0..5 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                let before = proxy.stats().round_trips();
+                $unit;
+                counts.push(proxy.stats().round_trips() - before);
+            }
+            counts.dedup();
+            assert_eq!(counts.len(), 1, "{}: unstable count {counts:?}", $label);
+            counts[0]
+        }};
+    }
+    let write = count!(
+        "write unit",
+        pool.with_rls(&ctx, async |tx| {
+            let n: i64 = sqlx::query_scalar(query).bind(org).fetch_one(tx).await?;
+            assert_eq!(n, PROJECTS_PER_ORG as i64);
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap()
+    );
+    let read = count!(
+        "read unit",
+        pool.with_rls_read(&ctx, async |tx| {
+            let n: i64 = sqlx::query_scalar(query).bind(org).fetch_one(tx).await?;
+            assert_eq!(n, PROJECTS_PER_ORG as i64);
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap()
+    );
+    let authorize = count!(
+        "authorize",
+        pool.authorize(ctx.user_id(), ctx.org_id()).await.unwrap()
+    );
+    assert_eq!((write, read, authorize), (3, 2, 1));
 }
