@@ -11,7 +11,7 @@
 #[allow(dead_code)] // Shared with the other test binaries; this one only skips.
 mod support;
 
-use pg_tenancy::audit::{PolicyOptions, policy_sql_with};
+use pg_tenancy::audit::{AuditOptions, PolicyOptions, policy_sql_with};
 use pg_tenancy::testing::{CitusCluster, HarnessError, TestDatabase};
 use pg_tenancy::{Error, OrgContext, OrgId, Role, TenantPool, UserId};
 use sqlx::{Connection, Executor, PgConnection};
@@ -504,4 +504,76 @@ async fn a_unit_costs_the_same_round_trips_at_the_coordinator() {
         pool.authorize(ctx.user_id(), ctx.org_id()).await.unwrap()
     );
     assert_eq!((write, read, authorize), (3, 2, 1));
+}
+
+/// The audit knows Citus: a tenant table that is not distributed is `citus_not_distributed`,
+/// and its bare-call policy is `policy_per_row_function` (as on one server); distributed with
+/// `tenancy_distribute`, both go. The distributed `projects` has neither, and pg-tenancy's own
+/// tables (on the coordinator by design) are not reported.
+#[tokio::test]
+async fn the_audit_reports_tenant_tables_citus_does_not_distribute() {
+    let Some(w) = world(As::App).await else {
+        return;
+    };
+    let mut owner = PgConnection::connect_with(&w.db.owner_options())
+        .await
+        .unwrap();
+    owner
+        .execute(
+            "CREATE TABLE notes (organization_id uuid NOT NULL, id uuid NOT NULL, \
+             PRIMARY KEY (organization_id, id))",
+        )
+        .await
+        .unwrap();
+    let policy = policy_sql_with("notes", &PolicyOptions::default().for_citus());
+    let (shape, distribute) = policy.split_once("SELECT tenancy_distribute").unwrap();
+    owner.execute(sqlx::AssertSqlSafe(shape)).await.unwrap();
+    w.db.grant_app(&["notes"]).await.unwrap();
+    let codes = async || {
+        let report = pg_tenancy::audit::audit(w.pool.pool(), &AuditOptions::default())
+            .await
+            .unwrap();
+        report
+            .findings
+            .iter()
+            .map(|f| (f.code, f.object.clone()))
+            .collect::<Vec<_>>()
+    };
+    let on = |found: &[(&str, String)], code: &str, table: &str| {
+        found
+            .iter()
+            .any(|(c, o)| *c == code && o.ends_with(&format!("public.{table}")))
+    };
+    let before = codes().await;
+    assert!(on(&before, "citus_not_distributed", "notes"), "{before:?}");
+    assert!(
+        on(&before, "policy_per_row_function", "notes"),
+        "{before:?}"
+    );
+    assert!(
+        !on(&before, "citus_not_distributed", "projects"),
+        "{before:?}"
+    );
+    assert!(
+        !on(&before, "policy_per_row_function", "projects"),
+        "{before:?}"
+    );
+    assert!(
+        !before.iter().any(|(c, o)| c.starts_with("citus_")
+            && pg_tenancy::migrations::SERVICE_TABLES
+                .iter()
+                .any(|t| o.ends_with(&format!("public.{t}")))),
+        "{before:?}"
+    );
+
+    owner
+        .execute(sqlx::AssertSqlSafe(format!(
+            "SELECT tenancy_distribute{distribute}"
+        )))
+        .await
+        .unwrap();
+    owner.close().await.unwrap();
+    let after = codes().await;
+    assert!(!on(&after, "citus_not_distributed", "notes"), "{after:?}");
+    assert!(!on(&after, "policy_per_row_function", "notes"), "{after:?}");
 }
