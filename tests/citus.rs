@@ -172,6 +172,7 @@ both_roles!(
     writes_into_another_organization_fail,
     no_unit_sees_no_rows,
     the_entry_refuses_non_members_deleted_organizations_and_escalation,
+    planted_context_does_not_reach_the_next_unit,
 );
 
 /// A unit's `SELECT` without `WHERE` fans out to every shard (its plan says so) and returns
@@ -576,4 +577,93 @@ async fn the_audit_reports_tenant_tables_citus_does_not_distribute() {
     let after = codes().await;
     assert!(!on(&after, "citus_not_distributed", "notes"), "{after:?}");
     assert!(!on(&after, "policy_per_row_function", "notes"), "{after:?}");
+}
+
+/// Leaks through the pooled connection on Citus: SQL in A's unit leaves session-level context
+/// values on the coordinator and, through a query pushed down to the shards, on the worker
+/// connections the pooled connection keeps (checked: a transaction outside any unit there
+/// sees A's rows); the next unit on that connection, B's, still
+/// sees exactly B's rows (every entry re-propagates all four settings), and A's next unit
+/// exactly A's. A failing unit leaves nothing either.
+async fn planted_context_does_not_reach_the_next_unit(role: As) {
+    let Some(w) = world(role).await else { return };
+    let db_pool = match role {
+        As::App => w.db.app_pool(1).await,
+        As::Owner => w.db.owner_pool(1).await,
+    }
+    .unwrap();
+    let (a, b) = (*w.a.id.as_uuid(), *w.b.id.as_uuid());
+    let planted: i64 = db_pool
+        .with_rls(&w.a.ctx(Role::Member), async |tx| {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM (SELECT set_config('app.current_org_id', $1::text, false), \
+                        set_config('app.current_unit', 'planted', false), \
+                        set_config('app.current_org_role', 'owner', false) FROM projects) s",
+            )
+            .bind(a)
+            .fetch_one(&mut *tx)
+            .await?;
+            Ok::<_, Error>(n)
+        })
+        .await
+        .unwrap();
+    assert_eq!(planted, PROJECTS_PER_ORG as i64);
+    // The premise: the values reached the worker connections. A transaction outside any unit
+    // on this connection sees A's rows there (the residual docs/scaling.md describes; if this
+    // fails, the workers' liveness check got stricter: update the docs).
+    {
+        let mut conn = db_pool.pool().acquire().await.unwrap();
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
+        let outside: i64 = sqlx::query_scalar("SELECT count(*) FROM projects")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(
+            outside, PROJECTS_PER_ORG as i64,
+            "the planting did not reach the workers"
+        );
+        tx.rollback().await.unwrap();
+    }
+    let failing = db_pool
+        .with_rls(&w.a.ctx(Role::Member), async |tx| {
+            sqlx::query("SELECT set_config('app.current_org_id', $1::text, false)")
+                .bind(a)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("SELECT 1/0").execute(&mut *tx).await?;
+            Ok::<_, Error>(())
+        })
+        .await;
+    assert!(failing.is_err());
+    let seen = visible(&db_pool, &w.b.ctx(Role::Member)).await.unwrap();
+    assert_eq!(seen.len(), PROJECTS_PER_ORG);
+    assert!(seen.iter().all(|o| *o == b), "{seen:?}");
+    let seen = visible(&db_pool, &w.a.ctx(Role::Member)).await.unwrap();
+    assert_eq!(seen.len(), PROJECTS_PER_ORG);
+    assert!(seen.iter().all(|o| *o == a), "{seen:?}");
+}
+
+/// A service unit (`ServicePool::with_org`) on Citus sees the organization's rows of a
+/// distributed table and no other's.
+#[tokio::test]
+async fn a_service_unit_sees_its_organization_only() {
+    let Some(w) = world(As::App).await else {
+        return;
+    };
+    w.db.grant_service(&["projects"]).await.unwrap();
+    let service = w.db.service_pool(1).await.unwrap();
+    for org in [&w.a, &w.b] {
+        let seen: Vec<Uuid> = service
+            .with_org(org.id, async |tx| {
+                Ok::<_, Error>(
+                    sqlx::query_scalar("SELECT organization_id FROM projects")
+                        .fetch_all(tx)
+                        .await?,
+                )
+            })
+            .await
+            .unwrap();
+        assert_eq!(seen.len(), PROJECTS_PER_ORG);
+        assert!(seen.iter().all(|o| o == org.id.as_uuid()), "{seen:?}");
+    }
 }
