@@ -667,3 +667,106 @@ async fn a_service_unit_sees_its_organization_only() {
         assert!(seen.iter().all(|o| o == org.id.as_uuid()), "{seen:?}");
     }
 }
+
+/// The load with a ledger on Citus: concurrent write units of both organizations, each
+/// reading its projects with no `WHERE` (every shard) and adding 1 to its organization's
+/// ledger row; then zero rows of the other organization were ever seen, and each ledger holds
+/// exactly its organization's committed units. Two seconds here;
+/// `TENANCY_CITUS_LOAD_SECS=60 cargo test --test citus ledger` for a long run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_is_exact_under_load() {
+    let Some(w) = world(As::App).await else {
+        return;
+    };
+    let mut owner = PgConnection::connect_with(&w.db.owner_options())
+        .await
+        .unwrap();
+    owner
+        .execute(
+            "CREATE TABLE ledger (organization_id uuid NOT NULL, units bigint NOT NULL, \
+             PRIMARY KEY (organization_id))",
+        )
+        .await
+        .unwrap();
+    owner
+        .execute(sqlx::AssertSqlSafe(policy_sql_with(
+            "ledger",
+            &PolicyOptions::default().for_citus(),
+        )))
+        .await
+        .unwrap();
+    owner.close().await.unwrap();
+    w.db.grant_app(&["ledger"]).await.unwrap();
+    for org in [&w.a, &w.b] {
+        w.pool
+            .with_rls(&org.ctx(Role::Member), async |tx| {
+                sqlx::query("INSERT INTO ledger VALUES ($1, 0)")
+                    .bind(org.id.as_uuid())
+                    .execute(&mut *tx)
+                    .await?;
+                Ok::<_, Error>(())
+            })
+            .await
+            .unwrap();
+    }
+    let secs: u64 = std::env::var("TENANCY_CITUS_LOAD_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let pool = w.pool.clone();
+            let org = if i % 2 == 0 { &w.a } else { &w.b };
+            let (ctx, id) = (org.ctx(Role::Member), *org.id.as_uuid());
+            tokio::spawn(async move {
+                let (mut committed, mut crossed) = (0i64, 0usize);
+                while std::time::Instant::now() < deadline {
+                    let seen = pool
+                        .with_rls(&ctx, async |tx| {
+                            let seen: Vec<Uuid> =
+                                sqlx::query_scalar("SELECT organization_id FROM projects")
+                                    .fetch_all(&mut *tx)
+                                    .await?;
+                            sqlx::query(
+                                "UPDATE ledger SET units = units + 1 WHERE organization_id = $1",
+                            )
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                            Ok::<_, Error>(seen)
+                        })
+                        .await
+                        .unwrap();
+                    assert_eq!(seen.len(), PROJECTS_PER_ORG);
+                    crossed += seen.iter().filter(|o| **o != id).count();
+                    committed += 1;
+                }
+                (id, committed, crossed)
+            })
+        })
+        .collect();
+    let mut expected = std::collections::HashMap::new();
+    for t in tasks {
+        let (id, committed, crossed) = t.await.unwrap();
+        assert_eq!(crossed, 0, "rows of another organization were seen");
+        *expected.entry(id).or_insert(0i64) += committed;
+    }
+    for org in [&w.a, &w.b] {
+        let units: i64 = w
+            .pool
+            .with_rls_read(&org.ctx(Role::Member), async |tx| {
+                Ok::<_, Error>(
+                    sqlx::query_scalar("SELECT units FROM ledger")
+                        .fetch_one(tx)
+                        .await?,
+                )
+            })
+            .await
+            .unwrap();
+        let want = expected[org.id.as_uuid()];
+        assert!(want > 0);
+        assert_eq!(units, want, "the ledger of {:?}", org.id);
+    }
+    eprintln!("ledger: {expected:?} in {secs} s");
+}
