@@ -10,7 +10,9 @@
 --   unit: checks the session, the membership of a live organization and the role, then sets the
 --   context transaction-locally), `tenancy_enter_user` (the organization switcher) and
 --   `tenancy_enter_new_organization` (bootstrap);
--- - `tenancy_member_role`, the lookup behind `TenantPool::authorize`.
+-- - `tenancy_member_role`, the lookup behind `TenantPool::authorize`;
+-- - `tenancy_propagate_context()`, which every entry calls last: nothing on one server, and on
+--   Citus (after src/citus.sql) the context sent on to the workers.
 -- Every function pins its name resolution (this schema, pg_catalog, pg_temp last).
 
 -- Functions below capture this search_path (SET search_path FROM CURRENT): the schema the
@@ -116,6 +118,17 @@ CREATE FUNCTION tenancy_session_settings() RETURNS text
                      pg_catalog.current_setting('synchronous_commit'),
                      pg_catalog.current_setting('search_path')) $$;
 
+-- Called last by every entry, at the end of its last set_config expression as
+-- `|| coalesce(tenancy_propagate_context()::text, '')`: nothing on one server (an immutable
+-- constant, folded with the coalesce when the expression is planned: no call at all; a bare
+-- `|| f()::text` would fold the whole strict concatenation to NULL, set_config calls and all).
+-- On Citus, src/citus.sql (run once after the migrations) replaces it with one that sends the
+-- unit's context to the workers, where the policies of distributed tables run (replacing it
+-- invalidates the entries' cached plans).
+CREATE FUNCTION tenancy_propagate_context() RETURNS void
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS 'SELECT NULL::void';
+
 -- ---------------------------------------------------------------------------------------------
 -- Entering a unit: procedures, called as `BEGIN; CALL tenancy_enter(...)` in one round trip
 -- (a CALL skips the planner and the row description a SELECT would cost). Raised SQLSTATEs:
@@ -197,7 +210,8 @@ BEGIN
     END IF;
     ignored := pg_catalog.set_config('app.current_org_role',
                                      CASE WHEN act_as_required THEN required ELSE found_role END, true)
-            || pg_catalog.set_config('lock_timeout', lock_before, true);
+            || pg_catalog.set_config('lock_timeout', lock_before, true)
+            || coalesce(%1$I.tenancy_propagate_context()::text, '');
 END
 $body$
 $fn$, pg_catalog.current_schema());
@@ -266,7 +280,8 @@ BEGIN
     ignored := pg_catalog.set_config('app.current_unit', pg_catalog.transaction_timestamp()::text, true)
             || pg_catalog.set_config('app.current_org_id', '', true)
             || pg_catalog.set_config('app.current_user_id', member, true)
-            || pg_catalog.set_config('app.current_org_role', '', true);
+            || pg_catalog.set_config('app.current_org_role', '', true)
+            || coalesce(tenancy_propagate_context()::text, '');
 END
 $$;
 
@@ -290,7 +305,8 @@ BEGIN
     IF EXISTS (SELECT 1 FROM organizations WHERE id = org) THEN
         RAISE EXCEPTION 'tenancy: organization exists' USING ERRCODE = 'TNC04';
     END IF;
-    ignored := pg_catalog.set_config('app.current_org_role', 'owner', true);
+    ignored := pg_catalog.set_config('app.current_org_role', 'owner', true)
+            || coalesce(tenancy_propagate_context()::text, '');
 END
 $$;
 

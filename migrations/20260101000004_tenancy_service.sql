@@ -52,7 +52,8 @@ BEGIN
     ignored := pg_catalog.set_config('app.current_unit', pg_catalog.transaction_timestamp()::text, true)
             || pg_catalog.set_config('app.current_org_id', coalesce(org::text, ''), true)
             || pg_catalog.set_config('app.current_user_id', '', true)
-            || pg_catalog.set_config('app.current_org_role', 'service', true);
+            || pg_catalog.set_config('app.current_org_role', 'service', true)
+            || coalesce(tenancy_propagate_context()::text, '');
     PERFORM tenancy_seal_service();
 END
 $$;

@@ -47,6 +47,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod audit;
+pub mod citus;
 #[cfg(feature = "web")]
 mod claims;
 #[cfg(feature = "clerk")]

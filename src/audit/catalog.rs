@@ -340,3 +340,33 @@ pub(super) async fn key_tables(
     .fetch_all(conn)
     .await?)
 }
+
+/// A distributed or reference table of Citus (`pg_dist_partition`).
+#[derive(sqlx::FromRow)]
+pub(super) struct CitusTable {
+    pub(super) oid: i64,
+    /// `h` hash-distributed, `n` reference or coordinator-local (Citus's `partmethod`).
+    pub(super) method: String,
+    pub(super) colocation: i64,
+}
+
+/// Citus's placement of tables, or `None` when the database has no `citus` extension.
+pub(super) async fn citus_tables(conn: &mut PgConnection) -> Result<Option<Vec<CitusTable>>> {
+    let citus: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus')",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if !citus {
+        return Ok(None);
+    }
+    Ok(Some(
+        sqlx::query_as(
+            "SELECT logicalrelid::oid::int8 AS oid, partmethod::text AS method,
+                    colocationid::int8 AS colocation
+               FROM pg_catalog.pg_dist_partition",
+        )
+        .fetch_all(conn)
+        .await?,
+    ))
+}

@@ -4,7 +4,8 @@
 use std::collections::{HashMap, HashSet};
 
 use super::catalog::{
-    ConnectingRole, ForeignKey, Function, Index, KeyTable, Policy, StatisticsColumn, Table, View,
+    CitusTable, ConnectingRole, ForeignKey, Function, Index, KeyTable, Policy, StatisticsColumn,
+    Table, View,
 };
 use super::expr::{called_functions, check_policy_expr, sets_at_session_level};
 use super::generator::policy_statements;
@@ -385,4 +386,52 @@ pub(super) fn statistics(columns: &[StatisticsColumn]) -> Vec<Finding> {
             )
         })
         .collect()
+}
+
+/// On Citus: each tenant table of the application distributed by its tenant column, all in
+/// one colocation group (pg-tenancy's own tables stay on the coordinator by design,
+/// src/citus.sql). Returns the findings and the distributed tenant tables' oids (whose
+/// policies must use the bare call: Citus refuses the sub-select).
+pub(super) fn citus(tables: &[Table], placed: &[CitusTable]) -> (Vec<Finding>, HashSet<i64>) {
+    let own = |t: &Table| {
+        let bare = t.name.rsplit_once('.').map_or(t.name.as_str(), |(_, n)| n);
+        crate::migrations::SERVICE_TABLES.contains(&bare)
+    };
+    let mut findings = Vec::new();
+    let mut distributed = HashSet::new();
+    let mut groups: Vec<i64> = Vec::new();
+    for t in tables.iter().filter(|t| !own(t)) {
+        match placed.iter().find(|p| p.oid == t.oid) {
+            Some(p) if p.method == "h" => {
+                distributed.insert(t.oid);
+                if !groups.contains(&p.colocation) {
+                    groups.push(p.colocation);
+                }
+                if groups.first() != Some(&p.colocation) {
+                    findings.push(Finding::new(
+                        Severity::Warning,
+                        "citus_not_colocated",
+                        t.name.clone(),
+                        "not colocated with the other tenant tables: a join between them on the tenant column cannot run on one worker",
+                        format!(
+                            "SELECT update_distributed_table_colocation('{}', colocate_with => '<another tenant table>');",
+                            t.name.replace('\'', "''")
+                        ),
+                    ));
+                }
+            }
+            _ => findings.push(Finding::new(
+                Severity::Warning,
+                "citus_not_distributed",
+                t.name.clone(),
+                "on Citus, this tenant table is not distributed by its tenant column: it stays on the coordinator and does not scale out",
+                format!(
+                    "-- its policies in the bare form first (pg-tenancy policy <table> --citus), then:\nSELECT tenancy_distribute('{}', '{}');",
+                    t.name.replace('\'', "''"),
+                    t.column.replace('\'', "''")
+                ),
+            )),
+        }
+    }
+    (findings, distributed)
 }

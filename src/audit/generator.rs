@@ -26,6 +26,13 @@ pub struct PolicyOptions {
     /// Row-Level Security `EXPLAIN`'s row estimates reveal other organizations' frequent
     /// values of a column that has statistics (the audit's `column_statistics_visible`).
     pub hide_statistics: Vec<String>,
+    /// The Citus form (default: off): the policy compares the column with the bare
+    /// `tenancy_current_org_id()` (Citus refuses a subquery in a policy on a distributed
+    /// table), and the SQL ends by distributing the table (`tenancy_distribute`, from
+    /// [`crate::citus::SETUP`]). On one server keep the default: there the sub-select is
+    /// evaluated once per statement, the bare call once per row wherever the policy is a
+    /// filter rather than an index condition (docs/scaling.md has the figures).
+    pub citus: bool,
 }
 
 impl Default for PolicyOptions {
@@ -34,6 +41,7 @@ impl Default for PolicyOptions {
             column: "organization_id".into(),
             grant_to: Vec::new(),
             hide_statistics: Vec::new(),
+            citus: false,
         }
     }
 }
@@ -43,6 +51,13 @@ impl PolicyOptions {
     #[must_use = "a builder method returns the changed value; the original is consumed"]
     pub fn with_column(mut self, column: impl Into<String>) -> Self {
         self.column = column.into();
+        self
+    }
+
+    /// The Citus form ([`PolicyOptions::citus`]).
+    #[must_use = "a builder method returns the changed value; the original is consumed"]
+    pub fn for_citus(mut self) -> Self {
+        self.citus = true;
         self
     }
 
@@ -77,20 +92,34 @@ pub fn policy_sql(table: &str, column: &str) -> String {
 
 /// [`policy_sql`] with [`PolicyOptions`]: the `GRANT` to the roles named there.
 pub fn policy_sql_with(table: &str, options: &PolicyOptions) -> String {
-    let mut sql = shape(table, &options.column);
+    let mut sql = shape(table, &options.column, options.citus);
     sql.push_str(&hidden_statistics(table, options));
     sql.push_str(&grants(table, options));
     sql
 }
 
 /// The table's shape: RLS, the policy and the index.
-fn shape(table: &str, column: &str) -> String {
+fn shape(table: &str, column: &str, citus: bool) -> String {
     // The index name is the bare table name's (the schema is the table's anyway).
     let bare = table.split_once('.').map_or(table, |(_, name)| name);
-    policy_statements(
-        &quote_qualified(table),
-        &quote_ident(column),
-        &quote_ident(&format!("{bare}_{column}_idx")),
+    let (t, c) = (quote_qualified(table), quote_ident(column));
+    let index = quote_ident(&format!("{bare}_{column}_idx"));
+    if !citus {
+        return policy_statements(&t, &c, &index);
+    }
+    format!(
+        "ALTER TABLE {t} ENABLE ROW LEVEL SECURITY;\n\
+         ALTER TABLE {t} FORCE ROW LEVEL SECURITY;\n\
+         -- Citus: the bare call (Citus refuses a subquery in a distributed table's policy).\n\
+         CREATE POLICY tenant_isolation ON {t}\n    \
+         USING      ({c} = tenancy_current_org_id())\n    \
+         WITH CHECK ({c} = tenancy_current_org_id());\n\
+         -- Skip if the primary key already leads with {c}.\n\
+         CREATE INDEX IF NOT EXISTS {index} ON {t} ({c});\n\
+         -- Distributed by {c}, colocated with the other tenant tables (src/citus.sql).\n\
+         SELECT tenancy_distribute('{}', '{}');\n",
+        t.replace('\'', "''"),
+        column.replace('\'', "''")
     )
 }
 
@@ -168,7 +197,7 @@ pub async fn policy_sql_for_with(
     table: &str,
     options: &PolicyOptions,
 ) -> Result<String> {
-    let mut sql = shape(table, &options.column);
+    let mut sql = shape(table, &options.column, options.citus);
     sql.push_str(&composite_foreign_keys(pool, table, &options.column).await?);
     sql.push_str(&hidden_statistics(table, options));
     sql.push_str(&grants(table, options));
@@ -223,6 +252,29 @@ async fn composite_foreign_keys(pool: &PgPool, table: &str, column: &str) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_citus_form_calls_the_function_bare_and_distributes() {
+        let sql = policy_sql_with(
+            "app.it's",
+            &PolicyOptions::default().with_column("org").for_citus(),
+        );
+        assert!(
+            sql.contains("USING      (\"org\" = tenancy_current_org_id())"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("WITH CHECK (\"org\" = tenancy_current_org_id())"),
+            "{sql}"
+        );
+        assert!(!sql.contains("SELECT tenancy_current_org_id"), "{sql}");
+        assert!(
+            sql.contains("SELECT tenancy_distribute('\"app\".\"it''s\"', 'org');"),
+            "{sql}"
+        );
+        // The default stays the one-server form.
+        assert!(!policy_sql("t", "org").contains("tenancy_distribute"));
+    }
 
     #[test]
     fn policy_sql_quotes_every_name_and_has_every_part() {

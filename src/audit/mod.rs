@@ -23,7 +23,13 @@
 //!   [`AuditOptions::without_column_statistics`]);
 //! - **views** over tenant tables without `security_invoker`, materialized views over them;
 //!   `SECURITY DEFINER` functions without a pinned `search_path`; functions that set the tenant
-//!   setting at session level.
+//!   setting at session level;
+//! - **Citus**, when the database has the `citus` extension: each tenant table of the
+//!   application distributed by its tenant column (`citus_not_distributed`), all in one
+//!   colocation group (`citus_not_colocated`); pg-tenancy's own tables stay on the coordinator
+//!   by design. On a distributed table the bare `tenancy_current_org_id()` is no finding
+//!   (Citus refuses the sub-select). Unique keys without the tenant column are reported
+//!   everywhere (`unique_without_tenant`); a foreign key Citus cannot keep it refuses itself.
 //!
 //! Use it three ways: [`TenantPool::audited`](crate::TenantPool::audited) refuses to serve when
 //! there are errors; `testing::assert_audit_clean` fails a test with the findings; and the
@@ -163,6 +169,23 @@ pub async fn audit(pool: &PgPool, options: &AuditOptions) -> Result<Report> {
         &catalog::functions(conn, &schemas).await?,
         &options.setting,
     ));
+
+    // Citus: placement, and the bare call its distributed tables need is no finding there.
+    if let Some(placed) = catalog::citus_tables(conn).await? {
+        let (citus, distributed) = checks::citus(&tables, &placed);
+        let names: Vec<&str> = tables
+            .iter()
+            .filter(|t| distributed.contains(&t.oid))
+            .map(|t| t.name.as_str())
+            .collect();
+        findings.retain(|f| {
+            f.code != "policy_per_row_function"
+                || !names
+                    .iter()
+                    .any(|n| f.object.ends_with(&format!(" on {n}")))
+        });
+        findings.extend(citus);
+    }
 
     // Stable: within a severity, the order above.
     findings.sort_by_key(|f| std::cmp::Reverse(f.severity));

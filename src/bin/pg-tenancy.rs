@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! pg-tenancy audit <DATABASE_URL> [--json] [--column C] [--setting S] [--table T]... [--schema S]... [--allow-statistics]
-//! pg-tenancy policy <TABLE> [--column C] [--grant ROLE]... [--hide-statistics COLUMN]... [--database-url URL]
+//! pg-tenancy policy <TABLE> [--column C] [--grant ROLE]... [--hide-statistics COLUMN]... [--database-url URL] [--citus]
 //! ```
 //!
 //! `audit` exits 0 without errors (warnings allowed), 1 with errors, 2 when it could not
@@ -18,7 +18,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 const USAGE: &str = "usage:
   pg-tenancy audit <DATABASE_URL> [--json] [--column C] [--setting S] [--table T[:column]]... [--schema S]... [--allow-statistics]
-  pg-tenancy policy <TABLE> [--column C] [--grant ROLE]... [--hide-statistics COLUMN]... [--database-url URL]
+  pg-tenancy policy <TABLE> [--column C] [--grant ROLE]... [--hide-statistics COLUMN]... [--database-url URL] [--citus]
 
 audit: findings on the tenant tables, policies, role, views and functions of the database
   (exit 0: no error, 1: errors, 2: could not connect). Connect as your application's role.
@@ -28,7 +28,8 @@ policy: the SQL that makes TABLE a tenant table like pg-tenancy's own, ending wi
   comment says which GRANT to run); each --hide-statistics COLUMN turns that column's planner
   statistics off (SET STATISTICS 0: EXPLAIN's estimates would show other organizations'
   values); with --database-url, also the composite keys for foreign keys that cross
-  organizations.";
+  organizations; with --citus, the policy in the form Citus accepts (the bare
+  tenancy_current_org_id()) and the table distributed (tenancy_distribute, src/citus.sql).";
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -175,7 +176,7 @@ async fn run_audit(args: &[String]) -> ExitCode {
 async fn run_policy(args: &[String]) -> ExitCode {
     let args = match parse(
         args,
-        &[],
+        &["--citus"],
         &["--column", "--grant", "--hide-statistics", "--database-url"],
     ) {
         Ok(a) => a,
@@ -193,6 +194,9 @@ async fn run_policy(args: &[String]) -> ExitCode {
     }
     for column in args.all("--hide-statistics") {
         options = options.with_hidden_statistics(column);
+    }
+    if args.flags.iter().any(|f| f == "--citus") {
+        options = options.for_citus();
     }
     let sql = match args.last("--database-url") {
         None => policy_sql_with(table, &options),

@@ -90,6 +90,16 @@ impl TestCluster {
         start_cluster(&bindir, &settings)
     }
 
+    /// A cluster of its own started with extra server settings (`name=value`, each passed as
+    /// `-c`), from the server binaries in `bindir`; stopped when dropped. For the Citus
+    /// harness ([`super::CitusCluster`]), whose nodes need binaries it has checked.
+    pub(super) fn dedicated_at(
+        bindir: &Path,
+        settings: &[String],
+    ) -> Result<TestCluster, HarnessError> {
+        start_cluster(bindir, settings)
+    }
+
     /// Stops the server (fast shutdown: open transactions are aborted, sessions closed),
     /// keeps it down for `down_for`, and starts it again on the same port and data.
     ///
@@ -158,7 +168,7 @@ impl fmt::Debug for TestCluster {
     }
 }
 
-fn find_bindir() -> Option<PathBuf> {
+pub(super) fn find_bindir() -> Option<PathBuf> {
     find_bindir_with(
         |name| std::env::var_os(name),
         Path::new("/usr/lib/postgresql"),

@@ -64,6 +64,14 @@ impl TestDatabase {
     /// As [`TestDatabase::create`].
     pub async fn create_in(cluster: &TestCluster) -> Result<TestDatabase, HarnessError> {
         let db = Self::create_empty_in(cluster).await?;
+        db.migrate_and_grant().await?;
+        Ok(db)
+    }
+
+    /// [`TestDatabase::create`]'s migrations and grants, on a database from
+    /// [`TestDatabase::create_empty_in`] (the Citus harness installs `citus` in between).
+    pub(super) async fn migrate_and_grant(&self) -> Result<(), HarnessError> {
+        let db = self;
         let mut conn = PgConnection::connect_with(&db.owner_options()).await?;
         MIGRATOR.run(&mut conn).await?;
         let (app_role, service_role, name) = (&db.app.role, &db.service.role, &db.name);
@@ -82,7 +90,7 @@ impl TestDatabase {
             conn.execute(AssertSqlSafe(sql)).await?;
         }
         conn.close().await?;
-        Ok(db)
+        Ok(())
     }
 
     /// Like [`TestDatabase::create`], without migrations or grants: an empty database owned by

@@ -20,6 +20,7 @@
 //!   as the unprivileged `postgres` user (or `TENANCY_PG_USER`). A watchdog process stops the
 //!   server and deletes the directory when the test process exits, however it exits.
 
+mod citus;
 mod cluster;
 mod database;
 mod isolation;
@@ -27,6 +28,7 @@ mod proxy;
 #[cfg(feature = "clerk-jwt")]
 mod tokens;
 
+pub use citus::{CitusCluster, citus_bindir};
 pub use cluster::TestCluster;
 pub use database::TestDatabase;
 pub use isolation::{TableUnderTest, assert_isolated, check_isolation, check_service_isolation};
@@ -62,6 +64,12 @@ pub enum HarnessError {
          or set DATABASE_URL to a server whose role may create databases and roles"
     )]
     NoBinaries,
+    /// No PostgreSQL with Citus (`citus.so`) is installed.
+    #[error(
+        "no PostgreSQL with Citus installed (citus.so): build it from ../shared/vendor \
+         (see its README.md), as .ci/run does"
+    )]
+    NoCitus,
     /// Starting the throwaway cluster failed.
     #[error("could not start the throwaway PostgreSQL: {0}")]
     Start(String),

@@ -1,0 +1,105 @@
+-- pg-tenancy on Citus: run once on the coordinator, after the migrations, as the role that ran
+-- them (`pg_tenancy::citus::SETUP`). Refuses without Citus, and in hardened mode.
+--
+-- Placement: the crate's own tables (organizations, organization_members and the bookkeeping
+-- tables) stay plain tables on the coordinator, where the entries read them: their policies
+-- hold subqueries and some have UNIQUE keys without organization_id, which Citus refuses on
+-- distributed and reference tables. A tenant table is distributed by organization_id, colocated
+-- with the others (`tenancy_distribute`, below); its policies must use the bare form
+-- `organization_id = tenancy_current_org_id()`.
+--
+-- Context: policies on distributed tables run on the workers, in the shard queries. The
+-- entries' `set_config(..., true)` never leaves the coordinator; a `SET LOCAL` with
+-- `citus.propagate_set_commands = 'local'` reaches every worker the transaction opens. So the
+-- entries call `tenancy_propagate_context()` last (nothing on one server), which this file
+-- replaces with one that re-issues the context as SET LOCALs. A worker's transaction never
+-- has the coordinator's transaction_timestamp(), so the unit's liveness check takes, in a
+-- backend that Citus opened for another node (its application_name), the propagated marker
+-- as it comes.
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus') THEN
+        RAISE EXCEPTION 'tenancy: Citus is not installed in this database'
+            USING ERRCODE = '0A000';
+    END IF;
+    IF EXISTS (SELECT 1 FROM tenancy_context_key) THEN
+        RAISE EXCEPTION 'tenancy: hardened mode is not supported on Citus (the seal is not verified on the workers)'
+            USING ERRCODE = '0A000';
+    END IF;
+END
+$$;
+
+-- The default mode's liveness check, Citus-aware. On the coordinator (and on one server) as
+-- before: the marker is this transaction's timestamp. In a backend Citus opened for another
+-- node's transaction, the marker that node's unit propagated with SET LOCAL.
+CREATE OR REPLACE FUNCTION tenancy_current_unit_is_live() RETURNS boolean
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$ SELECT CASE WHEN pg_catalog.current_setting('app.current_unit', true)
+                           = pg_catalog.transaction_timestamp()::text THEN true
+                      ELSE pg_catalog.starts_with(pg_catalog.current_setting('application_name'),
+                                                  'citus_internal gpid=')
+                           AND pg_catalog.current_setting('app.current_unit', true) <> '' END $$;
+
+-- Re-issues the unit's four context settings as SET LOCAL, which Citus sends to every worker
+-- the transaction opens (and to those it has open). Every entry calls it after setting the
+-- context, the switcher's and the bootstrap's empty values included, so that a unit always
+-- overrides whatever a worker connection holds.
+CREATE OR REPLACE FUNCTION tenancy_propagate_context() RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    AS $$
+DECLARE
+    ignored text := pg_catalog.set_config('citus.propagate_set_commands', 'local', true);
+BEGIN
+    EXECUTE pg_catalog.format('SET LOCAL app.current_unit = %L',
+                              pg_catalog.current_setting('app.current_unit', true));
+    EXECUTE pg_catalog.format('SET LOCAL app.current_org_id = %L',
+                              pg_catalog.current_setting('app.current_org_id', true));
+    EXECUTE pg_catalog.format('SET LOCAL app.current_user_id = %L',
+                              pg_catalog.current_setting('app.current_user_id', true));
+    EXECUTE pg_catalog.format('SET LOCAL app.current_org_role = %L',
+                              pg_catalog.current_setting('app.current_org_role', true));
+END
+$$;
+
+-- Distributes a tenant table by its tenant column (organization_id), colocated with the other tenant tables (Citus's
+-- default colocation: same column type, same shard count). Its foreign keys to organizations
+-- are dropped first: Citus cannot enforce a key from a distributed table to a coordinator
+-- table (the WITH CHECK policy still admits only the unit's organization, which the entry
+-- found live). Its policies must be in the bare form (Citus refuses a subquery in them).
+CREATE OR REPLACE FUNCTION tenancy_distribute(tenant_table regclass,
+                                              tenant_column name DEFAULT 'organization_id')
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path FROM CURRENT
+    AS $$
+DECLARE
+    fk name;
+BEGIN
+    IF EXISTS (SELECT 1 FROM tenancy_context_key) THEN
+        RAISE EXCEPTION 'tenancy: hardened mode is not supported on Citus'
+            USING ERRCODE = '0A000';
+    END IF;
+    FOR fk IN SELECT conname FROM pg_catalog.pg_constraint
+               WHERE conrelid = tenant_table AND contype = 'f'
+                 AND confrelid = 'organizations'::regclass LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I', tenant_table, fk);
+    END LOOP;
+    PERFORM create_distributed_table(tenant_table, tenant_column);
+END
+$$;
+REVOKE ALL ON FUNCTION tenancy_distribute(regclass, name) FROM PUBLIC;
+
+-- Hardened mode stays off on Citus: enabling it (tenancy_enable_hardened_mode writes the key)
+-- is refused here, loudly, rather than leaving units that see nothing on the workers.
+CREATE OR REPLACE FUNCTION tenancy_refuse_hardened_mode() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RAISE EXCEPTION 'tenancy: hardened mode is not supported on Citus (the seal is not verified on the workers)'
+        USING ERRCODE = '0A000';
+END
+$$;
+DROP TRIGGER IF EXISTS tenancy_refuse_hardened_mode ON tenancy_context_key;
+CREATE TRIGGER tenancy_refuse_hardened_mode BEFORE INSERT ON tenancy_context_key
+    FOR EACH STATEMENT EXECUTE FUNCTION tenancy_refuse_hardened_mode();
