@@ -15,15 +15,40 @@
 --   Citus (after src/citus.sql) the context sent on to the workers.
 -- Every function pins its name resolution (this schema, pg_catalog, pg_temp last).
 
--- Functions below capture this search_path (SET search_path FROM CURRENT): the schema the
--- migrations run in, pg_catalog, and pg_temp last, so that a temporary table can never shadow a
--- table they read. Session-level because `psql -f` runs each statement in its own transaction;
+-- Functions below capture a search_path (SET search_path FROM CURRENT), which the end of this
+-- file turns into pg_catalog first, then the schema the migrations run in, and pg_temp last
+-- (tenancy_pin_search_path): neither an operator or function created in that schema (by a
+-- role with CREATE there) can shadow a built-in one a SECURITY DEFINER function uses, nor a
+-- temporary table a table they read. (The session's path during the file keeps the schema
+-- first: it is where the file creates its objects.) Session-level because `psql -f` runs each statement in its own transaction;
 -- the caller's value is saved here and restored at the end of the file, so a pooled connection
 -- that ran the migration goes back as it came.
 SELECT pg_catalog.set_config('tenancy.migration_search_path',
                              pg_catalog.current_setting('search_path'), false);
 SELECT pg_catalog.set_config('search_path',
     pg_catalog.format('%I, pg_catalog, pg_temp', pg_catalog.current_schema()), false);
+
+-- Pins every function of this schema that captured the migrations' search_path (schema first,
+-- for creating objects) to pg_catalog first, then the schema, then pg_temp. Each file calls it
+-- at its end. The owner's alone.
+CREATE FUNCTION tenancy_pin_search_path() RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    AS $$
+DECLARE
+    schema  text := pg_catalog.current_schema();
+    routine regprocedure;
+BEGIN
+    FOR routine IN
+        SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+         WHERE p.pronamespace = schema::regnamespace
+           AND p.proconfig @> ARRAY[pg_catalog.format('search_path=%I, pg_catalog, pg_temp', schema)]
+    LOOP
+        EXECUTE pg_catalog.format('ALTER ROUTINE %s SET search_path = pg_catalog, %I, pg_temp',
+                                  routine, schema);
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION tenancy_pin_search_path() FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------------------------
 -- The context, as policies read it.
@@ -60,7 +85,12 @@ CREATE FUNCTION tenancy_install_context_functions(hardened boolean) RETURNS void
     SET search_path FROM CURRENT
     AS $$
 DECLARE
-    s        text := pg_catalog.quote_ident(pg_catalog.current_schema());
+    -- This function's own schema (its pinned search_path puts pg_catalog first, so
+    -- current_schema() would name pg_catalog).
+    s        text := pg_catalog.quote_ident((
+                 SELECT n.nspname FROM pg_catalog.pg_proc p
+                   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                  WHERE p.oid = 'tenancy_install_context_functions(boolean)'::pg_catalog.regprocedure));
     live     text := CASE WHEN hardened THEN 'tenancy_context_is_sealed()'
                           ELSE 'tenancy_current_unit_is_live()' END;
     parallel text := CASE WHEN hardened THEN '' ELSE 'PARALLEL SAFE' END;
@@ -99,7 +129,10 @@ SELECT tenancy_install_context_functions(false);
 -- The session-level settings that would change how another organization's unit runs if a unit
 -- left them changed on its pooled connection: timeouts (its statements would fail),
 -- `row_security` (its queries would error), `synchronous_commit` (its commits would not be
--- durable) and `search_path` (names would resolve elsewhere), as one text. The pool reads it
+-- durable), `exit_on_error` (its first error would close the connection), how dates, times,
+-- intervals and bytes are written (`TimeZone`, `DateStyle`, `IntervalStyle`, `bytea_output`:
+-- its values would read differently) and `search_path` (names would resolve elsewhere), as one
+-- text. The pool reads it
 -- when it starts; `tenancy_enter` compares the session's with it on every unit (TNC05).
 -- (`default_transaction_read_only`, `_isolation` and `_deferrable` need no check: every `BEGIN`
 -- names its mode.) `search_path` last: the one value that may hold `|`. Inlinable SQL with
@@ -116,6 +149,11 @@ CREATE FUNCTION tenancy_session_settings() RETURNS text
                      pg_catalog.current_setting('idle_session_timeout'),
                      pg_catalog.current_setting('row_security'),
                      pg_catalog.current_setting('synchronous_commit'),
+                     pg_catalog.current_setting('exit_on_error'),
+                     pg_catalog.current_setting('TimeZone'),
+                     pg_catalog.current_setting('DateStyle'),
+                     pg_catalog.current_setting('IntervalStyle'),
+                     pg_catalog.current_setting('bytea_output'),
                      pg_catalog.current_setting('search_path')) $$;
 
 -- Called last by every entry, at the end of its last set_config expression as
@@ -295,17 +333,22 @@ CREATE PROCEDURE tenancy_enter_new_organization(org uuid, member text, session_n
     SET search_path FROM CURRENT
     AS $$
 DECLARE
-    ignored text;
+    ignored     text;
+    lock_before text := pg_catalog.current_setting('lock_timeout');
 BEGIN
     PERFORM tenancy_assert_clean_session(session_now, session_expected);
+    -- The check waits at most 2 s for a lock, like tenancy_enter's lookup: a unit holding
+    -- `LOCK TABLE organizations` stalls no bootstrap for longer (55P03).
     ignored := pg_catalog.set_config('app.current_unit', pg_catalog.transaction_timestamp()::text, true)
             || pg_catalog.set_config('app.current_org_id', org::text, true)
             || pg_catalog.set_config('app.current_user_id', member, true)
-            || pg_catalog.set_config('app.current_org_role', '', true);
+            || pg_catalog.set_config('app.current_org_role', '', true)
+            || pg_catalog.set_config('lock_timeout', '2s', true);
     IF EXISTS (SELECT 1 FROM organizations WHERE id = org) THEN
         RAISE EXCEPTION 'tenancy: organization exists' USING ERRCODE = 'TNC04';
     END IF;
     ignored := pg_catalog.set_config('app.current_org_role', 'owner', true)
+            || pg_catalog.set_config('lock_timeout', lock_before, true)
             || coalesce(tenancy_propagate_context()::text, '');
 END
 $$;
@@ -364,6 +407,8 @@ $$;
 
 -- (tenancy_seal and tenancy_context_key are hardened mode's, in ..._06_tenancy_hardened.sql;
 -- PL/pgSQL resolves them when called.)
+
+SELECT tenancy_pin_search_path();
 
 -- The caller's search_path back, and no trace of the saved value.
 SELECT pg_catalog.set_config('search_path',

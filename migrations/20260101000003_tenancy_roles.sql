@@ -11,9 +11,12 @@
 -- The tenant predicate is always the bare indexed column against the per-statement constant;
 -- role conditions are per-statement constants too.
 
--- Functions below capture this search_path (SET search_path FROM CURRENT): the schema the
--- migrations run in, pg_catalog, and pg_temp last, so that a temporary table can never shadow a
--- table they read. Session-level because `psql -f` runs each statement in its own transaction;
+-- Functions below capture a search_path (SET search_path FROM CURRENT), which the end of this
+-- file turns into pg_catalog first, then the schema the migrations run in, and pg_temp last
+-- (tenancy_pin_search_path): neither an operator or function created in that schema (by a
+-- role with CREATE there) can shadow a built-in one a SECURITY DEFINER function uses, nor a
+-- temporary table a table they read. (The session's path during the file keeps the schema
+-- first: it is where the file creates its objects.) Session-level because `psql -f` runs each statement in its own transaction;
 -- the caller's value is saved here and restored at the end of the file, so a pooled connection
 -- that ran the migration goes back as it came.
 SELECT pg_catalog.set_config('tenancy.migration_search_path',
@@ -134,6 +137,12 @@ DECLARE
     found_owner boolean;
     ignored     text;
 BEGIN
+    -- Only inside a trigger (tenancy_keep_an_owner's): called by SQL in a unit, it would lock
+    -- the owners' rows for the rest of that unit, which its own role cannot.
+    IF pg_catalog.pg_trigger_depth() = 0 THEN
+        RAISE EXCEPTION 'tenancy: tenancy_lock_owners is the last-owner trigger''s'
+            USING ERRCODE = '42501';
+    END IF;
     IF org IS NULL OR tenancy_current_org_id() IS DISTINCT FROM org THEN
         RAISE EXCEPTION 'tenancy: the context changed inside the statement' USING ERRCODE = 'TNC10';
     END IF;
@@ -191,6 +200,8 @@ CREATE TRIGGER tenancy_keep_an_owner
     AFTER UPDATE OR DELETE ON organization_members
     FOR EACH ROW WHEN (OLD.role = 'owner')
     EXECUTE FUNCTION tenancy_keep_an_owner();
+
+SELECT tenancy_pin_search_path();
 
 -- The caller's search_path back, and no trace of the saved value.
 SELECT pg_catalog.set_config('search_path',

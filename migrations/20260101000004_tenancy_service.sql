@@ -23,9 +23,12 @@ BEGIN
 END
 $$;
 
--- Functions below capture this search_path (SET search_path FROM CURRENT): the schema the
--- migrations run in, pg_catalog, and pg_temp last, so that a temporary table can never shadow a
--- table they read. Session-level because `psql -f` runs each statement in its own transaction;
+-- Functions below capture a search_path (SET search_path FROM CURRENT), which the end of this
+-- file turns into pg_catalog first, then the schema the migrations run in, and pg_temp last
+-- (tenancy_pin_search_path): neither an operator or function created in that schema (by a
+-- role with CREATE there) can shadow a built-in one a SECURITY DEFINER function uses, nor a
+-- temporary table a table they read. (The session's path during the file keeps the schema
+-- first: it is where the file creates its objects.) Session-level because `psql -f` runs each statement in its own transaction;
 -- the caller's value is saved here and restored at the end of the file, so a pooled connection
 -- that ran the migration goes back as it came.
 SELECT pg_catalog.set_config('tenancy.migration_search_path',
@@ -237,6 +240,8 @@ COMMENT ON POLICY service_prune_read ON webhook_deliveries IS
     'tenancy-audit: allow. Service units entered without an organization read old delivery records to prune them (tenancy_service only).';
 COMMENT ON POLICY service_prune_delete ON webhook_deliveries IS
     'tenancy-audit: allow. Service units entered without an organization delete old delivery records (tenancy_service only).';
+
+SELECT tenancy_pin_search_path();
 
 -- The caller's search_path back, and no trace of the saved value.
 SELECT pg_catalog.set_config('search_path',

@@ -625,7 +625,9 @@ async fn planted_context_does_not_reach_the_next_unit(role: As) {
             "outside any unit: {outside} rows"
         );
         if outside == 0 {
-            println!("NOTE planted_context_does_not_reach_the_next_unit: the planting did not reach the workers' connections this time");
+            println!(
+                "NOTE planted_context_does_not_reach_the_next_unit: the planting did not reach the workers' connections this time"
+            );
         }
         tx.rollback().await.unwrap();
     }

@@ -108,8 +108,10 @@ def setup(server, repo):
         p("postgres", "postgres", f"CREATE DATABASE {db} OWNER owner")
         p(db, "postgres", "GRANT CREATE ON SCHEMA public TO owner")
         files = sorted(os.listdir(f"{repo}/migrations"))
-        for f in [f"{repo}/migrations/{f}" for f in files if f.endswith(".sql")] + sorted(
-                f"{repo}/examples/migrations/{f}" for f in os.listdir(f"{repo}/examples/migrations")):
+        # (Checkouts before the example table moved out have `projects` in the migrations.)
+        examples = f"{repo}/examples/migrations"
+        extra = sorted(f"{examples}/{f}" for f in os.listdir(examples)) if os.path.isdir(examples) else []
+        for f in [f"{repo}/migrations/{f}" for f in files if f.endswith(".sql")] + extra:
             p(db, "owner", file=f)
         p(db, "postgres", """
 GRANT SELECT, INSERT, UPDATE, DELETE ON organizations, organization_members, projects TO app, bypass;

@@ -369,7 +369,8 @@ fn begin_error(error: sqlx::Error, required: Option<Role>) -> Error {
 
 /// The session-level settings that would change how another organization's unit runs if a unit
 /// left them changed on its pooled connection (timeouts, `row_security`, `synchronous_commit`,
-/// `search_path`), as one text every entry compares with the pool's (`TNC05`): the text of the
+/// `exit_on_error`, how dates, times, intervals and bytes are written, `search_path`), as one
+/// text every entry compares with the pool's (`TNC05`): the text of the
 /// migrations' `tenancy_session_settings()` (which the member entry evaluates itself), sent as
 /// an argument by the entries that pin their own `search_path` and so cannot read the
 /// session's. An expression, not the function: a `CALL`'s arguments are planned on every call,
@@ -382,12 +383,18 @@ pub(super) const SESSION_SETTINGS: &str = "pg_catalog.concat_ws('|', \
      pg_catalog.current_setting('idle_session_timeout'), \
      pg_catalog.current_setting('row_security'), \
      pg_catalog.current_setting('synchronous_commit'), \
+     pg_catalog.current_setting('exit_on_error'), \
+     pg_catalog.current_setting('TimeZone'), \
+     pg_catalog.current_setting('DateStyle'), \
+     pg_catalog.current_setting('IntervalStyle'), \
+     pg_catalog.current_setting('bytea_output'), \
      pg_catalog.current_setting('search_path'))";
 
 /// Role-level settings (`ALTER ROLE ... SET`) that [`Units::inspect`] refuses: SQL running in
 /// any unit can set them for its own role, and every new connection would then inherit them
-/// (the timeouts and the others [`SESSION_SETTINGS`] lists; the transaction defaults).
-/// Lower-case, as a SQL list.
+/// (the timeouts and the others [`SESSION_SETTINGS`] lists, but for the formats: a role may
+/// well set its `TimeZone` or `DateStyle`, and a format changed later only makes new
+/// connections unclean, `TNC05`; the transaction defaults). Lower-case, as a SQL list.
 const GUARDED_ROLE_SETTINGS: &str = "'statement_timeout', 'lock_timeout', \
      'idle_in_transaction_session_timeout', 'idle_session_timeout', 'row_security', \
      'synchronous_commit', 'search_path', 'default_transaction_read_only', \
@@ -417,7 +424,7 @@ mod tests {
     use super::*;
     use crate::hardened::ContextKey;
 
-    const SETTINGS: &str = "0|0|0|0|on|on|\"$user\", public";
+    const SETTINGS: &str = "0|0|0|0|on|on|off|UTC|ISO, MDY|postgres|hex|\"$user\", public";
 
     fn units(signer: Option<Signer>) -> Units {
         let pool = sqlx::postgres::PgPoolOptions::new()

@@ -254,6 +254,11 @@ async fn settings_left_on_a_session_change_nothing_for_the_next_unit() {
         // (The throwaway cluster runs with synchronous_commit off; any other value is a change.)
         "SELECT set_config('synchronous_commit', 'local', false)",
         "SELECT set_config('row_security', 'off', false)",
+        "SELECT set_config('exit_on_error', 'on', false)",
+        "SELECT set_config('TimeZone', 'Pacific/Chatham', false)",
+        "SELECT set_config('DateStyle', 'SQL, DMY', false)",
+        "SELECT set_config('IntervalStyle', 'iso_8601', false)",
+        "SELECT set_config('bytea_output', 'escape', false)",
     ] {
         let before = backend_pid(&w.pool, &a).await;
         run(&w.pool, &a, poison).await.unwrap();
@@ -576,4 +581,145 @@ async fn check_an_owner_leaving(w: &World, pool: &TenantPool) {
     }
     let remaining = pool.authorize(&co, w.a.id).await.unwrap();
     assert_eq!(remaining.role(), Role::Owner);
+}
+
+/// The third read's findings on this round's SQL. The crate's functions with a pinned
+/// `search_path` resolve names and operators in `pg_catalog` first: where the application role
+/// may create objects in the crate's schema (a database upgraded from PostgreSQL 14, or a
+/// grant), an operator it creates there cannot stand in for a built-in one inside the seal
+/// check, which runs as the owner and reads hardened mode's key. The control: the same function
+/// with the schema first hands the key's inner pad to the operator.
+#[tokio::test]
+async fn an_operator_in_the_crates_schema_cannot_stand_in_for_a_built_in_one() {
+    let w = world(As::App).await;
+    let admin = pg_tenancy::testing::TestCluster::global()
+        .unwrap()
+        .admin_options()
+        .database(w.db.name());
+    let mut admin = PgConnection::connect_with(&admin).await.unwrap();
+    let app = w.db.app_options().get_username().to_owned();
+    admin
+        .execute(AssertSqlSafe(format!(
+            "GRANT CREATE ON SCHEMA public TO \"{app}\""
+        )))
+        .await
+        .unwrap();
+    // Every pinned function of the crate puts pg_catalog first.
+    let unpinned: Vec<String> = sqlx::query_scalar(
+        "SELECT p.oid::regprocedure::text FROM pg_proc p, unnest(p.proconfig) c \
+          WHERE p.pronamespace = 'public'::regnamespace AND c LIKE 'search_path=%' \
+            AND c NOT LIKE 'search_path=pg_catalog, %'",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(unpinned, Vec::<String>::new());
+    let hardened = w.db.harden(&ContextKey::generate(), 2).await.unwrap();
+    let attack = "CREATE OR REPLACE FUNCTION public.grab(a bytea, b bytea) RETURNS bytea \
+                      LANGUAGE plpgsql \
+                      AS $$ BEGIN RAISE EXCEPTION 'grabbed %', pg_catalog.length(a); END $$; \
+                  DROP OPERATOR IF EXISTS public.|| (bytea, bytea); \
+                  CREATE OPERATOR public.|| (LEFTARG = bytea, RIGHTARG = bytea, FUNCTION = public.grab); \
+                  SELECT count(*) FROM projects WHERE tenancy_context_is_sealed()";
+    // As shipped: the seal check uses pg_catalog's ||, and the unit reads its own rows.
+    let sealed = hardened
+        .with_rls(&w.a.ctx(Role::Member), async |tx| {
+            sqlx::raw_sql(AssertSqlSafe(attack))
+                .execute(&mut *tx)
+                .await?;
+            Ok::<_, Error>(
+                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM projects")
+                    .fetch_one(&mut *tx)
+                    .await?,
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(sealed, 1);
+    // Control: the schema first, as the functions captured it before they were pinned.
+    admin
+        .execute(
+            "ALTER FUNCTION tenancy_context_is_sealed() \
+             SET search_path = public, pg_catalog, pg_temp",
+        )
+        .await
+        .unwrap();
+    let grabbed = hardened
+        .with_rls(&w.a.ctx(Role::Member), async |tx| {
+            sqlx::raw_sql(AssertSqlSafe(attack))
+                .execute(&mut *tx)
+                .await?;
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap_err();
+    assert!(grabbed.to_string().contains("grabbed 64"), "{grabbed}");
+}
+
+/// `tenancy_lock_owners` runs only inside the last-owner trigger: SQL in a member's unit that
+/// calls it is refused (it would lock the owners' rows for the rest of the unit), while the
+/// trigger's own use still lets an owner leave when another owner remains.
+#[tokio::test]
+async fn only_the_last_owner_trigger_locks_the_owners() {
+    let w = world(As::App).await;
+    let sql = format!(
+        "SELECT count(*) FROM (SELECT tenancy_lock_owners('{}')) s",
+        w.a.id
+    );
+    assert_eq!(
+        code(run(&w.pool, &w.a.ctx(Role::Member), &sql).await).as_deref(),
+        Some("42501")
+    );
+    // Control: a second owner, then the first leaves through the trigger.
+    let promoted = run(
+        &w.pool,
+        &w.a.ctx(Role::Owner),
+        &format!(
+            "UPDATE organization_members SET role = 'owner'              WHERE organization_id = '{}' AND user_id = '{}'",
+            w.a.id, w.a.admin
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(promoted, 1);
+    let left = run(
+        &w.pool,
+        &w.a.ctx(Role::Owner),
+        &format!(
+            "DELETE FROM organization_members WHERE organization_id = '{}' AND user_id = '{}'",
+            w.a.id, w.a.owner
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(left, 1);
+}
+
+/// Bootstrap's check that an id is free waits at most 2 s for a lock, like the member entry:
+/// a unit holding `LOCK TABLE organizations` stalls no `create_organization` for longer (the
+/// control: once released, the same call succeeds).
+#[tokio::test]
+async fn a_lock_on_the_organizations_stalls_no_bootstrap_for_long() {
+    let w = world(As::App).await;
+    let mut holder = w.pool.begin(&w.a.ctx(Role::Admin)).await.unwrap();
+    sqlx::query("LOCK TABLE organizations IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let id = pg_tenancy::OrgId::from_external_id("org_locked_out");
+    let started = Instant::now();
+    let e = tokio::time::timeout(
+        Duration::from_secs(20),
+        w.pool.create_organization(id, "New", None, &w.b.owner),
+    )
+    .await
+    .expect("bootstrap waited unboundedly")
+    .unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("55P03"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    holder.rollback().await.unwrap();
+    w.pool
+        .create_organization(id, "New", None, &w.b.owner)
+        .await
+        .unwrap();
 }
