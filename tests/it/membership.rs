@@ -116,21 +116,18 @@ async fn refused_with_member_does_not_poison_a_pool_of_one() {
     }
 }
 
+/// user_alpha_admin joins beta as a member (beta's owner adds them).
+async fn alpha_admin_joins_beta(w: &crate::common::World) {
+    w.pool
+        .add_member(&w.b.ctx(Role::Owner), &w.a.admin, Role::Member)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn switcher_lists_own_memberships_and_nothing_else() {
     let w = world(As::App).await;
-    // user_alpha_admin joins beta as a member.
-    w.pool
-        .with_rls(&w.b.ctx(Role::Owner), async |tx| {
-            sqlx::query("INSERT INTO organization_members (organization_id, user_id, role) VALUES ($1, $2, 'member')")
-                .bind(w.b.id.as_uuid())
-                .bind(w.a.admin.as_str())
-                .execute(tx)
-                .await?;
-            Ok::<_, Error>(())
-        })
-        .await
-        .unwrap();
+    alpha_admin_joins_beta(&w).await;
     let list = w.pool.memberships(&w.a.admin).await.unwrap();
     let got: Vec<_> = list
         .iter()
@@ -179,18 +176,7 @@ async fn switcher_reads_exactly_the_users_organizations() {
         .fetch_one(&mut app)
         .await
         .unwrap();
-    // user_alpha_admin also joins beta.
-    w.pool
-        .with_rls(&w.b.ctx(Role::Owner), async |tx| {
-            sqlx::query("INSERT INTO organization_members (organization_id, user_id, role) VALUES ($1, $2, 'member')")
-                .bind(w.b.id.as_uuid())
-                .bind(w.a.admin.as_str())
-                .execute(tx)
-                .await?;
-            Ok::<_, Error>(())
-        })
-        .await
-        .unwrap();
+    alpha_admin_joins_beta(&w).await;
     let mut switcher = async |user: &str| -> Vec<String> {
         app.execute(sqlx::AssertSqlSafe(format!(
             "BEGIN READ ONLY; CALL tenancy_enter_user('{user}', tenancy_session_settings(), '{settings}')"
