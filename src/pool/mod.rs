@@ -385,8 +385,9 @@ impl TenantPool {
     /// Enters `entry`, a unit for `ctx`. With the `web` feature, a context that carries the
     /// membership its session token claims (`web::Tenancy::with_token_memberships`) has it
     /// applied when this entry finds no membership (`TNC01`), once per request, and the entry
-    /// is tried again, requiring at most admin (what a claim grants): the one path that pays
-    /// for the claim.
+    /// is tried again, requiring the same role (a token claiming more than the claim grants,
+    /// admin, is then refused with `TNC02` until the identity provider's own event lands): the
+    /// one path that pays for the claim.
     async fn start_for(
         &self,
         access: Access,
@@ -395,17 +396,11 @@ impl TenantPool {
     ) -> Result<TenantTransaction> {
         let entered = self.units.start(access, entry).await;
         #[cfg(feature = "web")]
-        if let (Err(Error::NotAMember), Some(claim), Entry::Member { role, .. }) =
+        if let (Err(Error::NotAMember), Some(claim), Entry::Member { .. }) =
             (&entered, ctx.pending_claim(), entry)
             && claim.apply_once(ctx.org_id(), ctx.user_id()).await?
         {
-            let retry = Entry::Member {
-                org: ctx.org_id(),
-                user: ctx.user_id(),
-                role: role.min(Role::Admin),
-                act_as_claimed: false,
-            };
-            return self.units.start(access, retry).await;
+            return self.units.start(access, entry).await;
         }
         #[cfg(not(feature = "web"))]
         let _ = ctx;

@@ -562,17 +562,29 @@ async fn a_just_joined_member_pays_for_the_claim_once_and_a_stranger_is_refused(
         (201, 3, 0)
     );
 
-    // A token claiming owner (a custom role mapped to owner): the claim lands as admin, and
-    // the entry tried again requires no more than that.
+    // A token claiming owner (a custom role mapped to owner): the claim lands as admin (what a
+    // claim grants), and the entry tried again still requires the token's owner: refused, 403,
+    // nothing written, until the provider's own event makes the membership an owner's.
     let founder = world.token("user_founder", "founder");
+    let before = world.projects_named("web").await;
     let first = post(base, "/projects", &founder).await;
-    assert_eq!(first.status.as_u16(), 201, "{:?}", first.body);
+    assert_eq!(
+        (first.status.as_u16(), first.code()),
+        (403, "insufficient_role"),
+        "{:?}",
+        first.body
+    );
+    assert!(world.is_member("user_founder").await, "the claim landed");
+    assert_eq!(world.projects_named("web").await, before, "nothing written");
+    world.set_role("user_founder", Role::Owner).await;
+    let synced = post(base, "/projects", &founder).await;
+    assert_eq!(synced.status.as_u16(), 201, "{:?}", synced.body);
     assert_eq!(
         (
-            first.body["acted_as"].as_str(),
-            first.body["token_role"].as_str()
+            synced.body["acted_as"].as_str(),
+            synced.body["token_role"].as_str()
         ),
-        (Some("admin"), Some("owner"))
+        (Some("owner"), Some("owner"))
     );
 
     let leaver = world.token("user_leaver", "member");
