@@ -629,10 +629,18 @@ async fn a_hardened_pool_refuses_a_role_whose_signed_entries_pg_stat_statements_
     crate::common::run(&pool, &w.b.ctx(Role::Owner), "SELECT 1")
         .await
         .unwrap();
-    assert_eq!(
-        replay_a_recorded_entry(&pool, &w).await,
+    // PostgreSQL 16 and later record a CALL with its constants replaced by placeholders: there
+    // the recorded entry holds no signature to replay (the pool refuses all the same, below).
+    let version: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int")
+        .fetch_one(pool.pool())
+        .await
+        .unwrap();
+    let expected = if version >= 160_000 {
+        (0, 0, None)
+    } else {
         (1, 1, Some("owner".to_owned()))
-    );
+    };
+    assert_eq!(replay_a_recorded_entry(&pool, &w).await, expected);
     // Which a pool starting now refuses.
     let e = TenantPool::hardened(connect().await.unwrap(), key)
         .await
