@@ -224,10 +224,9 @@ impl Units {
             Access::ReadOnly => "READ ONLY",
         };
         let begin = format!("BEGIN ISOLATION LEVEL {}, {mode}", self.isolation);
-        let path = format!("{SESSION_SETTINGS}, {}", self.session_literal);
         let call = match (&self.signer, entry.signed()) {
             (Some(signer), Some(signed)) => signed.call(signer, &self.session_literal),
-            _ => entry.call(&path, &self.session_literal),
+            _ => entry.call(&self.session_literal),
         };
         format!("{begin}; CALL {}{call}", self.schema_prefix)
     }
@@ -261,9 +260,10 @@ impl<'a> Entry<'a> {
     }
 
     /// The unsigned procedure call, unqualified. The member entry reads the session's settings
-    /// itself and is sent the `expected` literal; the others are sent `path`, the settings
-    /// expression and the literal.
-    fn call(&self, path: &str, expected: &str) -> String {
+    /// itself and is sent the `expected` literal; the others are sent the settings expression
+    /// and the literal.
+    fn call(&self, expected: &str) -> String {
+        let path = || format!("{SESSION_SETTINGS}, {expected}");
         match *self {
             Entry::Member {
                 org,
@@ -276,16 +276,17 @@ impl<'a> Entry<'a> {
                 role = role.as_str(),
             ),
             Entry::User { user } => {
-                format!("tenancy_enter_user('{}', {path})", user.as_str())
+                format!("tenancy_enter_user('{}', {})", user.as_str(), path())
             }
             Entry::NewOrganization { org, user } => format!(
-                "tenancy_enter_new_organization('{org}', '{}', {path})",
-                user.as_str()
+                "tenancy_enter_new_organization('{org}', '{}', {})",
+                user.as_str(),
+                path()
             ),
             Entry::Service { org: Some(org) } => {
-                format!("tenancy_enter_service('{org}', {path})")
+                format!("tenancy_enter_service('{org}', {})", path())
             }
-            Entry::Service { org: None } => format!("tenancy_enter_service(NULL, {path})"),
+            Entry::Service { org: None } => format!("tenancy_enter_service(NULL, {})", path()),
         }
     }
 

@@ -31,8 +31,8 @@ use crate::role::Role;
 ///
 /// Every unit starts with one round trip, a single simple-query message:
 /// `BEGIN; CALL "<schema>".tenancy_enter('<org>', '<user>', '<role>', <act as role>, '<the
-/// session settings the pool read when it started>')` (`BEGIN READ ONLY` for read units; `tenancy_enter_user` for
-/// [`memberships`](Self::memberships), `tenancy_enter_new_organization` for
+/// session settings the pool read when it started>')` (`BEGIN READ ONLY` for read units;
+/// `tenancy_enter_user` for [`memberships`](Self::memberships), `tenancy_enter_new_organization` for
 /// [`create_organization`](Self::create_organization), `tenancy_enter_signed` for a
 /// [`hardened`](Self::hardened) pool). The procedure checks the session (role, `search_path`,
 /// no temporary objects) and that the user is a member of the organization with at least the
