@@ -40,8 +40,8 @@ DECLARE
 BEGIN
     FOR routine IN
         SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
-         WHERE p.pronamespace = schema::regnamespace
-           AND p.proconfig @> ARRAY[pg_catalog.format('search_path=%I, pg_catalog, pg_temp', schema)]
+         WHERE p.pronamespace OPERATOR(pg_catalog.=) schema::pg_catalog.regnamespace
+           AND p.proconfig OPERATOR(pg_catalog.@>) ARRAY[pg_catalog.format('search_path=%I, pg_catalog, pg_temp', schema)]
     LOOP
         EXECUTE pg_catalog.format('ALTER ROUTINE %s SET search_path = pg_catalog, %I, pg_temp',
                                   routine, schema);
@@ -61,7 +61,9 @@ CREATE OR REPLACE FUNCTION tenancy_current_unit_is_live() RETURNS boolean
 -- The order of the roles (NULL for anything else, 'service' included).
 CREATE FUNCTION tenancy_role_rank(role text) RETURNS int
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    AS $$ SELECT CASE role WHEN 'owner' THEN 3 WHEN 'admin' THEN 2 WHEN 'member' THEN 1 END $$;
+    AS $$ SELECT CASE WHEN role OPERATOR(pg_catalog.=) 'owner' THEN 3
+                      WHEN role OPERATOR(pg_catalog.=) 'admin' THEN 2
+                      WHEN role OPERATOR(pg_catalog.=) 'member' THEN 1 END $$;
 
 -- Writes the context functions every policy calls, for one mode: in the default mode
 -- they read the current unit's settings (inlinable SQL, one InitPlan per statement as
@@ -117,7 +119,7 @@ BEGIN
             LANGUAGE sql STABLE %3$s
             AS $b$ SELECT CASE WHEN %1$s.%2$s
                                 AND %1$s.tenancy_role_rank(pg_catalog.current_setting('app.current_org_role', true))
-                                    >= %1$s.tenancy_role_rank(role)
+                                    OPERATOR(pg_catalog.>=) %1$s.tenancy_role_rank(role)
                                THEN NULLIF(pg_catalog.current_setting('app.current_org_id', true), '')::uuid END $b$;
     $f$, s, live, parallel);
 END
@@ -214,13 +216,16 @@ DECLARE
     ignored     text;
     lock_before text := pg_catalog.current_setting('lock_timeout');
 BEGIN
-    IF current_user <> session_user
-       OR %1$I.tenancy_session_settings() IS DISTINCT FROM session_expected
-       OR pg_catalog.pg_my_temp_schema() <> 0
+    -- Every operator and type here is pg_catalog's by name: this runs on the session's own
+    -- search_path, which is what it checks.
+    IF current_user OPERATOR(pg_catalog.<>) session_user
+       OR NOT coalesce(%1$I.tenancy_session_settings() OPERATOR(pg_catalog.=) session_expected,
+                       false)
+       OR pg_catalog.pg_my_temp_schema() OPERATOR(pg_catalog.<>) 0::pg_catalog.oid
        OR pg_catalog.current_setting('app.current_unit', true)
-          = pg_catalog.transaction_timestamp()::text THEN
+          OPERATOR(pg_catalog.=) pg_catalog.transaction_timestamp()::pg_catalog.text THEN
         IF pg_catalog.current_setting('app.current_unit', true)
-           = pg_catalog.transaction_timestamp()::text THEN
+           OPERATOR(pg_catalog.=) pg_catalog.transaction_timestamp()::pg_catalog.text THEN
             RAISE EXCEPTION 'tenancy: this transaction already entered a unit'
                 USING ERRCODE = 'TNC09';
         END IF;

@@ -256,14 +256,17 @@ CREATE PROCEDURE tenancy_enter_signed(kind text, org uuid, member text, required
     LANGUAGE plpgsql
     AS $body$
 BEGIN
-    IF current_user <> session_user
-       OR %1$I.tenancy_session_settings() IS DISTINCT FROM session_expected
-       OR pg_catalog.pg_my_temp_schema() <> 0
+    -- Every operator and type here is pg_catalog's by name: this runs on the session's own
+    -- search_path, which is what it checks.
+    IF current_user OPERATOR(pg_catalog.<>) session_user
+       OR NOT coalesce(%1$I.tenancy_session_settings() OPERATOR(pg_catalog.=) session_expected,
+                       false)
+       OR pg_catalog.pg_my_temp_schema() OPERATOR(pg_catalog.<>) 0::pg_catalog.oid
        OR pg_catalog.current_setting('app.current_unit', true)
-          = pg_catalog.transaction_timestamp()::text
+          OPERATOR(pg_catalog.=) pg_catalog.transaction_timestamp()::pg_catalog.text
        OR EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_statements WHERE from_sql) THEN
         IF pg_catalog.current_setting('app.current_unit', true)
-           = pg_catalog.transaction_timestamp()::text THEN
+           OPERATOR(pg_catalog.=) pg_catalog.transaction_timestamp()::pg_catalog.text THEN
             RAISE EXCEPTION 'tenancy: this transaction already entered a unit'
                 USING ERRCODE = 'TNC09';
         END IF;

@@ -723,3 +723,62 @@ async fn a_lock_on_the_organizations_stalls_no_bootstrap_for_long() {
         .await
         .unwrap();
 }
+
+/// The entries check the session on the session's own `search_path`, so their comparison
+/// names pg_catalog's operators: where the application role may create a schema, an `=` of
+/// its own on `text` first in the path does not make a poisoned session pass. SQL in A's unit
+/// leaves `search_path = evil, pg_catalog` (and the operator) on its connection; B's next unit
+/// there finds the session unclean, and the pool serves it on another connection with the
+/// pool's path.
+#[tokio::test]
+async fn an_operator_first_in_the_sessions_path_does_not_pass_the_session_check() {
+    let w = world_with(As::App, 1).await;
+    let mut admin = PgConnection::connect_with(
+        &pg_tenancy::testing::TestCluster::global()
+            .unwrap()
+            .admin_options()
+            .database(w.db.name()),
+    )
+    .await
+    .unwrap();
+    let app = w.db.app_options().get_username().to_owned();
+    admin
+        .execute(AssertSqlSafe(format!(
+            "GRANT CREATE ON DATABASE \"{}\" TO \"{app}\"",
+            w.db.name()
+        )))
+        .await
+        .unwrap();
+    let (a, b) = (w.a.ctx(Role::Member), w.b.ctx(Role::Member));
+    let state = async |ctx: &OrgContext| -> (i32, String) {
+        w.pool
+            .with_rls_read(ctx, async |tx| {
+                Ok::<_, Error>(
+                    sqlx::query_as("SELECT pg_backend_pid(), current_setting('search_path')")
+                        .fetch_one(tx)
+                        .await?,
+                )
+            })
+            .await
+            .unwrap()
+    };
+    let (poisoned, path) = state(&a).await;
+    w.pool
+        .with_rls(&a, async |tx| {
+            sqlx::raw_sql(
+                "CREATE SCHEMA evil; \
+                 CREATE FUNCTION evil.eq(a text, b text) RETURNS boolean LANGUAGE sql \
+                     IMMUTABLE AS $$ SELECT true $$; \
+                 CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.eq); \
+                 SELECT set_config('search_path', 'evil, pg_catalog', false)",
+            )
+            .execute(&mut *tx)
+            .await?;
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap();
+    let (pid, after) = state(&b).await;
+    assert_ne!(pid, poisoned, "the poisoned connection was closed");
+    assert_eq!(after, path);
+}
