@@ -1,4 +1,4 @@
--- pg-tenancy 1/6: organizations and their memberships.
+-- pg-tenancy 1/7: organizations and their memberships.
 --
 -- Provides the tables `organizations` and `organization_members`, both with Row-Level Security
 -- enabled and forced: until the policies of the later files exist, nobody (the owner included)
@@ -37,6 +37,15 @@ CREATE TABLE organization_members (
     organization_id     uuid        NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
     user_id             text        NOT NULL CHECK (user_id <> ''),
     role                text        NOT NULL CHECK (role IN ('owner', 'admin', 'member')),
+    -- The identity provider's role key (Clerk: `org:admin`, `org:member`, `org:<custom>`), whose
+    -- permissions the unit gets (`tenancy_roles`, ..._07_tenancy_permissions.sql). NULL for a
+    -- membership the application made: then `role` names the permissions' role. Written by the
+    -- service path only (TNC11).
+    role_key            text        CHECK (role_key <> ''),
+    -- A copy of what that role grants (`tenancy_roles.permissions`, `,a,b,`), kept by triggers
+    -- (..._07): the entries read it with the membership, no second lookup. Whatever a write
+    -- puts here, the copy is what stays.
+    permissions         text        NOT NULL DEFAULT '',
     created_at          timestamptz NOT NULL DEFAULT now(),
     -- Which identity-provider membership (Clerk: `orgmem_...`) the row mirrors, and when it was
     -- created and last updated there (unix ms). A user removed and invited again gets a new
@@ -68,6 +77,8 @@ ALTER TABLE organizations
     ALTER COLUMN created_by  SET STATISTICS 0;
 ALTER TABLE organization_members
     ALTER COLUMN user_id     SET STATISTICS 0,
+    ALTER COLUMN role_key    SET STATISTICS 0,
+    ALTER COLUMN permissions SET STATISTICS 0,
     ALTER COLUMN external_id SET STATISTICS 0;
 COMMENT ON COLUMN organization_members.role IS
     'tenancy-audit: allow. Statistics kept: owner, admin and member are no secret.';

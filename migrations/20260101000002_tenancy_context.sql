@@ -1,8 +1,10 @@
--- pg-tenancy 2/6: the tenant context and the entries that set it.
+-- pg-tenancy 2/7: the tenant context and the entries that set it.
 --
 -- Provides:
 -- - the context functions every policy calls, `tenancy_current_org_id()`,
---   `tenancy_current_user_id()`, `tenancy_current_org_role()` and `tenancy_switcher_user_id()`:
+--   `tenancy_current_user_id()`, `tenancy_current_org_role()`, `tenancy_switcher_user_id()`,
+--   `tenancy_current_org_id_at_least(role)`, `tenancy_current_org_id_with(permission)` and
+--   `tenancy_current_permissions()`:
 --   each value counts only inside the transaction that set it (`app.current_unit` =
 --   `transaction_timestamp()`), so a value left at session level is void in every later
 --   transaction, and an unset value is NULL (no rows, no writes);
@@ -10,7 +12,7 @@
 --   unit: checks the session, the membership of a live organization and the role, then sets the
 --   context transaction-locally), `tenancy_enter_user` (the organization switcher) and
 --   `tenancy_enter_new_organization` (bootstrap);
--- - `tenancy_member_role`, the lookup behind `TenantPool::authorize`;
+-- - `tenancy_member_access` (and `tenancy_member_role`), the lookup behind `TenantPool::authorize`;
 -- - `tenancy_propagate_context()`, which every entry calls last: nothing on one server, and on
 --   Citus (after src/citus.sql) the context sent on to the workers.
 -- Every function pins its name resolution (this schema, pg_catalog, pg_temp last).
@@ -81,7 +83,12 @@ CREATE FUNCTION tenancy_role_rank(role text) RETURNS int
 --   least `role` (NULL otherwise): a role-guarded policy as one per-statement value,
 --   `organization_id = (SELECT tenancy_current_org_id_at_least('admin'))`, still an index
 --   condition, where `AND (SELECT tenancy_current_org_role()) IN (...)` is a filter evaluated
---   on every row (docs/benchmarks.md, `ratio.policy.role_policy_vs_rls`).
+--   on every row (docs/benchmarks.md, `ratio.policy.role_policy_vs_rls`);
+-- - tenancy_current_org_id_with(permission): the organization, only while the unit holds
+--   `permission` (the permissions of its membership's role, ..._07_tenancy_permissions.sql; NULL
+--   otherwise): a permission-guarded policy, `organization_id = (SELECT
+--   tenancy_current_org_id_with('org:invoices:write'))`, the same per-statement value;
+-- - tenancy_current_permissions(): the unit's permissions, as text[] ('{}' for none).
 CREATE FUNCTION tenancy_install_context_functions(hardened boolean) RETURNS void
     LANGUAGE plpgsql VOLATILE
     SET search_path FROM CURRENT
@@ -121,6 +128,19 @@ BEGIN
                                 AND %1$s.tenancy_role_rank(pg_catalog.current_setting('app.current_org_role', true))
                                     OPERATOR(pg_catalog.>=) %1$s.tenancy_role_rank(role)
                                THEN NULLIF(pg_catalog.current_setting('app.current_org_id', true), '')::uuid END $b$;
+        CREATE OR REPLACE FUNCTION %1$s.tenancy_current_org_id_with(permission text) RETURNS uuid
+            LANGUAGE sql STABLE %3$s
+            AS $b$ SELECT CASE WHEN %1$s.%2$s
+                                AND pg_catalog.strpos(pg_catalog.current_setting('app.current_permissions', true),
+                                                      pg_catalog.concat(',', permission, ','))
+                                    OPERATOR(pg_catalog.>) 0
+                               THEN NULLIF(pg_catalog.current_setting('app.current_org_id', true), '')::uuid END $b$;
+        CREATE OR REPLACE FUNCTION %1$s.tenancy_current_permissions() RETURNS text[]
+            LANGUAGE sql STABLE %3$s
+            AS $b$ SELECT CASE WHEN %1$s.%2$s
+                               THEN pg_catalog.string_to_array(pg_catalog.btrim(
+                                        coalesce(pg_catalog.current_setting('app.current_permissions', true), ''),
+                                        ','), ',') END $b$;
     $f$, s, live, parallel);
 END
 $$;
@@ -213,6 +233,7 @@ CREATE PROCEDURE tenancy_enter(org uuid, member text, required text, act_as_requ
     AS $body$
 DECLARE
     found_role  text;
+    found_perms text;
     ignored     text;
     lock_before text := pg_catalog.current_setting('lock_timeout');
 BEGIN
@@ -237,7 +258,7 @@ BEGIN
             || pg_catalog.set_config('app.current_org_id', org::text, true)
             || pg_catalog.set_config('app.current_user_id', member, true)
             || pg_catalog.set_config('lock_timeout', '2s', true);
-    SELECT m.role INTO found_role
+    SELECT m.role, m.permissions INTO found_role, found_perms
       FROM %1$I.organization_members m JOIN %1$I.organizations o ON o.id = m.organization_id
      WHERE m.organization_id = org AND m.user_id = member AND o.id = org AND o.deleted_at IS NULL;
     IF found_role IS NULL
@@ -251,8 +272,12 @@ BEGIN
         RAISE EXCEPTION 'tenancy: role below the required role'
             USING ERRCODE = 'TNC02', DETAIL = found_role;
     END IF;
+    -- The permissions of the membership's role, unless the unit acts with a lower role.
     ignored := pg_catalog.set_config('app.current_org_role',
                                      CASE WHEN act_as_required THEN required ELSE found_role END, true)
+            || pg_catalog.set_config('app.current_permissions',
+                                     CASE WHEN act_as_required AND required <> found_role THEN ''
+                                          ELSE coalesce(found_perms, '') END, true)
             || pg_catalog.set_config('lock_timeout', lock_before, true)
             || coalesce(%1$I.tenancy_propagate_context()::text, '');
 END
@@ -293,7 +318,7 @@ BEGIN
 END
 $$;
 
--- Sets the four context settings for the current transaction. Not executable by request
+-- Sets the context settings for the current transaction (no permissions). Not executable by request
 -- roles (SQL inside a unit must not switch its context through it): only the SECURITY
 -- DEFINER entries call it, after their checks; the others write the same lines inline.
 CREATE FUNCTION tenancy_set_context(org uuid, member text, role text) RETURNS void
@@ -306,6 +331,7 @@ BEGIN
     ignored := pg_catalog.set_config('app.current_org_id', coalesce(org::text, ''), true);
     ignored := pg_catalog.set_config('app.current_user_id', coalesce(member, ''), true);
     ignored := pg_catalog.set_config('app.current_org_role', coalesce(role, ''), true);
+    ignored := pg_catalog.set_config('app.current_permissions', '', true);
 END
 $$;
 REVOKE ALL ON FUNCTION tenancy_set_context(uuid, text, text) FROM PUBLIC;
@@ -324,6 +350,7 @@ BEGIN
             || pg_catalog.set_config('app.current_org_id', '', true)
             || pg_catalog.set_config('app.current_user_id', member, true)
             || pg_catalog.set_config('app.current_org_role', '', true)
+            || pg_catalog.set_config('app.current_permissions', '', true)
             || coalesce(tenancy_propagate_context()::text, '');
 END
 $$;
@@ -348,6 +375,7 @@ BEGIN
             || pg_catalog.set_config('app.current_org_id', org::text, true)
             || pg_catalog.set_config('app.current_user_id', member, true)
             || pg_catalog.set_config('app.current_org_role', '', true)
+            || pg_catalog.set_config('app.current_permissions', '', true)
             || pg_catalog.set_config('lock_timeout', '2s', true);
     IF EXISTS (SELECT 1 FROM organizations WHERE id = org) THEN
         RAISE EXCEPTION 'tenancy: organization exists' USING ERRCODE = 'TNC04';
@@ -368,16 +396,22 @@ $$;
 -- pass the check above still cannot sign. Like tenancy_enter's, its lookup waits at most 2 s
 -- for a lock (a unit holding `LOCK TABLE organization_members` stalls no `authorize` for
 -- longer; 55P03): a SET clause, which the function's search_path already makes it pay for.
-CREATE FUNCTION tenancy_member_role(org uuid, member text, expiry bigint DEFAULT NULL,
-                                    signature text DEFAULT NULL) RETURNS text
+--
+-- It answers the membership's role and the permissions that role grants (NULLs for no
+-- membership); tenancy_member_role answers the role alone.
+CREATE FUNCTION tenancy_member_access(org uuid, member text, expiry bigint DEFAULT NULL,
+                                      signature text DEFAULT NULL,
+                                      OUT role text, OUT permissions text[])
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path FROM CURRENT
     SET lock_timeout = '2s'
     AS $$
 DECLARE
-    found_role text;
+    found_role  text;
+    found_perms text;
     names      text[] := ARRAY['app.current_unit', 'app.current_org_id', 'app.current_user_id',
-                               'app.current_org_role', 'app.context_expiry', 'app.context_seal'];
+                               'app.current_org_role', 'app.current_permissions',
+                               'app.context_expiry', 'app.context_seal'];
     previous   text[];
     ignored    text;
 BEGIN
@@ -400,15 +434,24 @@ BEGIN
     IF EXISTS (SELECT 1 FROM tenancy_context_key) THEN
         PERFORM tenancy_seal((extract(epoch FROM pg_catalog.statement_timestamp()) + 60)::bigint);
     END IF;
-    SELECT m.role INTO found_role
+    SELECT m.role, m.permissions INTO found_role, found_perms
       FROM organization_members m JOIN organizations o ON o.id = m.organization_id
      WHERE m.organization_id = org AND m.user_id = member AND o.id = org AND o.deleted_at IS NULL;
-    FOR i IN 1..6 LOOP
+    FOR i IN 1..7 LOOP
         ignored := pg_catalog.set_config(names[i], previous[i], true);
     END LOOP;
-    RETURN found_role;
+    role := found_role;
+    permissions := CASE WHEN found_role IS NOT NULL
+                        THEN pg_catalog.string_to_array(pg_catalog.btrim(coalesce(found_perms, ''), ','), ',')
+                   END;
 END
 $$;
+
+CREATE FUNCTION tenancy_member_role(org uuid, member text, expiry bigint DEFAULT NULL,
+                                    signature text DEFAULT NULL) RETURNS text
+    LANGUAGE sql VOLATILE
+    SET search_path FROM CURRENT
+    AS $$ SELECT a.role FROM tenancy_member_access(org, member, expiry, signature) AS a $$;
 
 -- (tenancy_seal and tenancy_context_key are hardened mode's, in ..._06_tenancy_hardened.sql;
 -- PL/pgSQL resolves them when called.)

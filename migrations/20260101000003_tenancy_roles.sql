@@ -1,4 +1,4 @@
--- pg-tenancy 3/6: what each role may do to organizations and memberships, enforced by
+-- pg-tenancy 3/7: what each role may do to organizations and memberships, enforced by
 -- policies and triggers.
 --
 -- Provides the policies of `organizations` and `organization_members` for request units:

@@ -1,4 +1,4 @@
--- pg-tenancy 4/6: the service path (webhook sync, background jobs) and its bookkeeping.
+-- pg-tenancy 4/7: the service path (webhook sync, background jobs) and its bookkeeping.
 --
 -- Provides `tenancy_enter_service` (only a member of the NOLOGIN role `tenancy_service` may
 -- enter), the service policies on `organizations` and `organization_members` (a service unit
@@ -56,6 +56,7 @@ BEGIN
             || pg_catalog.set_config('app.current_org_id', coalesce(org::text, ''), true)
             || pg_catalog.set_config('app.current_user_id', '', true)
             || pg_catalog.set_config('app.current_org_role', 'service', true)
+            || pg_catalog.set_config('app.current_permissions', '', true)
             || coalesce(tenancy_propagate_context()::text, '');
     PERFORM tenancy_seal_service();
 END
@@ -168,13 +169,15 @@ BEGIN
     IF pg_catalog.pg_has_role(current_user, 'tenancy_service', 'USAGE') THEN
         RETURN NEW;
     END IF;
+    -- `role_key` too: it names the permissions the member's units get (an admin who set their
+    -- own to a custom role's key would grant themselves that role's permissions).
     IF (TG_OP = 'INSERT'
         AND (NEW.external_id IS NOT NULL OR NEW.external_created_at IS NOT NULL
-             OR NEW.external_updated_at IS NOT NULL))
+             OR NEW.external_updated_at IS NOT NULL OR NEW.role_key IS NOT NULL))
        OR (TG_OP = 'UPDATE'
-           AND (NEW.external_id, NEW.external_created_at, NEW.external_updated_at)
+           AND (NEW.external_id, NEW.external_created_at, NEW.external_updated_at, NEW.role_key)
                IS DISTINCT FROM
-               (OLD.external_id, OLD.external_created_at, OLD.external_updated_at)) THEN
+               (OLD.external_id, OLD.external_created_at, OLD.external_updated_at, OLD.role_key)) THEN
         RAISE EXCEPTION 'tenancy: the identity provider''s columns of organization_members are the service path''s'
             USING ERRCODE = 'TNC11';
     END IF;

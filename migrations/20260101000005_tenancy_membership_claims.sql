@@ -1,4 +1,4 @@
--- pg-tenancy 5/6: membership claims. Memberships a verified session token claims before the
+-- pg-tenancy 5/7: membership claims. Memberships a verified session token claims before the
 -- identity provider's webhook arrives
 -- (`web::Tenancy::with_token_memberships`): when may a token's "member of X" be applied?
 --

@@ -1,4 +1,4 @@
--- pg-tenancy 6/6: hardened mode (opt-in). Inside a unit for organization A, SQL that calls
+-- pg-tenancy 6/7: hardened mode (opt-in). Inside a unit for organization A, SQL that calls
 -- set_config or SET LOCAL (an injection) still cannot reach organization B's rows.
 --
 -- The application holds a key the database roles that serve requests cannot read. For each unit
@@ -95,6 +95,7 @@ CREATE FUNCTION tenancy_context_seal() RETURNS text
                  || '|' || tenancy_signed_field(coalesce(pg_catalog.current_setting('app.current_org_id', true), ''))
                  || '|' || tenancy_signed_field(coalesce(pg_catalog.current_setting('app.current_user_id', true), ''))
                  || '|' || tenancy_signed_field(coalesce(pg_catalog.current_setting('app.current_org_role', true), ''))
+                 || '|' || tenancy_signed_field(coalesce(pg_catalog.current_setting('app.current_permissions', true), ''))
                  || '|' || tenancy_signed_field(coalesce(pg_catalog.current_setting('app.context_expiry', true), '')) $$;
 
 -- Per statement (hardened mode): the settings are the ones the signed entry sealed, in this
@@ -158,8 +159,9 @@ REVOKE ALL ON FUNCTION tenancy_seal(bigint) FROM PUBLIC;
 -- Per unit, it reads the key once and computes the HMACs itself: the signature's, then the
 -- seal's, once when the unit's role is known before the lookup (an OrgContext's unit acts as
 -- its claimed role, which the lookup then checks against the membership: if the check fails
--- the transaction fails with it), twice otherwise (with_member acts as the membership's role;
--- bootstrap as the new owner).
+-- the transaction fails with it, and its role grants no permissions), twice otherwise
+-- (with_member acts as the membership's role; bootstrap as the new owner; the permissions of
+-- the membership's role are known after the lookup).
 CREATE FUNCTION tenancy_enter_sealed(kind text, org uuid, member text, required text,
                                      act_as_required boolean, expiry bigint, signature text)
     RETURNS void
@@ -168,9 +170,10 @@ CREATE FUNCTION tenancy_enter_sealed(kind text, org uuid, member text, required 
     SET lock_timeout = '2s'
     AS $$
 DECLARE
-    k          record;
-    found_role text;
-    ignored    text;
+    k           record;
+    found_role  text;
+    found_perms text;
+    ignored     text;
 BEGIN
     PERFORM tenancy_assert_not_entered();
     SELECT ikey, okey INTO k FROM tenancy_context_key;
@@ -206,6 +209,7 @@ BEGIN
             || pg_catalog.set_config('app.current_org_role',
                                      CASE WHEN kind = 'member' AND act_as_required THEN required
                                           ELSE '' END, true)
+            || pg_catalog.set_config('app.current_permissions', '', true)
             || pg_catalog.set_config('app.context_expiry', expiry::text, true);
     ignored := pg_catalog.set_config('app.context_seal',
                    pg_catalog.encode(pg_catalog.sha256(k.okey || pg_catalog.sha256(
@@ -219,7 +223,7 @@ BEGIN
         END IF;
         found_role := 'owner';
     ELSE
-        SELECT m.role INTO found_role
+        SELECT m.role, m.permissions INTO found_role, found_perms
           FROM organization_members m JOIN organizations o ON o.id = m.organization_id
          WHERE m.organization_id = org AND m.user_id = member AND o.id = org
            AND o.deleted_at IS NULL;
@@ -230,9 +234,15 @@ BEGIN
             RAISE EXCEPTION 'tenancy: role below the required role'
                 USING ERRCODE = 'TNC02', DETAIL = found_role;
         END IF;
+        -- The membership role's permissions, unless the unit acts with a lower role; sealed
+        -- again only when there are any.
         IF act_as_required THEN
-            RETURN;
+            IF required <> found_role OR coalesce(found_perms, '') = '' THEN
+                RETURN;
+            END IF;
+            found_role := required;
         END IF;
+        ignored := pg_catalog.set_config('app.current_permissions', coalesce(found_perms, ''), true);
     END IF;
     ignored := pg_catalog.set_config('app.current_org_role', found_role, true);
     ignored := pg_catalog.set_config('app.context_seal',

@@ -41,7 +41,7 @@ CREATE OR REPLACE FUNCTION tenancy_current_unit_is_live() RETURNS boolean
                                                   'citus_internal gpid=')
                            AND pg_catalog.current_setting('app.current_unit', true) <> '' END $$;
 
--- Re-issues the unit's four context settings as SET LOCAL, which Citus sends to every worker
+-- Re-issues the unit's context settings (its permissions included) as SET LOCAL, which Citus sends to every worker
 -- the transaction opens (and to those it has open). Every entry calls it after setting the
 -- context, the switcher's and the bootstrap's empty values included, so that a unit always
 -- overrides whatever a worker connection holds.
@@ -59,6 +59,8 @@ BEGIN
                               pg_catalog.current_setting('app.current_user_id', true));
     EXECUTE pg_catalog.format('SET LOCAL app.current_org_role = %L',
                               pg_catalog.current_setting('app.current_org_role', true));
+    EXECUTE pg_catalog.format('SET LOCAL app.current_permissions = %L',
+                              pg_catalog.current_setting('app.current_permissions', true));
 END
 $$;
 

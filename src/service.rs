@@ -136,9 +136,42 @@ impl ServicePool {
         .await
     }
 
+    /// Sets the permissions the role `key` grants, for every organization (role definitions
+    /// are the instance's): memberships whose provider role key is `key` (Clerk:
+    /// `org:billing`), or, for memberships the application made, whose role is `key`
+    /// (`"admin"`, [`Role::as_str`](crate::Role::as_str)). Replaces what the role granted; a
+    /// role the provider deleted is defined again. Takes effect at each member's next unit,
+    /// whose policies read them with `tenancy_current_org_id_with('<permission>')`.
+    ///
+    /// With Clerk, the sync keeps roles current from their `role.*` and `permission.*` events;
+    /// this sets the roles that existed before it ran (and is how an application without
+    /// Clerk defines its own). One service unit entered without an organization.
+    ///
+    /// # Errors
+    /// [`Error::Database`] with SQLSTATE `23514` when a key is empty or a permission holds a
+    /// comma or white space; a database error otherwise (for example a login outside
+    /// `tenancy_service`).
+    pub async fn set_role_permissions<I, P>(&self, key: &str, permissions: I) -> Result<()>
+    where
+        I: IntoIterator<Item = P>,
+        P: AsRef<str>,
+    {
+        let owned: Vec<String> = permissions
+            .into_iter()
+            .map(|p| p.as_ref().to_owned())
+            .collect();
+        let mut tx = self.begin_maintenance().await?;
+        sqlx::query("SELECT tenancy_set_role_permissions($1, $2)")
+            .bind(key)
+            .bind(&owned)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// A service unit in no organization: only the cross-organization maintenance policies
-    /// (pruning webhook deliveries) admit anything in it.
-    #[cfg(feature = "clerk")]
+    /// (pruning webhook deliveries, role definitions) admit anything in it.
     pub(crate) async fn begin_maintenance(&self) -> Result<TenantTransaction> {
         self.units
             .start(Access::ReadWrite, Entry::Service { org: None })

@@ -33,6 +33,12 @@ pub struct PolicyOptions {
     /// evaluated once per statement, the bare call once per row wherever the policy is a
     /// filter rather than an index condition (docs/scaling.md has the figures).
     pub citus: bool,
+    /// A permission that writing needs (default: none, every member writes): members of the
+    /// organization read the table, and a unit writes it (`INSERT`, `UPDATE`, `DELETE`) only
+    /// while its role grants the permission, as the database holds it at the write
+    /// (`tenancy_current_org_id_with('<permission>')`: Clerk's `org:<feature>:<permission>`,
+    /// or a key of your own, ..._07_tenancy_permissions.sql).
+    pub write_permission: Option<String>,
 }
 
 impl Default for PolicyOptions {
@@ -42,6 +48,7 @@ impl Default for PolicyOptions {
             grant_to: Vec::new(),
             hide_statistics: Vec::new(),
             citus: false,
+            write_permission: None,
         }
     }
 }
@@ -58,6 +65,25 @@ impl PolicyOptions {
     #[must_use = "a builder method returns the changed value; the original is consumed"]
     pub fn for_citus(mut self) -> Self {
         self.citus = true;
+        self
+    }
+
+    /// Writing needs `permission` ([`PolicyOptions::write_permission`]).
+    ///
+    /// ```
+    /// use pg_tenancy::audit::{PolicyOptions, policy_sql_with};
+    ///
+    /// let sql = policy_sql_with(
+    ///     "invoices",
+    ///     &PolicyOptions::default().with_write_permission("org:invoices:write"),
+    /// );
+    /// assert!(sql.contains(
+    ///     "WITH CHECK (\"organization_id\" = (SELECT tenancy_current_org_id_with('org:invoices:write')))"
+    /// ));
+    /// ```
+    #[must_use = "a builder method returns the changed value; the original is consumed"]
+    pub fn with_write_permission(mut self, permission: impl Into<String>) -> Self {
+        self.write_permission = Some(permission.into());
         self
     }
 
@@ -92,32 +118,80 @@ pub fn policy_sql(table: &str, column: &str) -> String {
 
 /// [`policy_sql`] with [`PolicyOptions`]: the `GRANT` to the roles named there.
 pub fn policy_sql_with(table: &str, options: &PolicyOptions) -> String {
-    let mut sql = shape(table, &options.column, options.citus);
+    let mut sql = shape(table, options);
     sql.push_str(&hidden_statistics(table, options));
     sql.push_str(&grants(table, options));
     sql
 }
 
-/// The table's shape: RLS, the policy and the index.
-fn shape(table: &str, column: &str, citus: bool) -> String {
+/// The table's shape: RLS, the policies and the index.
+fn shape(table: &str, options: &PolicyOptions) -> String {
+    let column = options.column.as_str();
     // The index name is the bare table name's (the schema is the table's anyway).
     let bare = table.split_once('.').map_or(table, |(_, name)| name);
     let (t, c) = (quote_qualified(table), quote_ident(column));
     let index = quote_ident(&format!("{bare}_{column}_idx"));
-    if !citus {
-        return policy_statements(&t, &c, &index);
-    }
+    let Some(permission) = &options.write_permission else {
+        if !options.citus {
+            return policy_statements(&t, &c, &index);
+        }
+        return format!(
+            "ALTER TABLE {t} ENABLE ROW LEVEL SECURITY;\n\
+             ALTER TABLE {t} FORCE ROW LEVEL SECURITY;\n\
+             -- Citus: the bare call (Citus refuses a subquery in a distributed table's policy).\n\
+             CREATE POLICY tenant_isolation ON {t}\n    \
+             USING      ({c} = tenancy_current_org_id())\n    \
+             WITH CHECK ({c} = tenancy_current_org_id());\n\
+             -- Skip if the primary key already leads with {c}.\n\
+             CREATE INDEX IF NOT EXISTS {index} ON {t} ({c});\n{}",
+            distribute(&t, column)
+        );
+    };
+    // Per statement on one server, per row on Citus (which refuses the sub-select).
+    let (read, write) = {
+        let p = permission.replace('\'', "''");
+        if options.citus {
+            (
+                "tenancy_current_org_id()".to_owned(),
+                format!("tenancy_current_org_id_with('{p}')"),
+            )
+        } else {
+            (
+                "(SELECT tenancy_current_org_id())".to_owned(),
+                format!("(SELECT tenancy_current_org_id_with('{p}'))"),
+            )
+        }
+    };
     format!(
         "ALTER TABLE {t} ENABLE ROW LEVEL SECURITY;\n\
          ALTER TABLE {t} FORCE ROW LEVEL SECURITY;\n\
-         -- Citus: the bare call (Citus refuses a subquery in a distributed table's policy).\n\
-         CREATE POLICY tenant_isolation ON {t}\n    \
-         USING      ({c} = tenancy_current_org_id())\n    \
-         WITH CHECK ({c} = tenancy_current_org_id());\n\
+         -- The organization's members read; writing needs the permission {permission} (a role\n\
+         -- grants it: the Clerk sync, or ServicePool::set_role_permissions).\n\
+         CREATE POLICY tenant_read ON {t} FOR SELECT\n    \
+         USING      ({c} = {read});\n\
+         CREATE POLICY permitted_insert ON {t} FOR INSERT\n    \
+         WITH CHECK ({c} = {write});\n\
+         CREATE POLICY permitted_update ON {t} FOR UPDATE\n    \
+         USING      ({c} = {write})\n    \
+         WITH CHECK ({c} = {write});\n\
+         CREATE POLICY permitted_delete ON {t} FOR DELETE\n    \
+         USING      ({c} = {write});\n\
          -- Skip if the primary key already leads with {c}.\n\
-         CREATE INDEX IF NOT EXISTS {index} ON {t} ({c});\n\
-         -- Distributed by {c}, colocated with the other tenant tables (src/citus.sql).\n\
+         CREATE INDEX IF NOT EXISTS {index} ON {t} ({c});\n{}",
+        if options.citus {
+            distribute(&t, column)
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// The Citus step: the quoted table `t` distributed by `column`.
+fn distribute(t: &str, column: &str) -> String {
+    format!(
+        "-- Distributed by {}, colocated with the other tenant tables (src/citus.sql).\n\
          SELECT tenancy_distribute('{}', '{}');\n",
+        quote_ident(column),
         t.replace('\'', "''"),
         column.replace('\'', "''")
     )
@@ -197,7 +271,7 @@ pub async fn policy_sql_for_with(
     table: &str,
     options: &PolicyOptions,
 ) -> Result<String> {
-    let mut sql = shape(table, &options.column, options.citus);
+    let mut sql = shape(table, options);
     sql.push_str(&composite_foreign_keys(pool, table, &options.column).await?);
     sql.push_str(&hidden_statistics(table, options));
     sql.push_str(&grants(table, options));

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! pg-tenancy audit <DATABASE_URL> [--json] [--column C] [--setting S] [--table T]... [--schema S]... [--allow-statistics]
-//! pg-tenancy policy <TABLE> [--column C] [--grant ROLE]... [--hide-statistics COLUMN]... [--database-url URL] [--citus]
+//! pg-tenancy policy <TABLE> [--column C] [--grant ROLE]... [--hide-statistics COLUMN]... [--write-permission P] [--database-url URL] [--citus]
 //! ```
 //!
 //! `audit` exits 0 without errors (warnings allowed), 1 with errors, 2 when it could not
@@ -18,7 +18,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 const USAGE: &str = "usage:
   pg-tenancy audit <DATABASE_URL> [--json] [--column C] [--setting S] [--table T[:column]]... [--schema S]... [--allow-statistics]
-  pg-tenancy policy <TABLE> [--column C] [--grant ROLE]... [--hide-statistics COLUMN]... [--database-url URL] [--citus]
+  pg-tenancy policy <TABLE> [--column C] [--grant ROLE]... [--hide-statistics COLUMN]... [--write-permission P] [--database-url URL] [--citus]
 
 audit: findings on the tenant tables, policies, role, views and functions of the database
   (exit 0: no error, 1: errors, 2: could not connect). Connect as your application's role.
@@ -29,7 +29,9 @@ policy: the SQL that makes TABLE a tenant table like pg-tenancy's own, ending wi
   statistics off (SET STATISTICS 0: EXPLAIN's estimates would show other organizations'
   values); with --database-url, also the composite keys for foreign keys that cross
   organizations; with --citus, the policy in the form Citus accepts (the bare
-  tenancy_current_org_id()) and the table distributed (tenancy_distribute, src/citus.sql).";
+  tenancy_current_org_id()) and the table distributed (tenancy_distribute, src/citus.sql);
+  with --write-permission P (e.g. org:invoices:write), members read the table and only a unit
+  whose role grants P writes it (tenancy_current_org_id_with('P')).";
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -177,7 +179,13 @@ async fn run_policy(args: &[String]) -> ExitCode {
     let args = match parse(
         args,
         &["--citus"],
-        &["--column", "--grant", "--hide-statistics", "--database-url"],
+        &[
+            "--column",
+            "--grant",
+            "--hide-statistics",
+            "--write-permission",
+            "--database-url",
+        ],
     ) {
         Ok(a) => a,
         Err(e) => return usage(&e),
@@ -197,6 +205,9 @@ async fn run_policy(args: &[String]) -> ExitCode {
     }
     if args.flags.iter().any(|f| f == "--citus") {
         options = options.for_citus();
+    }
+    if let Some(permission) = args.last("--write-permission") {
+        options = options.with_write_permission(permission);
     }
     let sql = match args.last("--database-url") {
         None => policy_sql_with(table, &options),

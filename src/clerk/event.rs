@@ -46,6 +46,32 @@ pub struct OrganizationMembership {
     pub updated_at: i64,
 }
 
+/// A role as Clerk's `role.*` events carry it: instance-wide, with the permissions it grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RoleDefinition {
+    /// Clerk's role id, `role_...`.
+    pub external_id: String,
+    /// The role key memberships carry (`org:admin`, `org:<custom>`).
+    pub key: String,
+    /// The permissions it grants.
+    pub permissions: Vec<PermissionDefinition>,
+    /// Clerk's `updated_at`, unix milliseconds: the version.
+    pub updated_at: i64,
+}
+
+/// A permission as Clerk's `permission.*` and `role.*` events carry it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PermissionDefinition {
+    /// Clerk's permission id, `perm_...`.
+    pub external_id: String,
+    /// Its key, `org:<feature>:<permission>`: what policies and tokens name.
+    pub key: String,
+    /// Clerk's `updated_at`, unix milliseconds: the version.
+    pub updated_at: i64,
+}
+
 /// Whether an upsert event was a creation or an update (they are applied alike).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
@@ -70,6 +96,20 @@ pub enum Event {
     OrganizationMembership(Change, OrganizationMembership),
     /// `organizationMembership.deleted`.
     MembershipDeleted(OrganizationMembership),
+    /// `role.created` / `role.updated`: instance-wide, no organization.
+    Role(Change, RoleDefinition),
+    /// `role.deleted`.
+    RoleDeleted {
+        /// Clerk's id, `role_...`.
+        external_id: String,
+    },
+    /// `permission.created` / `permission.updated`: instance-wide, no organization.
+    Permission(Change, PermissionDefinition),
+    /// `permission.deleted`.
+    PermissionDeleted {
+        /// Clerk's id, `perm_...`.
+        external_id: String,
+    },
     /// Any other event type: acknowledged, not applied.
     Other {
         /// The event's `type`.
@@ -88,7 +128,11 @@ impl Event {
             Event::OrganizationMembership(_, m) | Event::MembershipDeleted(m) => {
                 Some(m.organization.org_id())
             }
-            Event::Other { .. } => None,
+            Event::Role(..)
+            | Event::RoleDeleted { .. }
+            | Event::Permission(..)
+            | Event::PermissionDeleted { .. }
+            | Event::Other { .. } => None,
         }
     }
 
@@ -100,6 +144,12 @@ impl Event {
             Event::OrganizationMembership(Change::Created, _) => "organizationMembership.created",
             Event::OrganizationMembership(Change::Updated, _) => "organizationMembership.updated",
             Event::MembershipDeleted(_) => "organizationMembership.deleted",
+            Event::Role(Change::Created, _) => "role.created",
+            Event::Role(Change::Updated, _) => "role.updated",
+            Event::RoleDeleted { .. } => "role.deleted",
+            Event::Permission(Change::Created, _) => "permission.created",
+            Event::Permission(Change::Updated, _) => "permission.updated",
+            Event::PermissionDeleted { .. } => "permission.deleted",
             Event::Other { event_type } => event_type,
         }
     }
@@ -155,20 +205,20 @@ impl Event {
             t @ ("organization.created" | "organization.updated") => {
                 Event::Organization(change(t), organization(env.data)?)
             }
-            "organization.deleted" => {
-                #[derive(Deserialize)]
-                struct Deleted {
-                    id: Option<String>,
-                }
-                let d: Deleted = serde_json::from_value(env.data).map_err(malformed)?;
-                let external_id = d.id.ok_or(PayloadError::Invalid {
-                    field: "data.id",
-                    reason: "absent",
-                })?;
-                Event::OrganizationDeleted {
-                    external_id: non_empty(external_id, "data.id")?,
-                }
+            "organization.deleted" => Event::OrganizationDeleted {
+                external_id: deleted_id(env.data)?,
+            },
+            t @ ("role.created" | "role.updated") => Event::Role(change(t), role(env.data)?),
+            "role.deleted" => Event::RoleDeleted {
+                external_id: deleted_id(env.data)?,
+            },
+            t @ ("permission.created" | "permission.updated") => {
+                let raw: RawPermission = serde_json::from_value(env.data).map_err(malformed)?;
+                Event::Permission(change(t), permission(raw)?)
             }
+            "permission.deleted" => Event::PermissionDeleted {
+                external_id: deleted_id(env.data)?,
+            },
             t @ ("organizationMembership.created" | "organizationMembership.updated") => {
                 Event::OrganizationMembership(change(t), membership(env.data)?)
             }
@@ -193,6 +243,76 @@ fn non_empty(s: String, field: &'static str) -> Result<String, PayloadError> {
     } else {
         Ok(s)
     }
+}
+
+/// The id of a `DeletedObject` (Clerk's `*.deleted` payloads, where `id` is optional).
+fn deleted_id(data: Value) -> Result<String, PayloadError> {
+    #[derive(Deserialize)]
+    struct Deleted {
+        id: Option<String>,
+    }
+    let d: Deleted = serde_json::from_value(data).map_err(malformed)?;
+    let external_id = d.id.ok_or(PayloadError::Invalid {
+        field: "data.id",
+        reason: "absent",
+    })?;
+    non_empty(external_id, "data.id")
+}
+
+#[derive(Deserialize)]
+struct RawPermission {
+    id: String,
+    key: String,
+    updated_at: i64,
+}
+
+/// A permission key as the database stores it: not empty, no comma, no white space (the
+/// entries set a unit's permissions as one comma-separated text).
+fn permission_key(key: String, field: &'static str) -> Result<String, PayloadError> {
+    let key = non_empty(key, field)?;
+    if key.contains(',') || key.chars().any(char::is_whitespace) {
+        return Err(PayloadError::Invalid {
+            field,
+            reason: "holds a comma or white space",
+        });
+    }
+    Ok(key)
+}
+
+fn permission(raw: RawPermission) -> Result<PermissionDefinition, PayloadError> {
+    Ok(PermissionDefinition {
+        external_id: non_empty(raw.id, "data.id")?,
+        key: permission_key(raw.key, "data.key")?,
+        updated_at: raw.updated_at,
+    })
+}
+
+fn role(data: Value) -> Result<RoleDefinition, PayloadError> {
+    #[derive(Deserialize)]
+    struct Raw {
+        id: String,
+        key: String,
+        #[serde(default)]
+        permissions: Vec<RawPermission>,
+        updated_at: i64,
+    }
+    let raw: Raw = serde_json::from_value(data).map_err(malformed)?;
+    Ok(RoleDefinition {
+        external_id: non_empty(raw.id, "data.id")?,
+        key: non_empty(raw.key, "data.key")?,
+        permissions: raw
+            .permissions
+            .into_iter()
+            .map(|p| {
+                Ok(PermissionDefinition {
+                    external_id: non_empty(p.id, "data.permissions.id")?,
+                    key: permission_key(p.key, "data.permissions.key")?,
+                    updated_at: p.updated_at,
+                })
+            })
+            .collect::<Result<_, PayloadError>>()?,
+        updated_at: raw.updated_at,
+    })
 }
 
 #[derive(Deserialize)]

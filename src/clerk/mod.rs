@@ -37,7 +37,10 @@ mod roles;
 mod session;
 mod sync;
 
-pub use event::{Change, Event, Organization, OrganizationMembership, PayloadError};
+pub use event::{
+    Change, Event, Organization, OrganizationMembership, PayloadError, PermissionDefinition,
+    RoleDefinition,
+};
 #[cfg(feature = "clerk-jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "clerk-jwt")))]
 pub use jwt::{DEFAULT_MAX_TOKEN_LEN, KeysError, SessionTokenVerifier, TokenError};

@@ -135,7 +135,7 @@ impl ClerkSync {
     /// apply it.
     pub async fn apply(&self, message_id: &str, event: &Event) -> Result<Outcome, SyncError> {
         let Some(org) = event.org_id() else {
-            return Ok(Outcome::Ignored);
+            return self.apply_instance_event(event).await;
         };
         // The signed delivery is the verified source: a service unit inside its organization.
         self.service
@@ -156,6 +156,65 @@ impl ClerkSync {
                 apply_event(tx, org, event, &self.roles).await
             })
             .await
+    }
+
+    /// The instance-wide events (`role.*`, `permission.*`): the role definitions every entry
+    /// reads, in a service unit entered without an organization. Idempotent and order-tolerant
+    /// by the events' own versions (`updated_at`, and a deleted id stays deleted), so no
+    /// delivery record is kept: a second delivery finds nothing newer to apply.
+    async fn apply_instance_event(&self, event: &Event) -> Result<Outcome, SyncError> {
+        let (sql, binds): (&str, Vec<Bind<'_>>) = match event {
+            Event::Role(_, r) => (
+                "SELECT tenancy_sync_role($1, $2, $3, $4, $5, $6)",
+                vec![
+                    Bind::Text(&r.external_id),
+                    Bind::Text(&r.key),
+                    Bind::Texts(
+                        r.permissions
+                            .iter()
+                            .map(|p| p.external_id.as_str())
+                            .collect(),
+                    ),
+                    Bind::Texts(r.permissions.iter().map(|p| p.key.as_str()).collect()),
+                    Bind::Ints(r.permissions.iter().map(|p| p.updated_at).collect()),
+                    Bind::Int(r.updated_at),
+                ],
+            ),
+            Event::RoleDeleted { external_id } => (
+                "SELECT tenancy_sync_role_deleted($1)",
+                vec![Bind::Text(external_id)],
+            ),
+            Event::Permission(_, p) => (
+                "SELECT tenancy_sync_permission($1, $2, $3)",
+                vec![
+                    Bind::Text(&p.external_id),
+                    Bind::Text(&p.key),
+                    Bind::Int(p.updated_at),
+                ],
+            ),
+            Event::PermissionDeleted { external_id } => (
+                "SELECT tenancy_sync_permission_deleted($1)",
+                vec![Bind::Text(external_id)],
+            ),
+            _ => return Ok(Outcome::Ignored),
+        };
+        let mut tx = self.service.begin_maintenance().await?;
+        let mut query = sqlx::query_scalar::<_, bool>(sql);
+        for b in binds {
+            query = match b {
+                Bind::Text(t) => query.bind(t),
+                Bind::Texts(t) => query.bind(t),
+                Bind::Int(i) => query.bind(i),
+                Bind::Ints(i) => query.bind(i),
+            };
+        }
+        let changed = query.fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(if changed {
+            Outcome::Applied
+        } else {
+            Outcome::Unchanged
+        })
     }
 
     /// Deletes delivery records received more than `older_than` ago, across organizations,
@@ -302,8 +361,21 @@ async fn apply_event(
                 Outcome::Unchanged
             })
         }
-        Event::Other { .. } => Ok(Outcome::Ignored),
+        // Instance-wide events never reach here (no organization): apply_instance_event.
+        Event::Role(..)
+        | Event::RoleDeleted { .. }
+        | Event::Permission(..)
+        | Event::PermissionDeleted { .. }
+        | Event::Other { .. } => Ok(Outcome::Ignored),
     }
+}
+
+/// A bind parameter of an instance-wide event's statement.
+enum Bind<'a> {
+    Text(&'a str),
+    Texts(Vec<&'a str>),
+    Int(i64),
+    Ints(Vec<i64>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -503,10 +575,11 @@ async fn upsert_membership(
     // a later membership of the user (re-invited), or a row the application added itself.
     let changed = sqlx::query(
         "INSERT INTO organization_members AS cur \
-             (organization_id, user_id, role, external_id, external_created_at, external_updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) \
+             (organization_id, user_id, role, external_id, external_created_at, external_updated_at, \
+              role_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
          ON CONFLICT (organization_id, user_id) DO UPDATE \
-         SET role = EXCLUDED.role, external_id = EXCLUDED.external_id, \
+         SET role = EXCLUDED.role, role_key = EXCLUDED.role_key, external_id = EXCLUDED.external_id, \
              external_created_at = EXCLUDED.external_created_at, \
              external_updated_at = EXCLUDED.external_updated_at \
          WHERE cur.external_id IS NULL \
@@ -523,6 +596,7 @@ async fn upsert_membership(
     .bind(&m.external_id)
     .bind(m.created_at)
     .bind(m.updated_at)
+    .bind((!m.role.is_empty()).then_some(m.role.as_str()))
     .execute(&mut *tx)
     .await?
     .rows_affected();

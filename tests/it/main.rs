@@ -18,6 +18,7 @@ mod leaks;
 mod load;
 mod membership;
 mod migrations;
+mod permissions;
 mod postgres_limits;
 mod restart;
 mod review;

@@ -1,0 +1,304 @@
+-- pg-tenancy 7/7: permissions. Which permissions each role grants, as the database holds them
+-- now (Clerk: `org:<feature>:<permission>` keys, custom roles beside `org:admin` and
+-- `org:member`), so that a policy can ask for a permission at the moment of the write.
+--
+-- Provides the tables `tenancy_roles` (a role key and the permissions it grants, instance-wide:
+-- no organization's data) and `tenancy_permissions` (the identity provider's permission ids and
+-- keys, for its `permission.*` events, which name a permission by id only), written by service
+-- units entered without an organization (the Clerk sync's `role.*` and `permission.*` events,
+-- or `tenancy_set_role_permissions` for applications without Clerk). Every entry sets the unit's
+-- permissions with its context (`app.current_permissions`, same round trip): those of the
+-- membership's role key (`organization_members.role_key`, else its `role`), which triggers copy
+-- onto the membership (`organization_members.permissions`), so that the entry reads them with
+-- the membership, in the same lookup. Policies read them through the context functions of
+-- file 2:
+--     organization_id = (SELECT tenancy_current_org_id_with('org:invoices:write'))
+-- (one per-statement value, still an index condition), and `tenancy_current_permissions()`.
+--
+-- A unit that acts with a lower role than its membership holds (an OrgContext claiming less)
+-- gets no permissions: the database does not know which the lower role's key would grant.
+--
+-- No GRANT is needed: this file grants reading role definitions to everyone (the entries read
+-- them as the application role) and writing them to `tenancy_service`.
+
+-- Functions below capture a search_path (SET search_path FROM CURRENT), which the end of this
+-- file pins to pg_catalog first, then this schema, then pg_temp (tenancy_pin_search_path). The
+-- caller's value is saved here and restored at the end of the file.
+SELECT pg_catalog.set_config('tenancy.migration_search_path',
+                             pg_catalog.current_setting('search_path'), false);
+SELECT pg_catalog.set_config('search_path',
+    pg_catalog.format('%I, pg_catalog, pg_temp', pg_catalog.current_schema()), false);
+
+CREATE TABLE tenancy_roles (
+    -- The role key (Clerk: `org:admin`, `org:billing`; without Clerk: `owner`, `admin`,
+    -- `member`, the ordered roles' names, or any key the service path writes on memberships).
+    key                 text        PRIMARY KEY CHECK (key <> ''),
+    -- The permissions the role grants, as the entries set them: `,a,b,` (a leading and a
+    -- trailing comma, so that a policy finds `,a,` with one strpos), '' for none. Keys hold no
+    -- comma and no white space. Write it with tenancy_set_role_permissions.
+    permissions         text        NOT NULL DEFAULT ''
+                        CHECK (permissions = '' OR permissions ~ '^(,[^,[:space:]]+)+,$'),
+    -- The identity provider's role id (Clerk: `role_...`) and the `updated_at` (unix ms) of the
+    -- state the row holds: an older event never overwrites newer state.
+    external_id         text        UNIQUE,
+    external_updated_at bigint,
+    -- Set when the provider deleted the role: the row stays (a late event for its id changes
+    -- nothing) and grants nothing; a new role with the same key takes the row over.
+    deleted_at          timestamptz
+);
+
+CREATE TABLE tenancy_permissions (
+    -- The identity provider's permission id (Clerk: `perm_...`) and key.
+    external_id         text        PRIMARY KEY,
+    key                 text        NOT NULL CHECK (key ~ '^[^,[:space:]]+$'),
+    external_updated_at bigint,
+    -- Set when the provider deleted the permission: a late role event that still lists it does
+    -- not grant it again.
+    deleted_at          timestamptz
+);
+
+ALTER TABLE tenancy_roles       ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenancy_roles       FORCE  ROW LEVEL SECURITY;
+ALTER TABLE tenancy_permissions ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenancy_permissions FORCE  ROW LEVEL SECURITY;
+
+-- Role definitions are the instance's configuration, the same for every organization: anyone
+-- reads them (the entries do, as the application role). Only a service unit entered without an
+-- organization writes them (or reads the permission ids).
+GRANT SELECT ON tenancy_roles TO PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON tenancy_roles, tenancy_permissions TO tenancy_service;
+CREATE POLICY read_all ON tenancy_roles FOR SELECT USING (true);
+COMMENT ON POLICY read_all ON tenancy_roles IS
+    'tenancy-audit: allow. Role definitions are instance-wide configuration, no organization''s data: every unit reads them (the entries look the unit''s permissions up here).';
+CREATE POLICY service_maintenance ON tenancy_roles TO tenancy_service
+    USING      ((SELECT tenancy_current_org_id()) IS NULL AND (SELECT tenancy_current_org_role()) = 'service')
+    WITH CHECK ((SELECT tenancy_current_org_id()) IS NULL AND (SELECT tenancy_current_org_role()) = 'service');
+COMMENT ON POLICY service_maintenance ON tenancy_roles IS
+    'tenancy-audit: allow. Service units entered without an organization write the instance''s role definitions (tenancy_service only).';
+CREATE POLICY service_maintenance ON tenancy_permissions TO tenancy_service
+    USING      ((SELECT tenancy_current_org_id()) IS NULL AND (SELECT tenancy_current_org_role()) = 'service')
+    WITH CHECK ((SELECT tenancy_current_org_id()) IS NULL AND (SELECT tenancy_current_org_role()) = 'service');
+COMMENT ON POLICY service_maintenance ON tenancy_permissions IS
+    'tenancy-audit: allow. Service units entered without an organization keep the identity provider''s permission ids (tenancy_service only).';
+
+-- The stored form of a set of permissions: sorted, distinct, `,a,b,` ('' for none). NULL
+-- elements and empty keys are dropped; a key with a comma or white space fails the table's
+-- check.
+CREATE FUNCTION tenancy_permission_list(permissions text[]) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path FROM CURRENT
+    AS $$ SELECT coalesce(',' || pg_catalog.string_agg(DISTINCT p, ',' ORDER BY p) || ',', '')
+            FROM pg_catalog.unnest(permissions) AS t(p) WHERE p <> '' $$;
+
+-- Sets the permissions `key` grants (for applications without Clerk, and for Clerk's roles
+-- that existed before the sync ran: its events only carry changes). In a service unit entered
+-- without an organization (`ServicePool::set_role_permissions`); a role the provider deleted
+-- is granted again. Takes effect at the next unit's entry.
+CREATE FUNCTION tenancy_set_role_permissions(key text, permissions text[]) RETURNS void
+    LANGUAGE sql VOLATILE
+    SET search_path FROM CURRENT
+    AS $$ INSERT INTO tenancy_roles AS cur (key, permissions)
+          VALUES (key, tenancy_permission_list(permissions))
+          ON CONFLICT ON CONSTRAINT tenancy_roles_pkey DO UPDATE
+          SET permissions = EXCLUDED.permissions, deleted_at = NULL $$;
+
+-- The identity provider's role event (`role.created` / `role.updated`): the role `id` now has
+-- `key` and grants the permissions `permission_ids` (with their keys and versions), as of
+-- `updated_at` (unix ms). Applied when newer than the row's state; a deleted role's id, or a
+-- deleted permission, stays deleted. Returns whether the role changed.
+CREATE FUNCTION tenancy_sync_role(id text, key text, permission_ids text[],
+                                  permission_keys text[], permission_versions bigint[],
+                                  updated_at bigint) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE
+    SET search_path FROM CURRENT
+    AS $$
+DECLARE
+    granted text;
+    n       bigint;
+BEGIN
+    IF pg_catalog.cardinality(permission_ids) IS DISTINCT FROM pg_catalog.cardinality(permission_keys)
+       OR pg_catalog.cardinality(permission_ids) IS DISTINCT FROM pg_catalog.cardinality(permission_versions) THEN
+        RAISE EXCEPTION 'tenancy: permission ids, keys and versions differ in number'
+            USING ERRCODE = '22023';
+    END IF;
+    -- An event not newer than the role's state, or for a deleted role, changes nothing (and
+    -- teaches nothing about its permissions' keys).
+    IF EXISTS (SELECT 1 FROM tenancy_roles r
+                WHERE r.external_id = id
+                  AND (r.deleted_at IS NOT NULL OR r.external_updated_at >= updated_at)) THEN
+        RETURN false;
+    END IF;
+    -- The role event names each permission's id: remember its key (for permission.deleted,
+    -- which names the id only), unless a newer version is known. A permission the provider
+    -- deleted stays deleted, and is not granted.
+    INSERT INTO tenancy_permissions AS cur (external_id, key, external_updated_at)
+    SELECT DISTINCT ON (i) i, k, v
+      FROM ROWS FROM (pg_catalog.unnest(permission_ids), pg_catalog.unnest(permission_keys),
+                     pg_catalog.unnest(permission_versions)) AS t(i, k, v)
+     ORDER BY i, v DESC
+    ON CONFLICT (external_id) DO UPDATE
+    SET key = EXCLUDED.key, external_updated_at = EXCLUDED.external_updated_at
+    WHERE cur.deleted_at IS NULL
+      AND (cur.external_updated_at IS NULL OR cur.external_updated_at <= EXCLUDED.external_updated_at);
+    SELECT tenancy_permission_list(pg_catalog.array_agg(t.k)) INTO granted
+      FROM ROWS FROM (pg_catalog.unnest(permission_ids), pg_catalog.unnest(permission_keys)) AS t(i, k)
+     WHERE NOT EXISTS (SELECT 1 FROM tenancy_permissions p
+                        WHERE p.external_id = t.i AND p.deleted_at IS NOT NULL);
+    -- The id's older row under another key (the role's key changed) goes.
+    DELETE FROM tenancy_roles r WHERE r.external_id = id AND r.key <> tenancy_sync_role.key;
+    INSERT INTO tenancy_roles AS cur (key, permissions, external_id, external_updated_at)
+    VALUES (key, coalesce(granted, ''), id, updated_at)
+    ON CONFLICT ON CONSTRAINT tenancy_roles_pkey DO UPDATE
+    SET permissions = EXCLUDED.permissions, external_id = EXCLUDED.external_id,
+        external_updated_at = EXCLUDED.external_updated_at, deleted_at = NULL
+    WHERE cur.external_id IS NULL OR cur.external_id = EXCLUDED.external_id
+       OR cur.deleted_at IS NOT NULL;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n > 0;
+END
+$$;
+
+-- `role.deleted`: the role grants nothing any more; its row stays as the id's tombstone. When
+-- the deletion arrives before the role (any order), the tombstone is a row of its own, under
+-- the id as its key (the event names no key), so that the late creation changes nothing.
+CREATE FUNCTION tenancy_sync_role_deleted(id text) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE
+    SET search_path FROM CURRENT
+    AS $$
+DECLARE
+    n bigint;
+BEGIN
+    UPDATE tenancy_roles SET permissions = '', deleted_at = pg_catalog.now()
+     WHERE external_id = id AND deleted_at IS NULL;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n = 0 AND NOT EXISTS (SELECT 1 FROM tenancy_roles WHERE external_id = id) THEN
+        INSERT INTO tenancy_roles (key, external_id, deleted_at)
+        VALUES (id, id, pg_catalog.now())
+        ON CONFLICT DO NOTHING;
+        GET DIAGNOSTICS n = ROW_COUNT;
+    END IF;
+    RETURN n > 0;
+END
+$$;
+
+-- `permission.created` / `permission.updated`: the permission `id` has `key`. When its key
+-- changed, every role that grants it grants the new key.
+CREATE FUNCTION tenancy_sync_permission(id text, key text, updated_at bigint) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE
+    SET search_path FROM CURRENT
+    AS $$
+DECLARE
+    old_key text;
+BEGIN
+    SELECT p.key INTO old_key FROM tenancy_permissions p
+     WHERE p.external_id = id AND p.deleted_at IS NULL
+       AND (p.external_updated_at IS NULL OR p.external_updated_at < updated_at)
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO tenancy_permissions (external_id, key, external_updated_at)
+        VALUES (id, key, updated_at) ON CONFLICT (external_id) DO NOTHING;
+        RETURN FOUND;
+    END IF;
+    UPDATE tenancy_permissions p SET key = tenancy_sync_permission.key,
+                                     external_updated_at = updated_at
+     WHERE p.external_id = id;
+    IF old_key <> key THEN
+        UPDATE tenancy_roles r
+           SET permissions = tenancy_permission_list(pg_catalog.array_replace(
+                   pg_catalog.string_to_array(pg_catalog.btrim(r.permissions, ','), ','),
+                   old_key, tenancy_sync_permission.key))
+         WHERE pg_catalog.strpos(r.permissions, ',' || old_key || ',') > 0;
+    END IF;
+    RETURN true;
+END
+$$;
+
+-- `permission.deleted`: no role grants it any more, and a late role event that still lists it
+-- does not grant it again.
+CREATE FUNCTION tenancy_sync_permission_deleted(id text) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE
+    SET search_path FROM CURRENT
+    AS $$
+DECLARE
+    gone text;
+BEGIN
+    INSERT INTO tenancy_permissions AS cur (external_id, key, deleted_at)
+    VALUES (id, '-', pg_catalog.now())
+    ON CONFLICT (external_id) DO UPDATE SET deleted_at = pg_catalog.now()
+    WHERE cur.deleted_at IS NULL
+    RETURNING cur.key INTO gone;
+    IF gone IS NULL OR gone = '-' THEN
+        RETURN gone IS NOT NULL;
+    END IF;
+    UPDATE tenancy_roles r
+       SET permissions = tenancy_permission_list(pg_catalog.array_remove(
+               pg_catalog.string_to_array(pg_catalog.btrim(r.permissions, ','), ','), gone))
+     WHERE pg_catalog.strpos(r.permissions, ',' || gone || ',') > 0;
+    RETURN true;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- The copy on each membership. A membership written (inserted, its role or role key changed,
+-- or anything else: the copy is recomputed, so no write can set it) gets its role's permissions
+-- as they stand; a role's definition changed reaches every membership of the role, in every
+-- organization, in the same transaction. The definition's writer first takes a SHARE ROW
+-- EXCLUSIVE lock on organization_members (membership writes wait for it, briefly; entries and
+-- reads do not): a membership written concurrently either committed before the copy is spread
+-- (the spread updates it) or copies the new definition after the lock is released. Role
+-- definitions change rarely; membership writes never wait otherwise.
+CREATE FUNCTION tenancy_copy_role_permissions() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+    AS $$
+BEGIN
+    NEW.permissions := coalesce((SELECT r.permissions FROM tenancy_roles r
+                                  WHERE r.key = coalesce(NEW.role_key, NEW.role)), '');
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER tenancy_copy_role_permissions
+    BEFORE INSERT OR UPDATE ON organization_members
+    FOR EACH ROW EXECUTE FUNCTION tenancy_copy_role_permissions();
+
+-- Runs as the writer of the definitions (a service unit entered without an organization),
+-- whose policies below let it read and update every membership's copy, nothing else.
+CREATE FUNCTION tenancy_spread_role_permissions() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+    AS $$
+BEGIN
+    LOCK TABLE organization_members IN SHARE ROW EXCLUSIVE MODE;
+    -- Each membership of the old key and of the new one: the copy trigger recomputes it.
+    UPDATE organization_members m SET permissions = m.permissions
+     WHERE coalesce(m.role_key, m.role) IN (
+               CASE WHEN TG_OP <> 'INSERT' THEN OLD.key END,
+               CASE WHEN TG_OP <> 'DELETE' THEN NEW.key END);
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER tenancy_spread_role_permissions
+    AFTER INSERT OR UPDATE OR DELETE ON tenancy_roles
+    FOR EACH ROW EXECUTE FUNCTION tenancy_spread_role_permissions();
+
+-- The spread's policies: a service unit entered without an organization reads and updates
+-- memberships (the copy trigger decides what the update writes; the other columns' triggers
+-- and the provider columns' guard still apply).
+CREATE POLICY service_role_definitions ON organization_members FOR SELECT TO tenancy_service
+    USING ((SELECT tenancy_current_org_id()) IS NULL AND (SELECT tenancy_current_org_role()) = 'service');
+CREATE POLICY service_role_definitions_update ON organization_members FOR UPDATE TO tenancy_service
+    USING      ((SELECT tenancy_current_org_id()) IS NULL AND (SELECT tenancy_current_org_role()) = 'service')
+    WITH CHECK ((SELECT tenancy_current_org_id()) IS NULL AND (SELECT tenancy_current_org_role()) = 'service');
+COMMENT ON POLICY service_role_definitions ON organization_members IS
+    'tenancy-audit: allow. A role definition changed reaches every membership of the role (tenancy_spread_role_permissions): service units entered without an organization read memberships (tenancy_service only).';
+COMMENT ON POLICY service_role_definitions_update ON organization_members IS
+    'tenancy-audit: allow. A role definition changed reaches every membership of the role (tenancy_spread_role_permissions): service units entered without an organization update their copy of its permissions (tenancy_service only).';
+
+SELECT tenancy_pin_search_path();
+
+-- The caller's search_path back, and no trace of the saved value.
+SELECT pg_catalog.set_config('search_path',
+                             pg_catalog.current_setting('tenancy.migration_search_path'), false);
+RESET tenancy.migration_search_path;
