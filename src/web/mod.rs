@@ -478,7 +478,7 @@ pub trait Permission: Send + Sync + 'static {
 /// }
 /// ```
 ///
-/// ```compile_fail
+/// ```compile_fail,E0080
 /// pg_tenancy::permission! {
 ///     pub Bad = "invoices:write";
 /// }
