@@ -27,6 +27,10 @@ use crate::role::Role;
 /// holds (a token issued before a promotion does not hold the user back; one issued before a
 /// demotion is refused at the entry). See `docs/web.md`.
 ///
+/// It may also carry the permissions the application checks before any unit runs
+/// ([`with_permissions`](Self::with_permissions), [`require_permission`](Self::require_permission));
+/// the database never reads them, and checks its own.
+///
 /// Never build one from anything the client sends: a request body, query string, cookie or
 /// header.
 #[derive(Debug, Clone)]

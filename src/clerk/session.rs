@@ -101,7 +101,10 @@ impl SessionClaims {
             // v2: compact, the role without its `org:` prefix.
             Some(o) => (
                 text(o, "id"),
-                text(o, "rol").map(|r| format!("org:{r}")),
+                // An empty `rol` is no role (Clerk's SDK: `if (claims.o?.rol)`), not `org:`.
+                text(o, "rol")
+                    .filter(|r| !r.is_empty())
+                    .map(|r| format!("org:{r}")),
                 text(o, "slg"),
             ),
             None => (
@@ -334,6 +337,11 @@ mod tests {
         assert!(
             SessionClaims::from_verified_claims(&serde_json::json!({"org_id": "org_1"})).is_err()
         );
+        // An empty v2 role is none (then the web layer looks the role up).
+        let no_role = serde_json::json!({"sub": "user_1", "v": 2, "o": {"id": "org_1", "rol": ""}});
+        let no_role = SessionClaims::from_verified_claims(&no_role).unwrap();
+        assert_eq!(no_role.org_role, None);
+        assert!(no_role.user_and_org().is_some());
         // A custom role in the token maps to least privilege by default.
         let custom = serde_json::json!({"sub": "user_1", "o": {"id": "org_1", "rol": "billing"}});
         let ctx = SessionClaims::from_verified_claims(&custom)
