@@ -1,6 +1,5 @@
 //! [`OrgContext`]: who is acting, in which organization, with which role.
 
-#[cfg(feature = "web")]
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -28,6 +27,10 @@ use crate::role::Role;
 /// holds (a token issued before a promotion does not hold the user back; one issued before a
 /// demotion is refused at the entry). See `docs/web.md`.
 ///
+/// It may also carry the permissions the application checks before any unit runs
+/// ([`with_permissions`](Self::with_permissions), [`require_permission`](Self::require_permission));
+/// the database never reads them, and checks its own.
+///
 /// Never build one from anything the client sends: a request body, query string, cookie or
 /// header.
 #[derive(Debug, Clone)]
@@ -41,10 +44,15 @@ pub struct OrgContext {
     /// layer's "just joined" path).
     #[cfg(feature = "web")]
     claim: Option<Arc<crate::claims::PendingClaim>>,
+    /// The permissions the application checks first (`None`: not known): a token's snapshot,
+    /// or the database's at a lookup. The database never reads them: each unit's entry sets
+    /// the membership's own.
+    permissions: Option<Arc<[String]>>,
 }
 
 /// Equal when the organization, the user and the role (and whether it is the least the
-/// token claims) are: a pending membership claim is not part of the identity.
+/// token claims) are: a pending membership claim and the permissions are not part of the
+/// identity.
 impl PartialEq for OrgContext {
     fn eq(&self, other: &Self) -> bool {
         (self.org, &self.user, self.role, self.at_least)
@@ -68,6 +76,7 @@ impl OrgContext {
             at_least: false,
             #[cfg(feature = "web")]
             claim: None,
+            permissions: None,
         }
     }
 
@@ -88,6 +97,7 @@ impl OrgContext {
             role,
             at_least: true,
             claim,
+            permissions: None,
         }
     }
 
@@ -141,6 +151,76 @@ impl OrgContext {
     }
 }
 
+impl OrgContext {
+    /// The context with `permissions` (Clerk's keys, `org:<feature>:<name>`): what
+    /// [`has_permission`](Self::has_permission) and [`require_permission`](Self::require_permission)
+    /// check. [`TenantPool::authorize`](crate::TenantPool::authorize) sets the database's; the
+    /// web adapters set a verified token's.
+    ///
+    /// These are the **application's** check, made before any unit runs: the database never
+    /// reads them. Each unit's entry sets the permissions the database holds for the
+    /// membership's role, and policies (`tenancy_current_org_id_with('org:invoices:write')`)
+    /// check those. A context given permissions its membership lacks passes the application's
+    /// check and is refused by the policies.
+    ///
+    /// ```
+    /// use pg_tenancy::{OrgContext, OrgId, Role, UserId};
+    ///
+    /// let ctx = OrgContext::from_verified_session(
+    ///     OrgId::from_external_id("org_1"),
+    ///     UserId::new("user_1")?,
+    ///     Role::Member,
+    /// )
+    /// .with_permissions(["org:invoices:read"]);
+    /// assert!(ctx.has_permission("org:invoices:read"));
+    /// assert!(ctx.require_permission("org:invoices:write").is_err());
+    /// # Ok::<(), pg_tenancy::Error>(())
+    /// ```
+    #[must_use = "a builder method returns the changed value; the original is consumed"]
+    pub fn with_permissions(
+        mut self,
+        permissions: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.permissions = Some(permissions.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The permissions the context carries (see [`with_permissions`](Self::with_permissions)),
+    /// `None` when not known (nothing set them; for a web adapter's context, a
+    /// [`SessionVerifier`](crate::web::SessionVerifier) that states none).
+    pub fn permissions(&self) -> Option<&[String]> {
+        self.permissions.as_deref()
+    }
+
+    /// Whether the context carries `permission` (an exact match of the whole key,
+    /// `org:invoices:write`); `false` when its permissions are not known.
+    pub fn has_permission(&self, permission: &str) -> bool {
+        self.permissions()
+            .is_some_and(|held| held.iter().any(|p| p == permission))
+    }
+
+    /// Succeeds if the context carries `permission`, else [`Error::MissingPermission`] (HTTP
+    /// 403).
+    ///
+    /// For a context from a session token, that is the token's snapshot: to let through a
+    /// user whose role the database has given the permission since the token was issued, use
+    /// `web::Tenancy::require_permission` or the `web::RequirePermission` extractor, which look
+    /// the permissions up when the token lacks it.
+    ///
+    /// # Errors
+    /// [`Error::MissingPermission`] when the context does not carry `permission`, or its
+    /// permissions are not known.
+    pub fn require_permission(&self, permission: &str) -> Result<()> {
+        if self.has_permission(permission) {
+            Ok(())
+        } else {
+            Err(Error::MissingPermission {
+                permission: permission.to_owned(),
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +254,46 @@ mod tests {
                 assert_eq!(e.kind().http_status(), 403);
             }
         }
+    }
+
+    #[test]
+    fn permissions_are_checked_whole_and_unknown_ones_are_missing() {
+        let unknown = ctx(Role::Owner);
+        assert_eq!(unknown.permissions(), None);
+        assert!(!unknown.has_permission("org:invoices:write"));
+        let held = ctx(Role::Member).with_permissions(["org:invoices:read", "org:invoices:write"]);
+        assert_eq!(
+            held.permissions(),
+            Some(
+                &[
+                    "org:invoices:read".to_owned(),
+                    "org:invoices:write".to_owned()
+                ][..]
+            )
+        );
+        assert!(held.require_permission("org:invoices:write").is_ok());
+        for missing in [
+            "org:invoices:delete",
+            "invoices:write",
+            "org:invoices",
+            "org:invoices:write ",
+            "ORG:invoices:write",
+            "",
+        ] {
+            assert!(!held.has_permission(missing), "{missing:?}");
+            let e = held.require_permission(missing).unwrap_err();
+            assert!(matches!(&e, Error::MissingPermission { permission } if permission == missing));
+            assert_eq!(e.kind().http_status(), 403);
+        }
+        let e = unknown
+            .require_permission("org:invoices:write")
+            .unwrap_err();
+        assert_eq!(e.to_string(), "missing permission org:invoices:write");
+        // None granted is known and empty, not unknown.
+        let none = ctx(Role::Member).with_permissions(Vec::<String>::new());
+        assert_eq!(none.permissions(), Some(&[][..]));
+        assert!(!none.has_permission("org:invoices:read"));
+        // Permissions are not part of the identity.
+        assert_eq!(held, ctx(Role::Member));
     }
 }

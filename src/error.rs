@@ -34,6 +34,15 @@ pub enum Error {
         actual: Role,
     },
 
+    /// The context does not carry a permission an action requires
+    /// ([`OrgContext::require_permission`](crate::OrgContext::require_permission)). The
+    /// permission's key is no secret: the answer may name it.
+    #[error("missing permission {permission}")]
+    MissingPermission {
+        /// The permission's key (`org:<feature>:<name>`).
+        permission: String,
+    },
+
     /// A user id that `pg-tenancy` cannot carry safely (empty, too long, or with characters
     /// outside printable ASCII, a quote or a backslash).
     #[error("invalid user id")]
@@ -169,9 +178,9 @@ pub enum ErrorKind {
     BadRequest,
     /// No authenticated user (HTTP 401).
     Unauthenticated,
-    /// Authenticated, but not allowed: not a member, role too low, or a write the policies
-    /// refuse (HTTP 403). A missing `GRANT` is not this but [`ErrorKind::Internal`]: the
-    /// operator's mistake, not the client's.
+    /// Authenticated, but not allowed: not a member, role too low, a permission missing, or a
+    /// write the policies refuse (HTTP 403). A missing `GRANT` is not this but
+    /// [`ErrorKind::Internal`]: the operator's mistake, not the client's.
     Forbidden,
     /// No such row for this organization (HTTP 404).
     NotFound,
@@ -223,7 +232,9 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Unauthenticated => ErrorKind::Unauthenticated,
-            Error::NotAMember | Error::InsufficientRole { .. } => ErrorKind::Forbidden,
+            Error::NotAMember
+            | Error::InsufficientRole { .. }
+            | Error::MissingPermission { .. } => ErrorKind::Forbidden,
             Error::InvalidUserId | Error::InvalidRole(_) => ErrorKind::BadRequest,
             Error::UnsafeDatabaseRole { .. }
             | Error::Migrate(_)

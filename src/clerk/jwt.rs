@@ -439,8 +439,12 @@ impl SessionTokenVerifier {
         if !self.allow_pending && claims.get("sts").and_then(Value::as_str) == Some("pending") {
             return Err(TokenError::PendingSession);
         }
-        SessionClaims::from_verified_claims(&claims)
-            .map_err(|_| TokenError::InvalidClaim("sub".into()))
+        SessionClaims::from_verified_claims(&claims).map_err(|e| {
+            TokenError::InvalidClaim(match e {
+                super::PayloadError::Invalid { field, .. } => field.into(),
+                super::PayloadError::Malformed(_) => "sub".into(),
+            })
+        })
     }
 }
 

@@ -33,6 +33,7 @@
 mod event;
 #[cfg(feature = "clerk-jwt")]
 mod jwt;
+mod permissions;
 mod roles;
 mod session;
 mod sync;

@@ -3,11 +3,13 @@
 use serde_json::Value;
 
 use super::event::PayloadError;
+use super::permissions::{v1_permissions, v2_permissions};
 use super::roles::RoleMapping;
 use crate::{OrgContext, OrgId, Role, UserId};
 
 /// The user and active organization from a Clerk session token's claims (v1 `org_id` /
-/// `org_role`, or v2 `o: { id, rol }`), read **after** your JWT library verified the token.
+/// `org_role` / `org_permissions`, or v2 `o: { id, rol, per, fpm }` with `fea`), read
+/// **after** your JWT library verified the token.
 ///
 /// ```
 /// use pg_tenancy::clerk::SessionClaims;
@@ -32,6 +34,12 @@ pub struct SessionClaims {
     pub org_role: Option<String>,
     /// The active organization's slug (v1 `org_slug`, v2 `o.slg`), if any.
     pub org_slug: Option<String>,
+    /// The active organization's permissions as the token states them (`org:<feature>:<name>`,
+    /// in the token's order): v1's `org_permissions`, or v2's decoded from `o.per`, `o.fpm`
+    /// and the organization features of `fea` ([`from_verified_claims`](Self::from_verified_claims)
+    /// says how). Empty without an active organization. A snapshot as old as the token: the
+    /// application checks it first, the database decides with its own at each unit's entry.
+    pub org_permissions: Vec<String>,
     /// `iat`: when the token was issued (unix seconds), if stated.
     pub issued_at: Option<i64>,
     /// `act.sub`: in an impersonated session, who is acting (the impersonator's user id, as
@@ -45,10 +53,41 @@ impl SessionClaims {
     /// Reads the claims of a verified token. Never call this on an unverified token: the
     /// result is trusted.
     ///
+    /// Permissions are read as Clerk's own SDK (`@clerk/shared`'s `jwtPayloadParser`) reads
+    /// them, and only with an active organization:
+    /// - v1: `org_permissions`, an array of strings.
+    /// - v2: `per` is a comma-separated list of permission names, `fea` a comma-separated list
+    ///   of `scope:feature` (the feature is everything after the first colon), and `fpm` one
+    ///   decimal number per **organization** feature of `fea` (scope `o`, `ou` or `uo`, in
+    ///   order; user features `u` and unknown scopes take none). Bit `i` of a feature's number
+    ///   (value 2<sup>i</sup>) grants `org:<feature>:<per[i]>`; bits at or beyond `per`'s
+    ///   length grant nothing, and the number is exact at any length. A feature without a
+    ///   number grants nothing. Elements are trimmed; an empty `per`, `fpm` or `fea` is none.
+    ///
+    /// ```
+    /// # use pg_tenancy::clerk::SessionClaims;
+    /// let claims = serde_json::json!({
+    ///     "sub": "user_1", "v": 2, "fea": "o:impersonation,u:profile,o:invoices",
+    ///     "o": { "id": "org_1", "rol": "admin", "per": "read,manage", "fpm": "3,1" }
+    /// });
+    /// let session = SessionClaims::from_verified_claims(&claims)?;
+    /// assert_eq!(
+    ///     session.org_permissions,
+    ///     ["org:impersonation:read", "org:impersonation:manage", "org:invoices:read"]
+    /// );
+    /// # Ok::<(), pg_tenancy::clerk::PayloadError>(())
+    /// ```
+    ///
     /// # Errors
     /// [`PayloadError::Invalid`] when `sub` is missing or not a valid
-    /// [`UserId`](crate::UserId). Organization claims never fail: absent or empty, the session
-    /// has no active organization.
+    /// [`UserId`](crate::UserId), and, with an active organization, when the permission claims
+    /// are not Clerk's encoding (naming the claim: `org_permissions` not an array of strings;
+    /// `fea`, `o.per` or `o.fpm` not a string; an element of `fea` without a colon or with an
+    /// empty feature; an empty name in `per`; an entry of `fpm` that is not a decimal number,
+    /// sign and point included). Such a token is refused rather than read as
+    /// granting nothing: a signed token Clerk's encoding cannot explain means this reading is
+    /// wrong, which must not pass quietly. The other organization claims never fail: absent or
+    /// empty, the session has no active organization.
     pub fn from_verified_claims(claims: &Value) -> Result<Self, PayloadError> {
         let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
         let sub = text(claims, "sub").ok_or(PayloadError::Invalid {
@@ -63,7 +102,10 @@ impl SessionClaims {
             // v2: compact, the role without its `org:` prefix.
             Some(o) => (
                 text(o, "id"),
-                text(o, "rol").map(|r| format!("org:{r}")),
+                // An empty `rol` is no role (Clerk's SDK: `if (claims.o?.rol)`), not `org:`.
+                text(o, "rol")
+                    .filter(|r| !r.is_empty())
+                    .map(|r| format!("org:{r}")),
                 text(o, "slg"),
             ),
             None => (
@@ -72,10 +114,18 @@ impl SessionClaims {
                 text(claims, "org_slug"),
             ),
         };
+        let org = org.filter(|o| !o.is_empty());
+        // Permissions exist only with an active organization.
+        let org_permissions = match (&org, claims.get("o")) {
+            (None, _) => Vec::new(),
+            (Some(_), Some(o)) => v2_permissions(claims, o)?,
+            (Some(_), None) => v1_permissions(claims)?,
+        };
         Ok(SessionClaims {
             user_id,
-            org_external_id: org.filter(|o| !o.is_empty()),
+            org_external_id: org,
             org_role: role,
+            org_permissions,
             org_slug: slug.filter(|s| !s.is_empty()),
             issued_at: claims.get("iat").and_then(Value::as_i64),
             actor: claims
@@ -96,12 +146,16 @@ impl SessionClaims {
     /// database round trip. The token cannot know that the creator is the owner (see
     /// [`RoleMapping`]), so this never yields [`Role::Owner`]; and it is as fresh as the
     /// token. Use [`TenantPool::authorize`](crate::TenantPool::authorize) when the role must come from the database.
+    /// The context carries the token's [`org_permissions`](Self::org_permissions).
     pub fn org_context_trusting_token_role(&self, roles: &RoleMapping) -> Option<OrgContext> {
         let (user, org) = self.user_and_org()?;
         let role = roles
             .role_for(self.org_role.as_deref()?, false)
             .min(Role::Admin);
-        Some(OrgContext::from_verified_session(org, user, role))
+        Some(
+            OrgContext::from_verified_session(org, user, role)
+                .with_permissions(self.org_permissions.iter().cloned()),
+        )
     }
 }
 
@@ -125,6 +179,11 @@ mod tests {
         );
         assert_eq!(a, b);
         assert_eq!(a.org_role.as_deref(), Some("org:admin"));
+        // v1's `org_permissions` and v2's `fea` + `o.per` + `o.fpm` ("3"): the same two.
+        assert_eq!(
+            b.org_permissions,
+            ["org:impersonation:read", "org:impersonation:manage"]
+        );
         let (user, org) = a.user_and_org().unwrap();
         assert_eq!(user.as_str(), "user_2h8op3Isl1QR7tKu5FGNfaLKEoU");
         assert_eq!(
@@ -162,6 +221,11 @@ mod tests {
         assert!(
             SessionClaims::from_verified_claims(&serde_json::json!({"org_id": "org_1"})).is_err()
         );
+        // An empty v2 role is none (then the web layer looks the role up).
+        let no_role = serde_json::json!({"sub": "user_1", "v": 2, "o": {"id": "org_1", "rol": ""}});
+        let no_role = SessionClaims::from_verified_claims(&no_role).unwrap();
+        assert_eq!(no_role.org_role, None);
+        assert!(no_role.user_and_org().is_some());
         // A custom role in the token maps to least privilege by default.
         let custom = serde_json::json!({"sub": "user_1", "o": {"id": "org_1", "rol": "billing"}});
         let ctx = SessionClaims::from_verified_claims(&custom)

@@ -1,6 +1,6 @@
-//! actix-web 4: [`Session`], [`OrgContext`] and [`RequireRole`] as extractors, [`ApiError`] as
-//! a [`ResponseError`], and [`json_config`], a `web::Json` configuration that answers a bad
-//! body with an [`ApiError`].
+//! actix-web 4: [`Session`], [`OrgContext`], [`RequireRole`] and [`RequirePermission`] as
+//! extractors, [`ApiError`] as a [`ResponseError`], and [`json_config`], a `web::Json`
+//! configuration that answers a bad body with an [`ApiError`].
 //!
 //! The state is [`Tenancy`] in the app data, as `web::Data<Tenancy>` or `web::ThinData<Tenancy>`.
 //! An app without it answers 500 `server_misconfigured`, naming the call that adds it. The
@@ -46,7 +46,10 @@ use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseErr
 use actix_web::error::{JsonPayloadError, PayloadError};
 
 use super::error::Code;
-use super::{ApiError, MinRole, RequireRole, Session, Tenancy, token_from_request};
+use super::{
+    ApiError, MinRole, Permission, RequirePermission, RequireRole, Session, Tenancy,
+    token_from_request,
+};
 use crate::OrgContext;
 
 /// The JSON body, logged first when it is a 5xx (see [`ApiError`]).
@@ -216,6 +219,25 @@ impl<R: MinRole> FromRequest for RequireRole<R> {
                 req.extensions_mut().insert(checked.clone());
             }
             RequireRole::check(checked)
+        })
+    }
+}
+
+/// An [`OrgContext`] carrying `P` ([`Tenancy::require_permission`]: one lookup only when the
+/// verified token does not state it): 403 `missing_permission` otherwise.
+impl<P: Permission> FromRequest for RequirePermission<P> {
+    type Error = ApiError;
+    type Future = Extracted<Self>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let ctx = context(&req).await?;
+            let checked = tenancy(&req)?.require_permission(&ctx, P::KEY).await?;
+            // Looked up or not, the other extractors of this request take this context: a
+            // lookup's is the database's, for them too.
+            req.extensions_mut().insert(checked.clone());
+            RequirePermission::check(checked)
         })
     }
 }

@@ -1,5 +1,6 @@
-//! axum 0.8: [`Session`], [`OrgContext`] and [`RequireRole`] as extractors, [`ApiError`] as a
-//! response, and [`Json`], axum's JSON extractor answering a bad body with an [`ApiError`].
+//! axum 0.8: [`Session`], [`OrgContext`], [`RequireRole`] and [`RequirePermission`] as
+//! extractors, [`ApiError`] as a response, and [`Json`], axum's JSON extractor answering a bad
+//! body with an [`ApiError`].
 //!
 //! The state is [`Tenancy`], reached through [`FromRef`]: your state holds one (or is one),
 //! so a router without it does not compile. The verified session and the context are kept in
@@ -59,7 +60,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::error::Code;
-use super::{ApiError, MinRole, RequireRole, Session, Tenancy, token_from_request};
+use super::{
+    ApiError, MinRole, Permission, RequirePermission, RequireRole, Session, Tenancy,
+    token_from_request,
+};
 use crate::OrgContext;
 
 /// The JSON body, logged first when it is a 5xx (see [`ApiError`]).
@@ -261,5 +265,26 @@ where
             parts.extensions.insert(checked.clone());
         }
         RequireRole::check(checked)
+    }
+}
+
+/// An [`OrgContext`] carrying `P` ([`Tenancy::require_permission`]: one lookup only when the
+/// verified token does not state it): 403 `missing_permission` otherwise.
+impl<S, P> FromRequestParts<S> for RequirePermission<P>
+where
+    Tenancy: FromRef<S>,
+    S: Send + Sync,
+    P: Permission,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let tenancy = Tenancy::from_ref(state);
+        let ctx = context(parts, &tenancy).await?;
+        let checked = tenancy.require_permission(&ctx, P::KEY).await?;
+        // Looked up or not, the other extractors of this request take this context: a lookup's
+        // is the database's, for them too.
+        parts.extensions.insert(checked.clone());
+        RequirePermission::check(checked)
     }
 }

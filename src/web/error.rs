@@ -21,6 +21,7 @@ pub(crate) enum Code {
     NoActiveOrganization,
     NotAMember,
     InsufficientRole,
+    MissingPermission,
     Forbidden,
     NotFound,
     Conflict,
@@ -34,7 +35,7 @@ pub(crate) enum Code {
 impl Code {
     /// Every code, for the test that checks the table against the documentation.
     #[cfg(test)]
-    pub(crate) const ALL: [Code; 17] = [
+    pub(crate) const ALL: [Code; 18] = [
         Code::BadRequest,
         Code::MalformedBody,
         Code::InvalidUserId,
@@ -44,6 +45,7 @@ impl Code {
         Code::NoActiveOrganization,
         Code::NotAMember,
         Code::InsufficientRole,
+        Code::MissingPermission,
         Code::Forbidden,
         Code::NotFound,
         Code::Conflict,
@@ -66,6 +68,7 @@ impl Code {
             Code::NoActiveOrganization => ("no_active_organization", 403),
             Code::NotAMember => ("not_a_member", 403),
             Code::InsufficientRole => ("insufficient_role", 403),
+            Code::MissingPermission => ("missing_permission", 403),
             Code::Forbidden => ("forbidden", 403),
             Code::NotFound => ("not_found", 404),
             Code::Conflict => ("conflict", 409),
@@ -259,6 +262,8 @@ impl From<Error> for ApiError {
             Error::Unauthenticated => (Code::Unauthenticated, e.to_string()),
             Error::NotAMember => (Code::NotAMember, e.to_string()),
             Error::InsufficientRole { .. } => (Code::InsufficientRole, e.to_string()),
+            // The permission's key is no secret: the message names it.
+            Error::MissingPermission { .. } => (Code::MissingPermission, e.to_string()),
             Error::InvalidUserId => (Code::InvalidUserId, e.to_string()),
             Error::InvalidRole(_) => (Code::InvalidRole, "invalid role".to_owned()),
             // Database text stays in the server's logs.
@@ -325,6 +330,9 @@ mod tests {
                 required: crate::Role::Admin,
                 actual: crate::Role::Member,
             },
+            Error::MissingPermission {
+                permission: "org:invoices:write".into(),
+            },
             Error::InvalidUserId,
             Error::InvalidRole("x".into()),
             Error::Unauthenticated,
@@ -337,6 +345,16 @@ mod tests {
             assert_eq!(ApiError::from(e).status(), status);
         }
         assert_eq!(ApiError::payload_too_large(10).status(), 413);
+        let e = ApiError::from(Error::MissingPermission {
+            permission: "org:invoices:write".into(),
+        });
+        assert_eq!(
+            e.body(),
+            serde_json::json!({
+                "error": "missing_permission",
+                "message": "missing permission org:invoices:write"
+            })
+        );
     }
 
     /// Every code of the table is in docs/web.md's table, in its status's row (the token

@@ -20,6 +20,17 @@
 //!    statement. A write request costs the round trips of a plain sqlx transaction (3 for one
 //!    query), a read request 2.
 //!
+//! **Permissions** (Clerk's `org:<feature>:<name>`) are checked twice, first by the
+//! application and then by the database. [`RequirePermission`] (and
+//! [`Tenancy::require_permission`]) passes when the verified token states the permission (no
+//! lookup); when it does not, one lookup ([`TenantPool::authorize`]) asks the database, which
+//! may have granted it since the token was issued, and answers 403 `missing_permission` if the
+//! database lacks it too. Then each unit's entry sets the permissions the database holds for
+//! the membership's role, and policies such as `organization_id = (SELECT
+//! tenancy_current_org_id_with('org:invoices:write'))` check those on every statement: a token
+//! issued before a permission was taken away passes the application's check, and the
+//! database refuses its writes. docs/web.md, "Permissions", tells the whole story.
+//!
 //! The token's role is a claim the database checks, never a grant: a token issued before a
 //! demotion is refused at the entry; one issued before a promotion acts with the database's
 //! role. Code that acts outside any unit on the strength of the context alone (calling
@@ -99,6 +110,13 @@ pub struct Session {
     /// to record who acted on whose behalf; never authorize with it (every unit acts as, and
     /// with the memberships of, `user_id`). `None` when not impersonated.
     pub actor: Option<String>,
+    /// The permissions the verified token states in the active organization (Clerk's
+    /// `org:<feature>:<name>`, v1 or v2, see
+    /// [`SessionClaims::org_permissions`](crate::clerk::SessionClaims::org_permissions)), as of
+    /// the token's issue. The request's [`OrgContext`] carries them for the application's check
+    /// ([`RequirePermission`]); the database checks its own. `None` when the session states
+    /// none (then a permission check looks them up).
+    pub permissions: Option<Vec<String>>,
 }
 
 impl Session {
@@ -110,6 +128,7 @@ impl Session {
             role: None,
             claim: None,
             actor: None,
+            permissions: None,
         }
     }
 
@@ -118,6 +137,17 @@ impl Session {
     #[must_use = "a builder method returns the changed value; the original is consumed"]
     pub fn with_role(mut self, role: Role) -> Self {
         self.role = Some(role);
+        self
+    }
+
+    /// Adds the permissions the verified session states in the active organization (see
+    /// [`Session::permissions`]).
+    #[must_use = "a builder method returns the changed value; the original is consumed"]
+    pub fn with_permissions(
+        mut self,
+        permissions: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.permissions = Some(permissions.into_iter().map(Into::into).collect());
         self
     }
 
@@ -150,6 +180,9 @@ impl SessionVerifier for crate::clerk::SessionTokenVerifier {
         session.actor = claims.actor.clone();
         if let (Some(_), Some(role)) = (org_id, claims.org_role.as_deref()) {
             session = session.with_role(self.roles().role_for(role, false));
+        }
+        if org_id.is_some() {
+            session = session.with_permissions(claims.org_permissions.iter().cloned());
         }
         if let (Some(org), Some(role), Some(iat)) = (
             claims.org_external_id.as_deref(),
@@ -224,7 +257,8 @@ impl Tenancy {
     /// membership, a role at least the token's (403 `not_a_member` / `insufficient_role`
     /// otherwise, before the unit's code runs); the unit acts with the role the database
     /// holds. With [`with_token_memberships`](Self::with_token_memberships), the membership the
-    /// token claims rides along and is applied only when an entry finds none.
+    /// token claims rides along and is applied only when an entry finds none. The context
+    /// carries the session's [`permissions`](Session::permissions), when it states them.
     ///
     /// A session without a role (a [`SessionVerifier`] of your own that states none) gets its
     /// context from the database: one lookup ([`TenantPool::authorize`]), with the role the
@@ -243,12 +277,12 @@ impl Tenancy {
                 .looked_up(&session.user_id, org, self.claim(session, org).as_deref())
                 .await;
         };
-        Ok(OrgContext::from_token(
-            org,
-            session.user_id.clone(),
-            role,
-            self.claim(session, org),
-        ))
+        let ctx =
+            OrgContext::from_token(org, session.user_id.clone(), role, self.claim(session, org));
+        Ok(match &session.permissions {
+            Some(permissions) => ctx.with_permissions(permissions.iter().cloned()),
+            None => ctx,
+        })
     }
 
     /// `ctx` if its role is at least `min`. For a context from a session token whose role is
@@ -269,6 +303,38 @@ impl Tenancy {
             .looked_up(ctx.user_id(), ctx.org_id(), ctx.pending_claim())
             .await?;
         ctx.require_role(min)?;
+        Ok(ctx)
+    }
+
+    /// `ctx` if it carries `permission` (Clerk's whole key, `org:invoices:write`). For a
+    /// context from a session token that lacks it (or whose permissions are not known), the
+    /// database may hold it (the user's role gained it since the token was issued): then, and
+    /// only then, one lookup ([`TenantPool::authorize`]) decides, and the context it returns,
+    /// with the database's role and permissions, is returned. [`RequirePermission`] checks
+    /// through it.
+    ///
+    /// This is the application's check, before any unit runs; the database makes its own at
+    /// every statement of every unit, with the permissions it holds then (see the module docs).
+    ///
+    /// # Errors
+    /// 403 `missing_permission` when the context (the database's, when looked up) lacks
+    /// `permission`; 403 `not_a_member` when the lookup finds no membership (after applying the
+    /// token's claim, if configured); 500 on a database failure.
+    pub async fn require_permission(
+        &self,
+        ctx: &OrgContext,
+        permission: &str,
+    ) -> Result<OrgContext, ApiError> {
+        // Held; or not, with permissions that are the database's already (a lookup's) or the
+        // caller's: nothing to ask.
+        if ctx.has_permission(permission) || (!ctx.role_is_least() && ctx.permissions().is_some()) {
+            ctx.require_permission(permission)?;
+            return Ok(ctx.clone());
+        }
+        let ctx = self
+            .looked_up(ctx.user_id(), ctx.org_id(), ctx.pending_claim())
+            .await?;
+        ctx.require_permission(permission)?;
         Ok(ctx)
     }
 
@@ -385,9 +451,168 @@ impl<R: MinRole> std::ops::Deref for RequireRole<R> {
     }
 }
 
+/// A permission, in a type, for [`RequirePermission`]. Define one with
+/// [`permission!`](crate::permission!), which checks the key's shape at compile time.
+pub trait Permission: Send + Sync + 'static {
+    /// The permission's key as Clerk names it: `org:<feature>:<name>`.
+    const KEY: &'static str;
+}
+
+/// Defines types naming permissions, for [`RequirePermission`](crate::web::RequirePermission):
+/// each a unit struct implementing [`Permission`](crate::web::Permission). A key that is not
+/// `org:<feature>:<name>` (non-empty feature and name) does not compile.
+///
+/// ```
+/// use pg_tenancy::web::{Permission, RequirePermission};
+///
+/// pg_tenancy::permission! {
+///     /// Creating and changing invoices.
+///     pub InvoicesWrite = "org:invoices:write";
+///     /// Reading reports.
+///     pub(crate) ReportsRead = "org:reports:read";
+/// }
+///
+/// assert_eq!(InvoicesWrite::KEY, "org:invoices:write");
+/// async fn create_invoice(ctx: RequirePermission<InvoicesWrite>) -> String {
+///     format!("{} may write invoices in {}", ctx.user_id(), ctx.org_id())
+/// }
+/// ```
+///
+/// ```compile_fail,E0080
+/// pg_tenancy::permission! {
+///     pub Bad = "invoices:write";
+/// }
+/// ```
+#[macro_export]
+#[cfg_attr(docsrs, doc(cfg(feature = "web")))]
+macro_rules! permission {
+    ($($(#[$meta:meta])* $vis:vis $name:ident = $key:literal;)+) => {
+        $(
+            $(#[$meta])*
+            #[derive(Debug, Clone, Copy)]
+            $vis struct $name;
+
+            impl $crate::web::Permission for $name {
+                const KEY: &'static str = $key;
+            }
+
+            const _: () = assert!(
+                $crate::web::is_permission_key($key),
+                "a permission key is org:<feature>:<name>"
+            );
+        )+
+    };
+}
+
+/// Whether `key` is `org:<feature>:<name>` with a non-empty feature and name (a feature may
+/// hold colons: Clerk names it by everything after its scope's colon). For [`permission!`].
+#[doc(hidden)]
+pub const fn is_permission_key(key: &str) -> bool {
+    let b = key.as_bytes();
+    if b.len() < 7 || b[0] != b'o' || b[1] != b'r' || b[2] != b'g' || b[3] != b':' {
+        return false;
+    }
+    // The last colon ends the feature: at least one byte before it (after `org:`), one after.
+    let mut i = b.len() - 1;
+    while i > 4 {
+        if b[i] == b':' {
+            return i < b.len() - 1;
+        }
+        i -= 1;
+    }
+    false
+}
+
+/// An [`OrgContext`] that carries the permission `P` (an extractor in both adapters, through
+/// [`Tenancy::require_permission`]: no lookup when the verified token states it, one when it
+/// does not; 403 `missing_permission` when the database lacks it too). Derefs to the context.
+///
+/// The application's check: the database checks its own permissions at every statement of the
+/// units the handler runs (docs/web.md, "Permissions").
+#[derive(Debug, Clone)]
+pub struct RequirePermission<P: Permission> {
+    ctx: OrgContext,
+    _permission: PhantomData<P>,
+}
+
+impl<P: Permission> RequirePermission<P> {
+    /// Checks that `ctx` carries `P`.
+    ///
+    /// # Errors
+    /// 403 `missing_permission` when it does not.
+    pub fn check(ctx: OrgContext) -> Result<Self, ApiError> {
+        ctx.require_permission(P::KEY)?;
+        Ok(RequirePermission {
+            ctx,
+            _permission: PhantomData,
+        })
+    }
+
+    /// The context.
+    pub fn into_inner(self) -> OrgContext {
+        self.ctx
+    }
+}
+
+impl<P: Permission> std::ops::Deref for RequirePermission<P> {
+    type Target = OrgContext;
+    fn deref(&self) -> &OrgContext {
+        &self.ctx
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn permission_keys_have_a_feature_and_a_name() {
+        for good in [
+            "org:invoices:write",
+            "org:sys_memberships:manage",
+            "org:billing:v2:read",
+            "org:a:b",
+        ] {
+            assert!(is_permission_key(good), "{good}");
+        }
+        for bad in [
+            "invoices:write",
+            "org:invoices",
+            "org::write",
+            "org:invoices:",
+            "org:",
+            "org:::",
+            "ORG:invoices:write",
+            "",
+        ] {
+            assert!(!is_permission_key(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn require_permission_checks_the_key() {
+        crate::permission! {
+            /// A test permission.
+            Write = "org:invoices:write";
+        }
+        let ctx = OrgContext::from_verified_session(
+            OrgId::from_external_id("org_a"),
+            UserId::new("user_a").unwrap(),
+            Role::Member,
+        );
+        let refused = RequirePermission::<Write>::check(ctx.clone()).unwrap_err();
+        assert_eq!(
+            (refused.status(), refused.code()),
+            (403, "missing_permission")
+        );
+        let allowed = ctx.with_permissions([Write::KEY]);
+        assert_eq!(
+            RequirePermission::<Write>::check(allowed)
+                .unwrap()
+                .permissions(),
+            Some(&["org:invoices:write".to_owned()][..])
+        );
+    }
 
     #[test]
     fn the_token_comes_from_bearer_then_the_session_cookie() {

@@ -15,6 +15,7 @@ mod adapters;
 mod browser;
 mod cases;
 mod harness;
+mod permissions;
 mod requests;
 #[path = "../support/mod.rs"]
 mod support;
