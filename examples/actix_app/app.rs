@@ -10,7 +10,7 @@ use std::sync::Arc;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use pg_tenancy::OrgContext;
-use pg_tenancy::web::{Admin, ApiError, RequireRole, Session};
+use pg_tenancy::web::{Admin, ApiError, RequirePermission, RequireRole, Session};
 use pg_tenancy::webhook::WebhookHeaders;
 
 use crate::shared::{self, App, WEBHOOK_BODY_LIMIT};
@@ -33,6 +33,8 @@ pub fn configure(app: Arc<App>) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/api/projects", web::post().to(create_project))
             .route("/api/projects/{id}", web::get().to(get_project))
             .route("/api/projects/{id}", web::delete().to(delete_project))
+            .route("/api/invoices", web::get().to(list_invoices))
+            .route("/api/invoices", web::post().to(create_invoice))
             .route("/api/members", web::get().to(list_members))
             .route("/api/members", web::post().to(add_member))
             .route("/api/members/{user_id}", web::delete().to(remove_member))
@@ -96,6 +98,19 @@ async fn delete_project(
     id: web::Path<String>,
 ) -> Result {
     Ok(HttpResponse::Ok().json(shared::delete_project(&app, &ctx, &id).await?))
+}
+
+async fn list_invoices(app: web::Data<App>, ctx: OrgContext) -> Result {
+    Ok(HttpResponse::Ok().json(shared::list_invoices(&app, &ctx).await?))
+}
+
+async fn create_invoice(
+    app: web::Data<App>,
+    ctx: RequirePermission<shared::InvoicesWrite>,
+    new: web::Json<shared::NewInvoice>,
+) -> Result {
+    let invoice = shared::create_invoice(&app, &ctx, new.into_inner()).await?;
+    Ok(HttpResponse::Created().json(invoice))
 }
 
 async fn list_members(app: web::Data<App>, ctx: OrgContext) -> Result {

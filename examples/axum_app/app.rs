@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use pg_tenancy::OrgContext;
 use pg_tenancy::web::axum::Json;
-use pg_tenancy::web::{Admin, ApiError, RequireRole, Session, Tenancy};
+use pg_tenancy::web::{Admin, ApiError, RequirePermission, RequireRole, Session, Tenancy};
 use pg_tenancy::webhook::WebhookHeaders;
 
 use crate::shared::{self, App, WEBHOOK_BODY_LIMIT};
@@ -47,6 +47,7 @@ pub fn router(app: Arc<App>) -> Router {
             "/api/projects/{id}",
             get(get_project).delete(delete_project),
         )
+        .route("/api/invoices", get(list_invoices).post(create_invoice))
         .route("/api/members", get(list_members).post(add_member))
         .route("/api/members/{user_id}", delete(remove_member))
         .route("/webhooks/clerk", post(clerk_webhook))
@@ -120,6 +121,22 @@ async fn delete_project(
     Path(id): Path<String>,
 ) -> Result<Json<shared::Deleted>> {
     Ok(Json(shared::delete_project(&app, &ctx, &id).await?))
+}
+
+async fn list_invoices(
+    State(AppState(app)): State<AppState>,
+    ctx: OrgContext,
+) -> Result<Json<Vec<shared::Invoice>>> {
+    Ok(Json(shared::list_invoices(&app, &ctx).await?))
+}
+
+async fn create_invoice(
+    State(AppState(app)): State<AppState>,
+    ctx: RequirePermission<shared::InvoicesWrite>,
+    Json(new): Json<shared::NewInvoice>,
+) -> Result<(StatusCode, Json<shared::Invoice>)> {
+    let invoice = shared::create_invoice(&app, &ctx, new).await?;
+    Ok((StatusCode::CREATED, Json(invoice)))
 }
 
 async fn list_members(

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use pg_tenancy::clerk::ClerkSync;
 use pg_tenancy::testing::DevTokenIssuer;
-use pg_tenancy::web::{Admin, ApiError, RequireRole, Session, Tenancy};
+use pg_tenancy::web::{Admin, ApiError, RequirePermission, RequireRole, Session, Tenancy};
 use pg_tenancy::webhook::WebhookHeaders;
 use pg_tenancy::{Error, OrgContext, OrgId, Role, ServicePool, UserId};
 
@@ -226,6 +226,82 @@ pub async fn create_project(
         })
         .await?;
     Ok(Project { id, name })
+}
+
+pg_tenancy::permission! {
+    /// Writing invoices (`POST /api/invoices`): the application checks the token's
+    /// permissions first, and the table's policy checks the role's, as the database holds
+    /// them, at the write.
+    pub InvoicesWrite = "org:invoices:write";
+}
+
+#[derive(Serialize, sqlx::FromRow)]
+pub struct Invoice {
+    id: Uuid,
+    number: String,
+    amount_cents: i64,
+}
+
+/// `GET /api/invoices`: every member reads.
+pub async fn list_invoices(app: &App, ctx: &OrgContext) -> Result<Vec<Invoice>, ApiError> {
+    let invoices = app
+        .tenancy
+        .pool()
+        .with_rls_read(ctx, async |tx| {
+            Ok::<_, Error>(
+                sqlx::query_as(
+                    "SELECT id, number, amount_cents FROM invoices ORDER BY created_at, number",
+                )
+                .fetch_all(tx)
+                .await?,
+            )
+        })
+        .await?;
+    Ok(invoices)
+}
+
+/// `POST /api/invoices` body.
+#[derive(Deserialize)]
+pub struct NewInvoice {
+    number: String,
+    amount_cents: i64,
+}
+
+/// `POST /api/invoices`: needs `org:invoices:write` (the extractor checks the token's, the
+/// policy the role's: a role that lost it since the token was issued is refused 403).
+pub async fn create_invoice(
+    app: &App,
+    ctx: &RequirePermission<InvoicesWrite>,
+    new: NewInvoice,
+) -> Result<Invoice, ApiError> {
+    let number = new.number.trim().to_owned();
+    if number.is_empty() || number.chars().count() > 64 || new.amount_cents < 0 {
+        return Err(ApiError::bad_request(
+            "number: 1 to 64 characters; amount_cents: 0 or more",
+        ));
+    }
+    let id: Uuid = app
+        .tenancy
+        .pool()
+        .with_rls(ctx, async |tx| {
+            Ok::<_, Error>(
+                sqlx::query_scalar(
+                    "INSERT INTO invoices (organization_id, number, amount_cents) \
+                     VALUES ($1, $2, $3) RETURNING id",
+                )
+                .bind(ctx.org_id())
+                .bind(&number)
+                .bind(new.amount_cents)
+                .fetch_one(tx)
+                .await?,
+            )
+        })
+        .await?;
+    Ok(Invoice {
+        id,
+        number,
+        amount_cents: new.amount_cents,
+    })
 }
 
 /// `GET /api/projects/{id}`: 404 for another organization's project (RLS hides it).

@@ -108,10 +108,10 @@ pub async fn start(options: Options) -> Result<Started, Box<dyn StdError>> {
         }
         Err(_) => {
             let db = TestDatabase::create().await?;
-            // The app's own table, from its own migrations, granted to both roles.
+            // The app's own tables, from its own migrations, granted to both roles.
             db.migrate(&sqlx::migrate!("./examples/migrations")).await?;
-            db.grant_app(&["projects"]).await?;
-            db.grant_service(&["projects"]).await?;
+            db.grant_app(&["projects", "invoices"]).await?;
+            db.grant_service(&["projects", "invoices"]).await?;
             if options.announce {
                 println!(
                     "Database: a throwaway PostgreSQL at {} (password withheld: secrets are \

@@ -32,10 +32,11 @@ pub struct Membership {
 impl TenantPool {
     /// Checks in the database that `user` is a member of `org` and returns the context.
     ///
-    /// One round trip: an autocommit `SELECT tenancy_member_role(...)`, a function that sets
-    /// the context for its own lookup (transaction-locally, restoring the previous values
-    /// before it returns) and answers the role of this one pair. [`Error::NotAMember`] when
-    /// there is no such membership, or no such organization.
+    /// One round trip: an autocommit `SELECT ... FROM tenancy_member_access(...)`, a function
+    /// that sets the context for its own lookup (transaction-locally, restoring the previous
+    /// values before it returns) and answers the role of this one pair and the permissions
+    /// that role grants now ([`OrgContext::permissions`]). [`Error::NotAMember`] when there is
+    /// no such membership, or no such organization.
     ///
     /// # Errors
     /// [`Error::NotAMember`] when `user` is not a member of the live organization `org`; a
@@ -57,7 +58,7 @@ impl TenantPool {
             format!(", {expiry}, '{signature}'")
         });
         let sql = format!(
-            "SELECT {}tenancy_member_role('{org}', '{}'{signed})",
+            "SELECT role, permissions FROM {}tenancy_member_access('{org}', '{}'{signed})",
             self.units.schema_prefix,
             user.as_str()
         );
@@ -66,7 +67,9 @@ impl TenantPool {
             .await?;
         let role: Option<String> = sqlx::Row::try_get(&row, 0)?;
         let role: Role = role.ok_or(Error::NotAMember)?.parse()?;
-        Ok(OrgContext::from_verified_session(org, user.clone(), role))
+        let permissions: Option<Vec<String>> = sqlx::Row::try_get(&row, 1)?;
+        Ok(OrgContext::from_verified_session(org, user.clone(), role)
+            .with_permissions(permissions.unwrap_or_default()))
     }
 
     /// Creates an organization with `owner` as its owner, in one unit of work whose context is

@@ -480,3 +480,100 @@ pub async fn a_membership_the_token_claims_before_the_webhook_is_applied_unless_
     // Positive control: kim, claimed the same way and not removed, still gets in.
     assert_eq!(h.get("/api/projects", &kim).await.0, OK);
 }
+
+/// A role event for `key` granting `permissions` (ids derived from the keys), at `version`.
+fn role_event(key: &str, permissions: &[&str], version: i64) -> Vec<u8> {
+    let mut event = clerk_event("role.updated");
+    event["data"]["id"] = json!(format!("role_{}", key.replace(':', "_")));
+    event["data"]["key"] = json!(key);
+    event["data"]["updated_at"] = json!(version);
+    event["data"]["permissions"] = permissions
+        .iter()
+        .map(|p| {
+            json!({"object": "permission", "id": format!("perm_{}", p.replace(':', "_")),
+                   "name": p, "key": p, "description": null, "type": "custom",
+                   "created_at": 1, "updated_at": 1})
+        })
+        .collect();
+    event.to_string().into_bytes()
+}
+
+/// `POST /api/invoices` needs `org:invoices:write`, checked twice: the application reads the
+/// token's permissions (Clerk's v2 encoding), the table's policy the role's as the database
+/// holds them at the write. Allowed for the role that grants it; refused 403 for a member
+/// whose role does not (after one lookup); and refused 403 by the database, with the same
+/// token, once a role event has taken the permission away. Every member reads.
+pub async fn a_permission_guards_invoice_writes_and_follows_the_role_by_webhook(h: &Harness) {
+    let org = "org_initech";
+    for (id, body) in [
+        (
+            "msg_role",
+            role_event("org:billing", &["org:invoices:write"], 10),
+        ),
+        (
+            "msg_m1",
+            membership_created(org, "user_bill", "org:billing"),
+        ),
+        (
+            "msg_m2",
+            membership_created(org, "user_milton", "org:member"),
+        ),
+    ] {
+        let (status, answer) = h.webhook(id, &body, WEBHOOK_SECRET).await;
+        assert_eq!((status, answer["outcome"].clone()), (OK, json!("Applied")));
+    }
+    // A token as Clerk issues it: the organization's feature `invoices`, permission `write`.
+    let token = |user: &str, role: &str, fpm: &str| {
+        let mut claims = h.claims(user, Some((org, role)), 600);
+        claims["fea"] = json!("o:invoices");
+        claims["o"]["per"] = json!("write");
+        claims["o"]["fpm"] = json!(fpm);
+        h.sign(&claims)
+    };
+    let (bill, milton) = (
+        token("user_bill", "billing", "1"),
+        token("user_milton", "member", "0"),
+    );
+    let invoice = json!({"number": "INV-1", "amount_cents": 1200});
+    let (status, body) = h.post("/api/invoices", &bill, invoice.clone()).await;
+    assert_eq!(status, CREATED, "{body}");
+    let (status, body) = h.post("/api/invoices", &milton, invoice.clone()).await;
+    assert_eq!(
+        (status.as_u16(), code(&body)),
+        (403, "missing_permission"),
+        "{body}"
+    );
+    // A token stating the permission for a role that does not grant it: the application's
+    // check passes, the database's refuses.
+    let claims_it = token("user_milton", "member", "1");
+    let (status, body) = h.post("/api/invoices", &claims_it, invoice.clone()).await;
+    assert_eq!((status.as_u16(), code(&body)), (403, "forbidden"), "{body}");
+    // Every member reads.
+    let (status, list) = h.get("/api/invoices", &milton).await;
+    assert_eq!(status, OK, "{list}");
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    // The role loses the permission: bill's token still states it, the database refuses.
+    let (status, _) = h
+        .webhook(
+            "msg_role2",
+            &role_event("org:billing", &[], 11),
+            WEBHOOK_SECRET,
+        )
+        .await;
+    assert_eq!(status, OK);
+    let (status, body) = h.post("/api/invoices", &bill, invoice.clone()).await;
+    assert_eq!((status.as_u16(), code(&body)), (403, "forbidden"), "{body}");
+    // And gets it back: the same token writes again.
+    let (status, _) = h
+        .webhook(
+            "msg_role3",
+            &role_event("org:billing", &["org:invoices:write"], 12),
+            WEBHOOK_SECRET,
+        )
+        .await;
+    assert_eq!(status, OK);
+    let (status, body) = h.post("/api/invoices", &bill, invoice).await;
+    assert_eq!(status, CREATED, "{body}");
+    let (_, list) = h.get("/api/invoices", &milton).await;
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+}

@@ -59,4 +59,5 @@ for_both_apps!(
     a_forged_webhook_is_400_and_writes_nothing,
     an_oversized_webhook_is_413,
     a_membership_the_token_claims_before_the_webhook_is_applied_unless_removed_since,
+    a_permission_guards_invoice_writes_and_follows_the_role_by_webhook,
 );

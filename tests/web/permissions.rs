@@ -5,9 +5,8 @@
 //! when the database's context lacks it too (round trips counted at a proxy in front of the
 //! server, as in `requests.rs`).
 //!
-//! Not here: a token lacking a permission that the database grants (the lookup lets it
-//! through). That needs the database's permissions in `TenantPool::authorize`'s context, which
-//! the schema provides, and is tested with it.
+//! A token lacking a permission that the database's role grants since passes after that one
+//! lookup (`TenantPool::authorize` answers the database's permissions).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -389,10 +388,48 @@ async fn a_token_with_malformed_permission_claims_is_401(base: &str, world: &Wor
     assert_eq!(fine.body, json!(["org:invoices:write"]));
 }
 
+/// The token lacks the permission but the database's role grants it now (granted after the
+/// token was issued): the one lookup lets the request through, and the write runs. Taken away
+/// again, the same token is refused after the lookup. (The control of the refusal is the
+/// grant, with the same token.)
+async fn a_token_lacking_a_permission_the_database_grants_passes_after_one_lookup(
+    base: &str,
+    world: &World,
+) {
+    use reqwest::Method;
+    let service = world.db.service_pool(1).await.unwrap();
+    let token = world.v2_token("user_member", "o:invoices", "read,write", "1");
+    let before = world.projects_named("invoice").await;
+    service
+        .set_role_permissions("member", [InvoicesWrite::KEY])
+        .await
+        .unwrap();
+    let passed = call(base, Method::POST, "/invoices", &token).await;
+    assert_eq!(passed.status, StatusCode::CREATED, "{:?}", passed.body);
+    // The lookup, the write unit's 3, and the lookup's connection released (a ping) on this
+    // one-connection pool.
+    assert_eq!(passed.trips, 5, "one lookup, then the unit");
+    assert_eq!(world.projects_named("invoice").await, before + 1);
+    service
+        .set_role_permissions("member", [] as [&str; 0])
+        .await
+        .unwrap();
+    let refused = call(base, Method::POST, "/invoices", &token).await;
+    assert_eq!(
+        (refused.status.as_u16(), refused.code(), refused.trips),
+        (403, "missing_permission", 1),
+        "{:?}",
+        refused.body
+    );
+    assert_eq!(world.projects_named("invoice").await, before + 1);
+    service.pool().close().await;
+}
+
 async fn all_cases(base: &str, world: &World) {
     a_token_stating_the_permission_passes_with_no_lookup(base, world).await;
     a_token_lacking_the_permission_is_refused_after_one_lookup(base, world).await;
     a_token_with_malformed_permission_claims_is_401(base, world).await;
+    a_token_lacking_a_permission_the_database_grants_passes_after_one_lookup(base, world).await;
 }
 
 #[tokio::test]
