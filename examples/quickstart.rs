@@ -51,7 +51,7 @@ async fn run() -> Result<bool, Box<dyn std::error::Error>> {
     // The application's own table (`projects`), from its own migrations, granted to the
     // application role: what a deployment does after pg-tenancy's migrations.
     db.migrate(&sqlx::migrate!("./examples/migrations")).await?;
-    db.grant_app(&["projects"]).await?;
+    db.grant_app(&["projects", "invoices"]).await?;
     let pool = db.app_pool(4).await?;
     println!(
         "Connected as an application role: not superuser, not BYPASSRLS (checked on connect).\n"

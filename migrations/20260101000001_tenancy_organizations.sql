@@ -40,12 +40,9 @@ CREATE TABLE organization_members (
     -- The identity provider's role key (Clerk: `org:admin`, `org:member`, `org:<custom>`), whose
     -- permissions the unit gets (`tenancy_roles`, ..._07_tenancy_permissions.sql). NULL for a
     -- membership the application made: then `role` names the permissions' role. Written by the
-    -- service path only (TNC11).
+    -- service path only (TNC11); a request unit that changes `role` clears it (the membership's
+    -- permissions then follow its new role, not the provider's old one).
     role_key            text        CHECK (role_key <> ''),
-    -- A copy of what that role grants (`tenancy_roles.permissions`, `,a,b,`), kept by triggers
-    -- (..._07): the entries read it with the membership, no second lookup. Whatever a write
-    -- puts here, the copy is what stays.
-    permissions         text        NOT NULL DEFAULT '',
     created_at          timestamptz NOT NULL DEFAULT now(),
     -- Which identity-provider membership (Clerk: `orgmem_...`) the row mirrors, and when it was
     -- created and last updated there (unix ms). A user removed and invited again gets a new
@@ -78,7 +75,6 @@ ALTER TABLE organizations
 ALTER TABLE organization_members
     ALTER COLUMN user_id     SET STATISTICS 0,
     ALTER COLUMN role_key    SET STATISTICS 0,
-    ALTER COLUMN permissions SET STATISTICS 0,
     ALTER COLUMN external_id SET STATISTICS 0;
 COMMENT ON COLUMN organization_members.role IS
     'tenancy-audit: allow. Statistics kept: owner, admin and member are no secret.';

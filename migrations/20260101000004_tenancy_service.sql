@@ -170,14 +170,22 @@ BEGIN
         RETURN NEW;
     END IF;
     -- `role_key` too: it names the permissions the member's units get (an admin who set their
-    -- own to a custom role's key would grant themselves that role's permissions).
+    -- own to a custom role's key would grant themselves that role's permissions). A request
+    -- unit that changes the role clears it: a member demoted in the application keeps no
+    -- permission of the provider's role it had (its `role` names them from then on).
+    IF TG_OP = 'UPDATE' AND NEW.role IS DISTINCT FROM OLD.role
+       AND NEW.role_key IS NOT DISTINCT FROM OLD.role_key THEN
+        NEW.role_key := NULL;
+    END IF;
     IF (TG_OP = 'INSERT'
         AND (NEW.external_id IS NOT NULL OR NEW.external_created_at IS NOT NULL
              OR NEW.external_updated_at IS NOT NULL OR NEW.role_key IS NOT NULL))
        OR (TG_OP = 'UPDATE'
-           AND (NEW.external_id, NEW.external_created_at, NEW.external_updated_at, NEW.role_key)
-               IS DISTINCT FROM
-               (OLD.external_id, OLD.external_created_at, OLD.external_updated_at, OLD.role_key)) THEN
+           AND ((NEW.external_id, NEW.external_created_at, NEW.external_updated_at)
+                IS DISTINCT FROM
+                (OLD.external_id, OLD.external_created_at, OLD.external_updated_at)
+                OR (NEW.role_key IS DISTINCT FROM OLD.role_key
+                    AND (NEW.role_key IS NOT NULL OR NEW.role IS NOT DISTINCT FROM OLD.role)))) THEN
         RAISE EXCEPTION 'tenancy: the identity provider''s columns of organization_members are the service path''s'
             USING ERRCODE = 'TNC11';
     END IF;

@@ -8,10 +8,9 @@
 -- units entered without an organization (the Clerk sync's `role.*` and `permission.*` events,
 -- or `tenancy_set_role_permissions` for applications without Clerk). Every entry sets the unit's
 -- permissions with its context (`app.current_permissions`, same round trip): those of the
--- membership's role key (`organization_members.role_key`, else its `role`), which triggers copy
--- onto the membership (`organization_members.permissions`), so that the entry reads them with
--- the membership, in the same lookup. Policies read them through the context functions of
--- file 2:
+-- membership's role key (`organization_members.role_key`, else its `role`), joined by primary
+-- key in the entry's membership lookup (one index probe more, in the same query). Policies read
+-- them through the context functions of file 2:
 --     organization_id = (SELECT tenancy_current_org_id_with('org:invoices:write'))
 -- (one per-statement value, still an index condition), and `tenancy_current_permissions()`.
 --
@@ -20,6 +19,11 @@
 --
 -- No GRANT is needed: this file grants reading role definitions to everyone (the entries read
 -- them as the application role) and writing them to `tenancy_service`.
+--
+-- Every writer of the definitions below first takes a SHARE ROW EXCLUSIVE lock on tenancy_roles
+-- (tenancy_lock_roles): concurrent deliveries apply one after the other, each seeing what the
+-- previous one committed (no version check can be passed by two at once). Entries only read
+-- the table and never wait for it.
 
 -- Functions below capture a search_path (SET search_path FROM CURRENT), which the end of this
 -- file pins to pg_catalog first, then this schema, then pg_temp (tenancy_pin_search_path). The
@@ -81,6 +85,18 @@ CREATE POLICY service_maintenance ON tenancy_permissions TO tenancy_service
 COMMENT ON POLICY service_maintenance ON tenancy_permissions IS
     'tenancy-audit: allow. Service units entered without an organization keep the identity provider''s permission ids (tenancy_service only).';
 
+-- Serializes the writers of role definitions (above). Waits at most 5 s (55P03: a retried
+-- delivery applies later).
+CREATE FUNCTION tenancy_lock_roles() RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path FROM CURRENT
+    SET lock_timeout = '5s'
+    AS $$
+BEGIN
+    LOCK TABLE tenancy_roles, tenancy_permissions IN SHARE ROW EXCLUSIVE MODE;
+END
+$$;
+
 -- The stored form of a set of permissions: sorted, distinct, `,a,b,` ('' for none). NULL
 -- elements and empty keys are dropped; a key with a comma or white space fails the table's
 -- check.
@@ -95,12 +111,17 @@ CREATE FUNCTION tenancy_permission_list(permissions text[]) RETURNS text
 -- without an organization (`ServicePool::set_role_permissions`); a role the provider deleted
 -- is granted again. Takes effect at the next unit's entry.
 CREATE FUNCTION tenancy_set_role_permissions(key text, permissions text[]) RETURNS void
-    LANGUAGE sql VOLATILE
+    LANGUAGE plpgsql VOLATILE
     SET search_path FROM CURRENT
-    AS $$ INSERT INTO tenancy_roles AS cur (key, permissions)
-          VALUES (key, tenancy_permission_list(permissions))
-          ON CONFLICT ON CONSTRAINT tenancy_roles_pkey DO UPDATE
-          SET permissions = EXCLUDED.permissions, deleted_at = NULL $$;
+    AS $$
+BEGIN
+    PERFORM tenancy_lock_roles();
+    INSERT INTO tenancy_roles AS cur (key, permissions)
+    VALUES (key, tenancy_permission_list(permissions))
+    ON CONFLICT ON CONSTRAINT tenancy_roles_pkey DO UPDATE
+    SET permissions = EXCLUDED.permissions, deleted_at = NULL;
+END
+$$;
 
 -- The identity provider's role event (`role.created` / `role.updated`): the role `id` now has
 -- `key` and grants the permissions `permission_ids` (with their keys and versions), as of
@@ -121,11 +142,16 @@ BEGIN
         RAISE EXCEPTION 'tenancy: permission ids, keys and versions differ in number'
             USING ERRCODE = '22023';
     END IF;
+    PERFORM tenancy_lock_roles();
     -- An event not newer than the role's state, or for a deleted role, changes nothing (and
-    -- teaches nothing about its permissions' keys).
+    -- teaches nothing about its permissions' keys). Nor does one that would move the role onto
+    -- a key another live role of the provider holds (the event that frees it is on its way).
     IF EXISTS (SELECT 1 FROM tenancy_roles r
                 WHERE r.external_id = id
-                  AND (r.deleted_at IS NOT NULL OR r.external_updated_at >= updated_at)) THEN
+                  AND (r.deleted_at IS NOT NULL OR r.external_updated_at >= updated_at))
+       OR EXISTS (SELECT 1 FROM tenancy_roles r
+                   WHERE r.key = tenancy_sync_role.key AND r.external_id <> id
+                     AND r.deleted_at IS NULL) THEN
         RETURN false;
     END IF;
     -- The role event names each permission's id: remember its key (for permission.deleted,
@@ -140,10 +166,11 @@ BEGIN
     SET key = EXCLUDED.key, external_updated_at = EXCLUDED.external_updated_at
     WHERE cur.deleted_at IS NULL
       AND (cur.external_updated_at IS NULL OR cur.external_updated_at <= EXCLUDED.external_updated_at);
-    SELECT tenancy_permission_list(pg_catalog.array_agg(t.k)) INTO granted
-      FROM ROWS FROM (pg_catalog.unnest(permission_ids), pg_catalog.unnest(permission_keys)) AS t(i, k)
-     WHERE NOT EXISTS (SELECT 1 FROM tenancy_permissions p
-                        WHERE p.external_id = t.i AND p.deleted_at IS NOT NULL);
+    -- What the role grants: each listed permission's latest known key (not the event's, which
+    -- may be older than a rename), unless deleted.
+    SELECT tenancy_permission_list(pg_catalog.array_agg(p.key)) INTO granted
+      FROM tenancy_permissions p
+     WHERE p.external_id = ANY (permission_ids) AND p.deleted_at IS NULL;
     -- The id's older row under another key (the role's key changed) goes.
     DELETE FROM tenancy_roles r WHERE r.external_id = id AND r.key <> tenancy_sync_role.key;
     INSERT INTO tenancy_roles AS cur (key, permissions, external_id, external_updated_at)
@@ -151,8 +178,9 @@ BEGIN
     ON CONFLICT ON CONSTRAINT tenancy_roles_pkey DO UPDATE
     SET permissions = EXCLUDED.permissions, external_id = EXCLUDED.external_id,
         external_updated_at = EXCLUDED.external_updated_at, deleted_at = NULL
-    WHERE cur.external_id IS NULL OR cur.external_id = EXCLUDED.external_id
-       OR cur.deleted_at IS NOT NULL;
+    WHERE (cur.external_id IS NULL OR cur.deleted_at IS NOT NULL
+           OR (cur.external_id = EXCLUDED.external_id
+               AND cur.external_updated_at < EXCLUDED.external_updated_at));
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n > 0;
 END
@@ -168,6 +196,7 @@ CREATE FUNCTION tenancy_sync_role_deleted(id text) RETURNS boolean
 DECLARE
     n bigint;
 BEGIN
+    PERFORM tenancy_lock_roles();
     UPDATE tenancy_roles SET permissions = '', deleted_at = pg_catalog.now()
      WHERE external_id = id AND deleted_at IS NULL;
     GET DIAGNOSTICS n = ROW_COUNT;
@@ -190,6 +219,7 @@ CREATE FUNCTION tenancy_sync_permission(id text, key text, updated_at bigint) RE
 DECLARE
     old_key text;
 BEGIN
+    PERFORM tenancy_lock_roles();
     SELECT p.key INTO old_key FROM tenancy_permissions p
      WHERE p.external_id = id AND p.deleted_at IS NULL
        AND (p.external_updated_at IS NULL OR p.external_updated_at < updated_at)
@@ -222,6 +252,7 @@ CREATE FUNCTION tenancy_sync_permission_deleted(id text) RETURNS boolean
 DECLARE
     gone text;
 BEGIN
+    PERFORM tenancy_lock_roles();
     INSERT INTO tenancy_permissions AS cur (external_id, key, deleted_at)
     VALUES (id, '-', pg_catalog.now())
     ON CONFLICT (external_id) DO UPDATE SET deleted_at = pg_catalog.now()
@@ -237,64 +268,6 @@ BEGIN
     RETURN true;
 END
 $$;
-
--- ---------------------------------------------------------------------------------------------
--- The copy on each membership. A membership written (inserted, its role or role key changed,
--- or anything else: the copy is recomputed, so no write can set it) gets its role's permissions
--- as they stand; a role's definition changed reaches every membership of the role, in every
--- organization, in the same transaction. The definition's writer first takes a SHARE ROW
--- EXCLUSIVE lock on organization_members (membership writes wait for it, briefly; entries and
--- reads do not): a membership written concurrently either committed before the copy is spread
--- (the spread updates it) or copies the new definition after the lock is released. Role
--- definitions change rarely; membership writes never wait otherwise.
-CREATE FUNCTION tenancy_copy_role_permissions() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path FROM CURRENT
-    AS $$
-BEGIN
-    NEW.permissions := coalesce((SELECT r.permissions FROM tenancy_roles r
-                                  WHERE r.key = coalesce(NEW.role_key, NEW.role)), '');
-    RETURN NEW;
-END
-$$;
-
-CREATE TRIGGER tenancy_copy_role_permissions
-    BEFORE INSERT OR UPDATE ON organization_members
-    FOR EACH ROW EXECUTE FUNCTION tenancy_copy_role_permissions();
-
--- Runs as the writer of the definitions (a service unit entered without an organization),
--- whose policies below let it read and update every membership's copy, nothing else.
-CREATE FUNCTION tenancy_spread_role_permissions() RETURNS trigger
-    LANGUAGE plpgsql
-    SET search_path FROM CURRENT
-    AS $$
-BEGIN
-    LOCK TABLE organization_members IN SHARE ROW EXCLUSIVE MODE;
-    -- Each membership of the old key and of the new one: the copy trigger recomputes it.
-    UPDATE organization_members m SET permissions = m.permissions
-     WHERE coalesce(m.role_key, m.role) IN (
-               CASE WHEN TG_OP <> 'INSERT' THEN OLD.key END,
-               CASE WHEN TG_OP <> 'DELETE' THEN NEW.key END);
-    RETURN NULL;
-END
-$$;
-
-CREATE TRIGGER tenancy_spread_role_permissions
-    AFTER INSERT OR UPDATE OR DELETE ON tenancy_roles
-    FOR EACH ROW EXECUTE FUNCTION tenancy_spread_role_permissions();
-
--- The spread's policies: a service unit entered without an organization reads and updates
--- memberships (the copy trigger decides what the update writes; the other columns' triggers
--- and the provider columns' guard still apply).
-CREATE POLICY service_role_definitions ON organization_members FOR SELECT TO tenancy_service
-    USING ((SELECT tenancy_current_org_id()) IS NULL AND (SELECT tenancy_current_org_role()) = 'service');
-CREATE POLICY service_role_definitions_update ON organization_members FOR UPDATE TO tenancy_service
-    USING      ((SELECT tenancy_current_org_id()) IS NULL AND (SELECT tenancy_current_org_role()) = 'service')
-    WITH CHECK ((SELECT tenancy_current_org_id()) IS NULL AND (SELECT tenancy_current_org_role()) = 'service');
-COMMENT ON POLICY service_role_definitions ON organization_members IS
-    'tenancy-audit: allow. A role definition changed reaches every membership of the role (tenancy_spread_role_permissions): service units entered without an organization read memberships (tenancy_service only).';
-COMMENT ON POLICY service_role_definitions_update ON organization_members IS
-    'tenancy-audit: allow. A role definition changed reaches every membership of the role (tenancy_spread_role_permissions): service units entered without an organization update their copy of its permissions (tenancy_service only).';
 
 SELECT tenancy_pin_search_path();
 

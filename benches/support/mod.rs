@@ -111,7 +111,11 @@ pub(crate) async fn database() -> pg_tenancy::testing::TestDatabase {
     db.migrate(&sqlx::migrate!("./examples/migrations"))
         .await
         .expect("the example application's migrations");
-    db.grant_app(&["projects"]).await.expect("grant");
-    db.grant_service(&["projects"]).await.expect("grant");
+    db.grant_app(&["projects", "invoices"])
+        .await
+        .expect("grant");
+    db.grant_service(&["projects", "invoices"])
+        .await
+        .expect("grant");
     db
 }

@@ -33,6 +33,8 @@ pub(crate) enum Case {
     RealisticUnit,
     /// The same work in a plain transaction of the bypassing role, filtered explicitly.
     RealisticPlain,
+    /// `write_unit`'s query on a table whose policy asks for a permission the role grants.
+    PermissionUnit,
 }
 
 pub(crate) const UNITS: [Case; 12] = [
@@ -67,6 +69,7 @@ impl Case {
             Case::HardenedWrite => "hardened_write",
             Case::RealisticUnit => "realistic_unit",
             Case::RealisticPlain => "realistic_plain_tx",
+            Case::PermissionUnit => "permission_unit",
         }
     }
 }
@@ -135,6 +138,18 @@ pub(crate) async fn run(unit: Case, p: &Pools, ctx: &OrgContext, id: Uuid) -> St
         Case::WriteUnit => p
             .tenant
             .with_rls(ctx, async |tx| point_query(tx, id).await)
+            .await
+            .unwrap(),
+        Case::PermissionUnit => p
+            .tenant
+            .with_rls(ctx, async |tx| {
+                Ok::<_, Error>(
+                    sqlx::query_scalar(Q_PERMITTED)
+                        .bind(id)
+                        .fetch_one(tx)
+                        .await?,
+                )
+            })
             .await
             .unwrap(),
         Case::ReadUnit => p

@@ -56,6 +56,7 @@ pub(crate) fn concurrent_section(rt: &Runtime, f: &Fixture, server: SocketAddr) 
         Case::HardenedWrite,
         Case::RealisticPlain,
         Case::RealisticUnit,
+        Case::PermissionUnit,
     ];
     let mut runs: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for _ in 0..rounds {
@@ -88,6 +89,15 @@ pub(crate) fn concurrent_section(rt: &Runtime, f: &Fixture, server: SocketAddr) 
         );
     }
     support::report_ratio("ratio.concurrent.hardened_vs_write_unit", hardened / ours);
+    let permission = median(Case::PermissionUnit);
+    support::report(
+        "throughput.concurrent.permission_unit",
+        format!("{permission:.0}/s"),
+    );
+    support::report_ratio(
+        "ratio.concurrent.permission_unit_vs_write_unit",
+        permission / ours,
+    );
     support::report_ratio(
         "ratio.concurrent.realistic_unit_vs_plain_tx",
         realistic / realistic_plain,

@@ -10,6 +10,9 @@ use sqlx::{Connection, Executor, PgConnection, PgPool};
 use uuid::Uuid;
 
 pub(crate) const Q_RLS: &str = "SELECT name FROM projects WHERE id = $1";
+/// `Q_RLS` on a copy of `projects` whose policy asks for a permission
+/// (`tenancy_current_org_id_with('org:projects:read')`), which the bench user's role grants.
+pub(crate) const Q_PERMITTED: &str = "SELECT name FROM projects_permitted WHERE id = $1";
 pub(crate) const Q_EXPLICIT: &str =
     "SELECT name FROM projects WHERE organization_id = $1 AND id = $2";
 /// The article's context statement, with what today's policies also want: the context bound
@@ -84,6 +87,31 @@ pub(crate) async fn pools(f: &Fixture, addr: SocketAddr, max: u32) -> Pools {
     }
 }
 
+/// `projects_permitted`: a copy of `projects` under a permission-guarded policy, and the
+/// owners' role granting that permission (set up as the cluster's superuser; measurements
+/// never use it).
+pub(crate) async fn permitted_copy(db: &TestDatabase) {
+    let cluster = TestCluster::global().unwrap();
+    let mut admin = PgConnection::connect_with(&cluster.admin_options().database(db.name()))
+        .await
+        .unwrap();
+    let app = db.app_options().get_username().to_owned();
+    for sql in [
+        "CREATE TABLE projects_permitted AS SELECT * FROM projects".to_owned(),
+        "ALTER TABLE projects_permitted ADD PRIMARY KEY (organization_id, id)".to_owned(),
+        "ALTER TABLE projects_permitted ENABLE ROW LEVEL SECURITY".to_owned(),
+        "ALTER TABLE projects_permitted FORCE ROW LEVEL SECURITY".to_owned(),
+        "CREATE POLICY permitted ON projects_permitted \
+         USING (organization_id = (SELECT tenancy_current_org_id_with('org:projects:read')))"
+            .to_owned(),
+        format!("GRANT SELECT ON projects_permitted TO {app}"),
+        "SELECT tenancy_set_role_permissions('owner', ARRAY['org:projects:read'])".to_owned(),
+        "ANALYZE projects_permitted".to_owned(),
+    ] {
+        admin.execute(sqlx::AssertSqlSafe(sql)).await.unwrap();
+    }
+}
+
 /// A role that bypasses RLS (not superuser), with the same grants as the application role.
 pub(crate) async fn bypass_role(db: &TestDatabase) -> (String, String) {
     let cluster = TestCluster::global().unwrap();
@@ -150,6 +178,7 @@ pub(crate) async fn unhardened_fixture() -> Fixture {
         }
     }
     let bypass_role = bypass_role(&db).await;
+    permitted_copy(&db).await;
     let mut owner = PgConnection::connect_with(&db.owner_options())
         .await
         .unwrap();

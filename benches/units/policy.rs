@@ -41,6 +41,11 @@ pub(crate) async fn policy_fixture(
     .execute(&mut admin)
     .await
     .unwrap();
+    // Members' role grants the permission the permission-guarded copy asks for.
+    sqlx::query("SELECT tenancy_set_role_permissions('member', ARRAY['org:projects:read'])")
+        .execute(&mut admin)
+        .await
+        .unwrap();
     // The listing's user is a member of every organization (every unit checks membership).
     sqlx::query(
         "INSERT INTO organization_members (organization_id, user_id, role) \
@@ -79,6 +84,15 @@ pub(crate) async fn policy_fixture(
                 AND (SELECT tenancy_current_org_role()) IN ('member', 'admin', 'owner'))"
             .to_owned(),
         format!("GRANT SELECT ON projects_role_policy TO {app_role}"),
+        "CREATE TABLE projects_permission_policy AS SELECT * FROM projects".to_owned(),
+        "ALTER TABLE projects_permission_policy ADD PRIMARY KEY (organization_id, id)".to_owned(),
+        "ALTER TABLE projects_permission_policy ENABLE ROW LEVEL SECURITY".to_owned(),
+        "ALTER TABLE projects_permission_policy FORCE ROW LEVEL SECURITY".to_owned(),
+        "CREATE POLICY permission_policy ON projects_permission_policy \
+         USING (organization_id = (SELECT tenancy_current_org_id_with('org:projects:read')))"
+            .to_owned(),
+        format!("GRANT SELECT ON projects_permission_policy TO {app_role}"),
+        "VACUUM ANALYZE projects_permission_policy".to_owned(),
         "VACUUM ANALYZE projects_role_policy".to_owned(),
         "VACUUM ANALYZE projects".to_owned(),
         "VACUUM ANALYZE projects_text_cast_policy".to_owned(),
@@ -110,16 +124,18 @@ pub(crate) enum Listing {
     TextCastPolicy,
     /// The tenant policy and a role condition (`tenancy_current_org_role()`), on a copy.
     RolePolicy,
+    /// The permission-guarded form (`tenancy_current_org_id_with(...)`), on a copy.
+    PermissionPolicy,
 }
 
 pub(crate) async fn listing(kind: Listing, p: &Pools, org: OrgId, user: &UserId) -> usize {
     match kind {
-        Listing::Rls | Listing::RolePolicy => {
+        Listing::Rls | Listing::RolePolicy | Listing::PermissionPolicy => {
             let ctx = OrgContext::from_verified_session(org, user.clone(), Role::Member);
-            let sql = if matches!(kind, Listing::Rls) {
-                "SELECT id, name FROM projects"
-            } else {
-                "SELECT id, name FROM projects_role_policy"
+            let sql = match kind {
+                Listing::Rls => "SELECT id, name FROM projects",
+                Listing::RolePolicy => "SELECT id, name FROM projects_role_policy",
+                _ => "SELECT id, name FROM projects_permission_policy",
             };
             p.tenant
                 .with_rls_read(&ctx, async |tx| {
@@ -176,6 +192,11 @@ pub(crate) async fn plan(p: &Pools, kind: Listing, org: OrgId) -> String {
             "EXPLAIN (FORMAT JSON) SELECT id, name FROM projects_role_policy",
             true,
         ),
+        Listing::PermissionPolicy => (
+            &p.app,
+            "EXPLAIN (FORMAT JSON) SELECT id, name FROM projects_permission_policy",
+            true,
+        ),
     };
     let mut tx = pool.begin().await.unwrap();
     if set {
@@ -221,6 +242,7 @@ pub(crate) fn policy_section(c: &mut criterion::Criterion, rt: &Runtime, server:
         ("explicit_where", Listing::ExplicitWhere),
         ("seed_policy", Listing::TextCastPolicy),
         ("role_policy", Listing::RolePolicy),
+        ("permission_policy", Listing::PermissionPolicy),
     ] {
         let key = format!("policy/{name}");
         group.bench_function(name, |b| {
@@ -255,6 +277,7 @@ pub(crate) fn policy_section(c: &mut criterion::Criterion, rt: &Runtime, server:
         ("explicit_where", Listing::ExplicitWhere, 50),
         ("seed_policy", Listing::TextCastPolicy, 2),
         ("role_policy", Listing::RolePolicy, 50),
+        ("permission_policy", Listing::PermissionPolicy, 50),
     ];
     let rounds = if support::fast() { 5 } else { 21 };
     rt.block_on(async {
@@ -272,7 +295,13 @@ pub(crate) fn policy_section(c: &mut criterion::Criterion, rt: &Runtime, server:
         }
     });
     let pm = |n: &str| support::median_all(&format!("policy/{n}/interleaved"));
-    for n in ["rls", "explicit_where", "seed_policy", "role_policy"] {
+    for n in [
+        "rls",
+        "explicit_where",
+        "seed_policy",
+        "role_policy",
+        "permission_policy",
+    ] {
         support::report_time(&format!("time.policy.{n}"), pm(n));
     }
     support::report_ratio(
@@ -286,5 +315,9 @@ pub(crate) fn policy_section(c: &mut criterion::Criterion, rt: &Runtime, server:
     support::report_ratio(
         "ratio.policy.role_policy_vs_rls",
         pm("role_policy") / pm("rls"),
+    );
+    support::report_ratio(
+        "ratio.policy.permission_policy_vs_rls",
+        pm("permission_policy") / pm("rls"),
     );
 }

@@ -17,8 +17,8 @@ CREATE TABLE invoices (
 
 ALTER TABLE "invoices" ENABLE ROW LEVEL SECURITY;
 ALTER TABLE "invoices" FORCE ROW LEVEL SECURITY;
--- The organization's members read; writing needs the permission org:invoices:write (a role
--- grants it: the Clerk sync, or ServicePool::set_role_permissions).
+-- The organization's members read; writing needs the permission the policies name (a
+-- role grants it: the Clerk sync, or ServicePool::set_role_permissions).
 CREATE POLICY tenant_read ON "invoices" FOR SELECT
     USING      ("organization_id" = (SELECT tenancy_current_org_id()));
 CREATE POLICY permitted_insert ON "invoices" FOR INSERT

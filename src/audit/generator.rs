@@ -165,8 +165,8 @@ fn shape(table: &str, options: &PolicyOptions) -> String {
     format!(
         "ALTER TABLE {t} ENABLE ROW LEVEL SECURITY;\n\
          ALTER TABLE {t} FORCE ROW LEVEL SECURITY;\n\
-         -- The organization's members read; writing needs the permission {permission} (a role\n\
-         -- grants it: the Clerk sync, or ServicePool::set_role_permissions).\n\
+         -- The organization's members read; writing needs the permission the policies name (a\n\
+         -- role grants it: the Clerk sync, or ServicePool::set_role_permissions).\n\
          CREATE POLICY tenant_read ON {t} FOR SELECT\n    \
          USING      ({c} = {read});\n\
          CREATE POLICY permitted_insert ON {t} FOR INSERT\n    \

@@ -207,6 +207,13 @@ async fn run_policy(args: &[String]) -> ExitCode {
         options = options.for_citus();
     }
     if let Some(permission) = args.last("--write-permission") {
+        // What the database stores as one permission: no comma, no white space.
+        if permission.is_empty()
+            || permission.contains(',')
+            || permission.contains(char::is_whitespace)
+        {
+            return usage("--write-permission: a permission key without commas or white space");
+        }
         options = options.with_write_permission(permission);
     }
     let sql = match args.last("--database-url") {

@@ -58,10 +58,10 @@ pub(crate) async fn with_projects(db: &TestDatabase) {
     db.migrate(&APP_MIGRATOR)
         .await
         .expect("the app's migrations");
-    db.grant_app(&["projects"])
+    db.grant_app(&["projects", "invoices"])
         .await
         .expect("grant to the app role");
-    db.grant_service(&["projects"])
+    db.grant_service(&["projects", "invoices"])
         .await
         .expect("grant to the service role");
 }

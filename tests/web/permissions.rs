@@ -41,7 +41,7 @@ impl World {
         db.migrate(&sqlx::migrate!("./examples/migrations"))
             .await
             .unwrap();
-        db.grant_app(&["projects"]).await.unwrap();
+        db.grant_app(&["projects", "invoices"]).await.unwrap();
         let pool = db.app_pool(1).await.unwrap();
         let owner = pool
             .create_organization(
