@@ -20,7 +20,10 @@ Units (each `BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE`, one point query 
   batch (the entry, its lookup without policies);
 - write_unit: the application role, `CALL tenancy_enter(...)` as TenantPool sends it, the query
   filtered by the policy;
-- hardened_write: the same in hardened mode (`CALL tenancy_enter_signed(...)`, signed here).
+- hardened_write: the same in hardened mode (`CALL tenancy_enter_signed(...)`, signed here);
+- permission_unit (where the migrations have permissions): write_unit's query on a copy of
+  `projects` whose policy asks for a permission (`tenancy_current_org_id_with(...)`), which the
+  members' role grants.
 The point query is a prepared statement (as sqlx sends it) except in hardened mode, whose entry
 refuses SQL-level prepared statements: there both units are measured with the query as text
 (`write_unit_text`). Needs valgrind (Debian: `apt-get install valgrind`). Takes a few minutes.
@@ -40,6 +43,7 @@ BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE"
 KEY = bytes(range(32))
 RLS_QUERY = "SELECT name FROM projects WHERE id = $1 AND $2::uuid IS NOT NULL"
 PLAIN_QUERY = "SELECT name FROM projects WHERE organization_id = $2 AND id = $1"
+PERMITTED_QUERY = "SELECT name FROM projects_permitted WHERE id = $1 AND $2::uuid IS NOT NULL"
 
 
 def bindir():
@@ -121,18 +125,30 @@ INSERT INTO organizations (id, name, slug) SELECT ('00000000-0000-0000-0000-' ||
 INSERT INTO organization_members (organization_id, user_id, role) SELECT ('00000000-0000-0000-0000-' || lpad(i::text, 12, '0'))::uuid, 'user_' || i, 'admin' FROM generate_series(1000, 1999) i;
 INSERT INTO projects (organization_id, id, name) SELECT ('00000000-0000-0000-0000-' || lpad((1000 + i % 1000)::text, 12, '0'))::uuid, ('10000000-0000-0000-0000-' || lpad(i::text, 12, '0'))::uuid, 'p' || i FROM generate_series(0, 19999) i;
 ANALYZE;""")
+    has_permissions = p("t", "owner", "SELECT count(*) FROM pg_proc WHERE proname = 'tenancy_current_org_id_with'") != "0"
+    if has_permissions:
+        p("t", "postgres", """
+CREATE TABLE projects_permitted AS SELECT * FROM projects;
+ALTER TABLE projects_permitted ADD PRIMARY KEY (organization_id, id);
+ALTER TABLE projects_permitted ENABLE ROW LEVEL SECURITY;
+ALTER TABLE projects_permitted FORCE ROW LEVEL SECURITY;
+CREATE POLICY permitted ON projects_permitted
+    USING (organization_id = (SELECT tenancy_current_org_id_with('org:projects:read')));
+GRANT SELECT ON projects_permitted TO app;
+SELECT tenancy_set_role_permissions('admin', ARRAY['org:projects:read']);
+ANALYZE projects_permitted;""")
     p("h", "owner", f"SELECT tenancy_enable_hardened_mode('\\x{KEY.hex()}')")
     has_fn = p("t", "owner", "SELECT count(*) FROM pg_proc WHERE proname = 'tenancy_session_settings'")
     expected = p("t", "app", "SELECT tenancy_session_settings()" if has_fn != "0" else f"SELECT {SETTINGS}")
     nargs = lambda name: int(p("t", "owner", f"SELECT pronargs FROM pg_proc WHERE proname = '{name}'"))
-    return expected, nargs("tenancy_enter"), nargs("tenancy_enter_signed")
+    return expected, nargs("tenancy_enter"), nargs("tenancy_enter_signed"), has_permissions
 
 
 def field(x):
     return f"{len(x.encode())}:{x}"
 
 
-def units(expected, enter_args, signed_args):
+def units(expected, enter_args, signed_args, has_permissions):
     session = (f"{SETTINGS}, '{expected}'" if enter_args == 6 else f"'{expected}'")
     signed_session = (f"{SETTINGS}, '{expected}'" if signed_args == 9 else f"'{expected}'")
 
@@ -153,6 +169,7 @@ def units(expected, enter_args, signed_args):
         "write_unit": ("t", "app", enter, RLS_QUERY, True),
         "write_unit_text": ("t", "app", enter, RLS_QUERY, False),
         "hardened_write": ("h", "app", signed, RLS_QUERY, False),
+        **({"permission_unit": ("t", "app", enter, PERMITTED_QUERY, True)} if has_permissions else {}),
     }
 
 
@@ -184,9 +201,9 @@ def main():
     server = Server(bindir())
     try:
         server.start()
-        expected, enter_args, signed_args = setup(server, os.path.abspath(a.repo))
+        expected, enter_args, signed_args, has_permissions = setup(server, os.path.abspath(a.repo))
         server.stop()
-        for name, (db, role, begin, query, prepared) in units(expected, enter_args, signed_args).items():
+        for name, (db, role, begin, query, prepared) in units(expected, enter_args, signed_args, has_permissions).items():
             if a.only and name not in a.only:
                 continue
             n = a.transactions
