@@ -1,8 +1,9 @@
 //! The SQL migrations, embedded.
 //!
-//! The six files in `migrations/` are plain SQL in sqlx's naming, one concern each:
+//! The seven files in `migrations/` are plain SQL in sqlx's naming, one concern each:
 //! organizations and memberships, the context and its entries, role policies and triggers,
-//! the service path and webhook bookkeeping, membership claims, and hardened mode. They create
+//! the service path and webhook bookkeeping, membership claims, hardened mode, and permissions
+//! (which permissions each role grants; it grants its own tables to whom needs them). They create
 //! this crate's own tables only, never an application's. Apply them as the database owner (a
 //! non-superuser role is enough; they create no roles) in one of three ways:
 //!
