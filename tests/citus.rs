@@ -1354,3 +1354,104 @@ async fn an_injected_context_on_citus_is_the_default_modes_limit() {
         "B holds the planted row"
     );
 }
+
+/// `ServicePool::purge_organization` on Citus deletes the organization's rows from its
+/// distributed tenant tables (which lost their foreign key to `organizations` when
+/// distributed, where the one-server purge finds its tables) and no other organization's: the
+/// count is `projects`' rows, as on one server (`tasks`, a distributed child of `projects`, goes
+/// by its `ON DELETE CASCADE`), and a distributed table without Row-Level Security (not a
+/// tenant table) is left alone. The organization is marked deleted and its owner can no longer
+/// enter. Controls: B's rows, tasks and members are intact.
+#[tokio::test]
+async fn purging_an_organization_reaches_its_distributed_tables() {
+    let Some(w) = world(As::App).await else {
+        return;
+    };
+    create_probe(&w.db).await;
+    let mut owner = PgConnection::connect_with(&w.db.owner_options())
+        .await
+        .unwrap();
+    owner
+        .execute(
+            "CREATE TABLE tasks (organization_id uuid NOT NULL, project_id uuid NOT NULL, \
+             id uuid NOT NULL DEFAULT gen_random_uuid(), PRIMARY KEY (organization_id, id), \
+             FOREIGN KEY (organization_id, project_id) \
+             REFERENCES projects (organization_id, id) ON DELETE CASCADE)",
+        )
+        .await
+        .unwrap();
+    owner
+        .execute(sqlx::AssertSqlSafe(policy_sql_with(
+            "tasks",
+            &PolicyOptions::default().for_citus(),
+        )))
+        .await
+        .expect("tasks, distributed beside projects");
+    owner.close().await.unwrap();
+    w.db.grant_app(&["tasks"]).await.unwrap();
+    w.db.grant_service(&["projects"]).await.unwrap();
+    for org in [&w.a, &w.b] {
+        // One VALUES row per project: Citus runs an INSERT ... SELECT as a COPY, which
+        // Row-Level Security refuses (docs/scaling.md).
+        let projects: Vec<Uuid> = w
+            .pool
+            .with_rls_read(&org.ctx(Role::Member), async |tx| {
+                Ok::<_, Error>(
+                    sqlx::query_scalar("SELECT id FROM projects")
+                        .fetch_all(tx)
+                        .await?,
+                )
+            })
+            .await
+            .unwrap();
+        for p in projects {
+            run(
+                &w.pool,
+                &org.ctx(Role::Member),
+                &format!(
+                    "INSERT INTO tasks (organization_id, project_id) VALUES ('{}', '{p}')",
+                    org.id
+                ),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let service = w.db.service_pool(1).await.unwrap();
+    let purged = service.purge_organization(w.a.id).await.unwrap();
+    assert_eq!(purged, PROJECTS_PER_ORG as u64, "projects' rows");
+    let cluster = cluster().await.unwrap();
+    let mut admin =
+        PgConnection::connect_with(&cluster.coordinator().admin_options().database(w.db.name()))
+            .await
+            .unwrap();
+    let mut left = async |table: &str, org: &Org| -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {table} WHERE organization_id = $1"
+        )))
+        .bind(org.id.as_uuid())
+        .fetch_one(&mut admin)
+        .await
+        .unwrap()
+    };
+    assert_eq!(left("projects", &w.a).await, 0, "A's projects");
+    assert_eq!(left("tasks", &w.a).await, 0, "A's tasks");
+    assert_eq!(left("projects", &w.b).await, PROJECTS_PER_ORG as i64);
+    assert_eq!(left("tasks", &w.b).await, PROJECTS_PER_ORG as i64);
+    let probe_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM tenancy_probe")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(probe_rows, 1000, "not a tenant table");
+    assert!(matches!(
+        visible(&w.pool, &w.a.ctx(Role::Owner)).await,
+        Err(Error::NotAMember)
+    ));
+    assert_eq!(
+        visible(&w.pool, &w.b.ctx(Role::Member))
+            .await
+            .unwrap()
+            .len(),
+        PROJECTS_PER_ORG
+    );
+}
