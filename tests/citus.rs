@@ -1250,27 +1250,29 @@ async fn a_value_left_on_a_worker_connection_is_caught() {
     let a = w.a.id.to_string();
     let mut found = false;
     for _ in 0..5 {
-        let planted: Probed = pool
+        // The worker backends that ran the planting query (each ran some of its shards).
+        let planted: std::collections::BTreeSet<i32> = pool
             .with_rls(&w.a.ctx(Role::Member), async |tx| {
-                sqlx::query(
-                    "SELECT count(*) FROM (SELECT set_config('app.current_org_id', $1, false), \
-                     set_config('app.current_unit', 'left over', false) FROM tenancy_probe) s",
+                Ok::<_, Error>(
+                    sqlx::query_scalar(
+                        "SELECT DISTINCT pid FROM (SELECT pg_backend_pid() AS pid, \
+                         set_config('app.current_org_id', $1, false), \
+                         set_config('app.current_unit', 'left over', false) FROM tenancy_probe) s",
+                    )
+                    .bind(&a)
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .collect(),
                 )
-                .bind(&a)
-                .execute(&mut *tx)
-                .await?;
-                Ok::<_, Error>(probe(tx).await)
             })
             .await
             .unwrap();
+        assert!(!planted.is_empty());
         let (probed, seen) = outside_a_unit(&pool).await;
-        let reused: Vec<_> = probed
-            .iter()
-            .filter(|r| pids(&planted).contains(&r.0))
-            .collect();
         // Every reused worker backend holds A's values; a fresh one holds nothing.
         for r in &probed {
-            if pids(&planted).contains(&r.0) {
+            if planted.contains(&r.0) {
                 assert_eq!(
                     (r.1.as_str(), r.4.as_str()),
                     (a.as_str(), "left over"),
@@ -1280,7 +1282,9 @@ async fn a_value_left_on_a_worker_connection_is_caught() {
                 assert_eq!((r.1.as_str(), r.4.as_str()), ("", ""), "{r:?}");
             }
         }
-        if !reused.is_empty() {
+        // When every worker backend of that transaction was one of the planted ones, its
+        // projects query ran there too: A's rows, outside any unit.
+        if !probed.is_empty() && probed.iter().all(|r| planted.contains(&r.0)) {
             assert!(
                 seen > 0,
                 "A's rows outside a unit on the reused worker backends"
