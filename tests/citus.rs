@@ -1070,17 +1070,19 @@ async fn a_member_cannot_act_as_an_admin_on_a_role_guarded_distributed_table(rol
 }
 
 /// What every worker connection a transaction uses holds of the unit context: for each
-/// backend on a worker (its pid), the four settings (empty when unset). `tenancy_probe` is a
+/// backend on a worker (its pid), the context settings (empty when unset; the permissions
+/// setting, where the migrations have it, only checked to be empty outside a unit). `tenancy_probe` is a
 /// distributed table without Row-Level Security with rows on every shard, so the query runs
 /// on every shard, in or out of a unit.
 const PROBE: &str = "SELECT DISTINCT pg_backend_pid(), \
     coalesce(current_setting('app.current_org_id', true), ''), \
     coalesce(current_setting('app.current_user_id', true), ''), \
     coalesce(current_setting('app.current_org_role', true), ''), \
-    coalesce(current_setting('app.current_unit', true), '') \
+    coalesce(current_setting('app.current_unit', true), ''), \
+    coalesce(current_setting('app.current_permissions', true), '') \
     FROM tenancy_probe";
 
-type Probed = Vec<(i32, String, String, String, String)>;
+type Probed = Vec<(i32, String, String, String, String, String)>;
 
 /// Creates `tenancy_probe` (distributed, no policy, 1,000 rows: every shard has some).
 async fn create_probe(db: &TestDatabase) {
@@ -1148,7 +1150,7 @@ async fn a_units_context_ends_with_it_on_the_cached_worker_connections(role: As)
     };
     let expect_own = |p: &Probed, org: &Org| {
         assert!(!p.is_empty());
-        for (pid, id, user, r, unit) in p {
+        for (pid, id, user, r, unit, _) in p {
             assert_eq!(
                 (id.as_str(), user.as_str(), r.as_str()),
                 (org.id.to_string().as_str(), org.member.as_str(), "member"),
@@ -1162,10 +1164,13 @@ async fn a_units_context_ends_with_it_on_the_cached_worker_connections(role: As)
     let expect_nothing_left = async |before: &Probed, after_what: &str| -> bool {
         let (probed, seen) = outside_a_unit(&pool).await;
         assert!(!probed.is_empty());
-        for (pid, id, user, r, unit) in &probed {
+        for (pid, id, user, r, unit, permissions) in &probed {
             assert!(
-                id.is_empty() && user.is_empty() && r.is_empty() && unit.is_empty(),
-                "after {after_what}, worker backend {pid} holds ({id:?}, {user:?}, {r:?}, {unit:?})"
+                [id, user, r, unit, permissions]
+                    .iter()
+                    .all(|v| v.is_empty()),
+                "after {after_what}, worker backend {pid} holds \
+                 ({id:?}, {user:?}, {r:?}, {unit:?}, {permissions:?})"
             );
         }
         assert_eq!(seen, 0, "after {after_what}, outside a unit");
