@@ -63,15 +63,17 @@ enum As {
 struct Org {
     id: OrgId,
     owner: UserId,
+    admin: UserId,
     member: UserId,
 }
 
 impl Org {
+    /// The context of the organization's user with `role` (its owner, admin or member).
     fn ctx(&self, role: Role) -> OrgContext {
-        let user = if role == Role::Owner {
-            &self.owner
-        } else {
-            &self.member
+        let user = match role {
+            Role::Owner => &self.owner,
+            Role::Admin => &self.admin,
+            Role::Member => &self.member,
         };
         OrgContext::from_verified_session(self.id, user.clone(), role)
     }
@@ -85,7 +87,7 @@ struct World {
 }
 
 /// A fresh database on the cluster with `projects` distributed, and two organizations, each
-/// with an owner, a member and [`PROJECTS_PER_ORG`] projects written through units.
+/// with an owner, an admin, a member and [`PROJECTS_PER_ORG`] projects written through units.
 async fn world(role: As) -> Option<World> {
     let cluster = cluster().await?;
     let db = cluster.create_database().await.expect("Citus database");
@@ -115,12 +117,16 @@ async fn seed(pool: &TenantPool, slug: &str) -> Org {
     let org = Org {
         id,
         owner: UserId::new(format!("user_{slug}_owner")).unwrap(),
+        admin: UserId::new(format!("user_{slug}_admin")).unwrap(),
         member: UserId::new(format!("user_{slug}_member")).unwrap(),
     };
     let owner = pool
         .create_organization(id, slug, Some(slug), &org.owner)
         .await
         .expect("create organization");
+    pool.add_member(&owner, &org.admin, Role::Admin)
+        .await
+        .expect("add admin");
     pool.add_member(&owner, &org.member, Role::Member)
         .await
         .expect("add member");
@@ -156,6 +162,18 @@ fn sqlstate(e: &Error) -> Option<String> {
     }
 }
 
+/// Runs `sql` in a write unit as `ctx`: the rows it affected.
+async fn run(pool: &TenantPool, ctx: &OrgContext, sql: &str) -> Result<u64, Error> {
+    let sql = sql.to_owned();
+    pool.with_rls(ctx, async |tx| {
+        Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected())
+    })
+    .await
+}
+
 macro_rules! both_roles {
     ($($case:ident),* $(,)?) => {
         mod as_app {
@@ -173,6 +191,10 @@ both_roles!(
     no_unit_sees_no_rows,
     the_entry_refuses_non_members_deleted_organizations_and_escalation,
     planted_context_does_not_reach_the_next_unit,
+    forged_contexts_are_refused_before_the_closure_runs,
+    stale_memberships_are_refused,
+    a_member_cannot_act_as_an_admin_on_a_role_guarded_distributed_table,
+    a_units_context_ends_with_it_on_the_cached_worker_connections,
 );
 
 /// A unit's `SELECT` without `WHERE` fans out to every shard (its plan says so) and returns
@@ -776,4 +798,669 @@ async fn the_ledger_is_exact_under_load() {
         assert_eq!(units, want, "the ledger of {:?}", org.id);
     }
     eprintln!("ledger: {expected:?} in {secs} s");
+}
+
+/// A forged context (a user who is no member of A, and B's owner claiming A) is refused at the
+/// entry on Citus as on one server, by the read, write and explicit-transaction entries and by
+/// `add_member`, before the closure runs. Positive control: once A's owner adds the stranger,
+/// the same context enters and sees A's rows (on every shard) and no other's.
+async fn forged_contexts_are_refused_before_the_closure_runs(role: As) {
+    let Some(w) = world(role).await else { return };
+    let stranger = UserId::new("user_mallory").unwrap();
+    let forged = OrgContext::from_verified_session(w.a.id, stranger.clone(), Role::Owner);
+    let elsewhere = OrgContext::from_verified_session(w.a.id, w.b.owner.clone(), Role::Owner);
+    for ctx in [&forged, &elsewhere] {
+        let ran = std::sync::atomic::AtomicBool::new(false);
+        let e = w
+            .pool
+            .with_rls(ctx, async |_tx| {
+                ran.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok::<_, Error>(())
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::NotAMember), "{e}");
+        let e = w
+            .pool
+            .with_rls_read(ctx, async |_tx| {
+                ran.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok::<_, Error>(())
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::NotAMember), "{e}");
+        assert!(
+            !ran.load(std::sync::atomic::Ordering::SeqCst),
+            "the closure ran"
+        );
+        assert!(matches!(
+            w.pool.begin(ctx).await.unwrap_err(),
+            Error::NotAMember
+        ));
+    }
+    let e = w
+        .pool
+        .add_member(&forged, &stranger, Role::Owner)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::NotAMember), "{e}");
+    // Positive control: the owner adds the stranger, who then enters A, and only A.
+    w.pool
+        .add_member(&w.a.ctx(Role::Owner), &stranger, Role::Member)
+        .await
+        .unwrap();
+    let admitted = OrgContext::from_verified_session(w.a.id, stranger, Role::Member);
+    let seen = visible(&w.pool, &admitted).await.unwrap();
+    assert_eq!(seen.len(), PROJECTS_PER_ORG);
+    assert!(seen.iter().all(|o| o == w.a.id.as_uuid()), "{seen:?}");
+}
+
+/// A stale context is refused from the next unit on: a member the admin removed
+/// (`NotAMember`), an admin the owner demoted to member acting as admin (`InsufficientRole`),
+/// and, once the owner marks the organization deleted, everyone in it, `authorize` included.
+/// Positive controls: each context enters until its membership changes, the demoted admin
+/// still enters as a member, and organization B is unaffected.
+async fn stale_memberships_are_refused(role: As) {
+    let Some(w) = world(role).await else { return };
+    let member = w.a.ctx(Role::Member);
+    assert_eq!(
+        visible(&w.pool, &member).await.unwrap().len(),
+        PROJECTS_PER_ORG
+    );
+    let removed = run(
+        &w.pool,
+        &w.a.ctx(Role::Admin),
+        &format!(
+            "DELETE FROM organization_members WHERE user_id = '{}'",
+            w.a.member
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(removed, 1);
+    let e = visible(&w.pool, &member).await.unwrap_err();
+    assert!(matches!(e, Error::NotAMember), "{e}");
+
+    let admin = w.a.ctx(Role::Admin);
+    assert_eq!(
+        visible(&w.pool, &admin).await.unwrap().len(),
+        PROJECTS_PER_ORG
+    );
+    run(
+        &w.pool,
+        &w.a.ctx(Role::Owner),
+        &format!(
+            "UPDATE organization_members SET role = 'member' WHERE user_id = '{}'",
+            w.a.admin
+        ),
+    )
+    .await
+    .unwrap();
+    let e = visible(&w.pool, &admin).await.unwrap_err();
+    assert!(matches!(e, Error::InsufficientRole { .. }), "{e}");
+    let demoted = OrgContext::from_verified_session(w.a.id, w.a.admin.clone(), Role::Member);
+    assert_eq!(
+        visible(&w.pool, &demoted).await.unwrap().len(),
+        PROJECTS_PER_ORG
+    );
+
+    assert_eq!(
+        run(
+            &w.pool,
+            &w.a.ctx(Role::Owner),
+            "UPDATE organizations SET deleted_at = now()"
+        )
+        .await
+        .unwrap(),
+        1
+    );
+    for ctx in [w.a.ctx(Role::Owner), demoted] {
+        let e = visible(&w.pool, &ctx).await.unwrap_err();
+        assert!(matches!(e, Error::NotAMember), "{e}");
+        assert!(matches!(
+            w.pool.authorize(ctx.user_id(), ctx.org_id()).await,
+            Err(Error::NotAMember)
+        ));
+    }
+    let seen = visible(&w.pool, &w.b.ctx(Role::Member)).await.unwrap();
+    assert_eq!(seen.len(), PROJECTS_PER_ORG);
+    assert!(seen.iter().all(|o| o == w.b.id.as_uuid()), "{seen:?}");
+}
+
+/// A distributed table only admins and owners may use: `organization_id =
+/// tenancy_current_org_id_at_least('admin')`, the bare form, evaluated on the workers with the
+/// role the entry propagated.
+const SECRETS: &str = "
+CREATE TABLE secrets (
+    organization_id uuid NOT NULL,
+    id              uuid NOT NULL DEFAULT gen_random_uuid(),
+    value           text NOT NULL,
+    PRIMARY KEY (organization_id, id));
+ALTER TABLE secrets ENABLE ROW LEVEL SECURITY;
+ALTER TABLE secrets FORCE ROW LEVEL SECURITY;
+CREATE POLICY admins_only ON secrets
+    USING      (organization_id = tenancy_current_org_id_at_least('admin'))
+    WITH CHECK (organization_id = tenancy_current_org_id_at_least('admin'));
+SELECT tenancy_distribute('secrets')";
+
+/// On a role-guarded distributed table a member sees nothing, writes nothing, cannot claim
+/// admin at the entry, and cannot make itself admin with raw SQL: not by promoting its own
+/// membership (the coordinator's policies), not by `set_config` of the role inside its unit
+/// (it never reaches the workers, where the guard runs). Positive control: the admin (and
+/// the owner) sees, inserts and updates its organization's rows there, and only those.
+async fn a_member_cannot_act_as_an_admin_on_a_role_guarded_distributed_table(role: As) {
+    let Some(w) = world(role).await else { return };
+    let mut owner = PgConnection::connect_with(&w.db.owner_options())
+        .await
+        .unwrap();
+    owner.execute(SECRETS).await.expect("secrets, distributed");
+    owner.close().await.unwrap();
+    w.db.grant_app(&["secrets"]).await.unwrap();
+    let count = async |ctx: &OrgContext| -> Result<i64, Error> {
+        w.pool
+            .with_rls_read(ctx, async |tx| {
+                Ok(sqlx::query_scalar("SELECT count(*) FROM secrets")
+                    .fetch_one(tx)
+                    .await?)
+            })
+            .await
+    };
+    for org in [&w.a, &w.b] {
+        let insert = format!(
+            "INSERT INTO secrets (organization_id, value) VALUES ('{}', 'key')",
+            org.id
+        );
+        assert_eq!(
+            run(&w.pool, &org.ctx(Role::Admin), &insert).await.unwrap(),
+            1
+        );
+        assert_eq!(
+            run(&w.pool, &org.ctx(Role::Owner), &insert).await.unwrap(),
+            1
+        );
+    }
+    let (admin, member) = (w.a.ctx(Role::Admin), w.a.ctx(Role::Member));
+    assert_eq!(
+        count(&admin).await.unwrap(),
+        2,
+        "the admin sees A's two rows"
+    );
+    assert_eq!(
+        run(&w.pool, &admin, "UPDATE secrets SET value = 'rotated'")
+            .await
+            .unwrap(),
+        2,
+        "the admin updates A's rows, and no other's"
+    );
+
+    assert_eq!(count(&member).await.unwrap(), 0);
+    assert_eq!(
+        run(&w.pool, &member, "UPDATE secrets SET value = 'x'")
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        run(&w.pool, &member, "DELETE FROM secrets").await.unwrap(),
+        0
+    );
+    let e = run(
+        &w.pool,
+        &member,
+        &format!(
+            "INSERT INTO secrets (organization_id, value) VALUES ('{}', 'x')",
+            w.a.id
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("42501"), "{e}");
+    let claimed = OrgContext::from_verified_session(w.a.id, w.a.member.clone(), Role::Admin);
+    assert!(matches!(
+        count(&claimed).await,
+        Err(Error::InsufficientRole { .. })
+    ));
+    assert_eq!(
+        run(
+            &w.pool,
+            &member,
+            &format!(
+                "UPDATE organization_members SET role = 'admin' WHERE user_id = '{}'",
+                w.a.member
+            )
+        )
+        .await
+        .unwrap(),
+        0,
+        "the member promoted itself"
+    );
+    let via_set_config: (i64, u64) = w
+        .pool
+        .with_rls(&member, async |tx| {
+            sqlx::query("SELECT set_config('app.current_org_role', 'admin', true)")
+                .execute(&mut *tx)
+                .await?;
+            let seen = sqlx::query_scalar("SELECT count(*) FROM secrets")
+                .fetch_one(&mut *tx)
+                .await?;
+            let updated = sqlx::query("UPDATE secrets SET value = 'x'")
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            Ok::<_, Error>((seen, updated))
+        })
+        .await
+        .unwrap();
+    assert_eq!(via_set_config, (0, 0), "set_config reached the workers");
+    // Nothing changed: A's two rows, rotated by its admin; B's untouched.
+    let values = async |ctx: &OrgContext| -> Vec<String> {
+        w.pool
+            .with_rls_read(ctx, async |tx| {
+                Ok::<_, Error>(
+                    sqlx::query_scalar("SELECT value FROM secrets ORDER BY value")
+                        .fetch_all(tx)
+                        .await?,
+                )
+            })
+            .await
+            .unwrap()
+    };
+    assert_eq!(values(&w.a.ctx(Role::Owner)).await, ["rotated", "rotated"]);
+    assert_eq!(values(&w.b.ctx(Role::Admin)).await, ["key", "key"]);
+}
+
+/// What every worker connection a transaction uses holds of the unit context: for each
+/// backend on a worker (its pid), the context settings (empty when unset; the permissions
+/// setting, where the migrations have it, only checked to be empty outside a unit). `tenancy_probe` is a
+/// distributed table without Row-Level Security with rows on every shard, so the query runs
+/// on every shard, in or out of a unit.
+const PROBE: &str = "SELECT DISTINCT pg_backend_pid(), \
+    coalesce(current_setting('app.current_org_id', true), ''), \
+    coalesce(current_setting('app.current_user_id', true), ''), \
+    coalesce(current_setting('app.current_org_role', true), ''), \
+    coalesce(current_setting('app.current_unit', true), ''), \
+    coalesce(current_setting('app.current_permissions', true), '') \
+    FROM tenancy_probe";
+
+type Probed = Vec<(i32, String, String, String, String, String)>;
+
+/// Creates `tenancy_probe` (distributed, no policy, 1,000 rows: every shard has some).
+async fn create_probe(db: &TestDatabase) {
+    let mut owner = PgConnection::connect_with(&db.owner_options())
+        .await
+        .unwrap();
+    owner
+        .execute(
+            "CREATE TABLE tenancy_probe (organization_id uuid NOT NULL, n int NOT NULL); \
+             SELECT create_distributed_table('tenancy_probe', 'organization_id'); \
+             INSERT INTO tenancy_probe SELECT gen_random_uuid(), g FROM generate_series(1, 1000) g",
+        )
+        .await
+        .unwrap();
+    owner.close().await.unwrap();
+    db.grant_app(&["tenancy_probe"]).await.unwrap();
+}
+
+async fn probe(conn: &mut PgConnection) -> Probed {
+    sqlx::query_as(PROBE).fetch_all(conn).await.unwrap()
+}
+
+/// In a transaction that enters no unit, on the pool's one connection: what the worker
+/// connections hold, and how many projects it sees.
+async fn outside_a_unit(pool: &TenantPool) -> (Probed, i64) {
+    let mut conn = pool.pool().acquire().await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    let probed = probe(&mut tx).await;
+    let seen = sqlx::query_scalar("SELECT count(*) FROM projects")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    (probed, seen)
+}
+
+fn pids(p: &Probed) -> std::collections::BTreeSet<i32> {
+    p.iter().map(|r| r.0).collect()
+}
+
+/// Row 7 of docs/security.md's open findings, for the context the entries send: a unit's
+/// context reaches the worker connections as `SET LOCAL`, which ends with the transaction.
+/// On a pool of one connection, whose coordinator backend keeps its worker connections
+/// between transactions (asserted: the same worker backends serve the next transaction), after
+/// a committed unit, a unit that returned an error (rolled back), a unit that failed on a
+/// worker, and a read unit, a transaction outside any unit finds every setting empty on every
+/// worker connection and sees no project; the next unit, of the other organization, on the
+/// same worker backends, has its own context there and sees its own rows. The check is shown
+/// to catch a value that does outlive its unit in
+/// `a_value_left_on_a_worker_connection_is_caught`.
+async fn a_units_context_ends_with_it_on_the_cached_worker_connections(role: As) {
+    let Some(w) = world(role).await else { return };
+    create_probe(&w.db).await;
+    let pool = match role {
+        As::App => w.db.app_pool(1).await,
+        As::Owner => w.db.owner_pool(1).await,
+    }
+    .unwrap();
+    let in_unit = async |org: &Org| -> Probed {
+        pool.with_rls(&org.ctx(Role::Member), async |tx| {
+            Ok::<_, Error>(probe(tx).await)
+        })
+        .await
+        .unwrap()
+    };
+    let expect_own = |p: &Probed, org: &Org| {
+        assert!(!p.is_empty());
+        for (pid, id, user, r, unit, _) in p {
+            assert_eq!(
+                (id.as_str(), user.as_str(), r.as_str()),
+                (org.id.to_string().as_str(), org.member.as_str(), "member"),
+                "worker backend {pid}"
+            );
+            assert!(!unit.is_empty(), "worker backend {pid}: no unit marker");
+        }
+    };
+    // Asserts that nothing of a unit is left, and returns whether the worker backends were
+    // the ones `before` used (otherwise the round proved nothing about reuse).
+    let expect_nothing_left = async |before: &Probed, after_what: &str| -> bool {
+        let (probed, seen) = outside_a_unit(&pool).await;
+        assert!(!probed.is_empty());
+        for (pid, id, user, r, unit, permissions) in &probed {
+            assert!(
+                [id, user, r, unit, permissions]
+                    .iter()
+                    .all(|v| v.is_empty()),
+                "after {after_what}, worker backend {pid} holds \
+                 ({id:?}, {user:?}, {r:?}, {unit:?}, {permissions:?})"
+            );
+        }
+        assert_eq!(seen, 0, "after {after_what}, outside a unit");
+        !pids(before).is_disjoint(&pids(&probed))
+    };
+    let mut reused = Vec::new();
+    for _ in 0..3 {
+        // A committed unit of A.
+        let a = in_unit(&w.a).await;
+        expect_own(&a, &w.a);
+        reused.push(expect_nothing_left(&a, "a committed unit").await);
+        // B's unit next, on the worker backends A's unit used.
+        let b = in_unit(&w.b).await;
+        expect_own(&b, &w.b);
+        reused.push(!pids(&a).is_disjoint(&pids(&b)));
+        let seen = visible(&pool, &w.b.ctx(Role::Member)).await.unwrap();
+        assert_eq!(seen.len(), PROJECTS_PER_ORG);
+        assert!(seen.iter().all(|o| o == w.b.id.as_uuid()), "{seen:?}");
+        // A unit of A that returns an error: rolled back.
+        let mut probed = Probed::new();
+        let e = pool
+            .with_rls(&w.a.ctx(Role::Member), async |tx| {
+                probed = probe(tx).await;
+                Err::<(), _>(Error::NotAMember)
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::NotAMember));
+        expect_own(&probed, &w.a);
+        reused.push(expect_nothing_left(&probed, "a rolled-back unit").await);
+        // A unit of A that fails on a worker (its insert into B refused there), after a probe.
+        let mut probed = Probed::new();
+        let e = pool
+            .with_rls(&w.a.ctx(Role::Member), async |tx| {
+                probed = probe(&mut *tx).await;
+                sqlx::query("INSERT INTO projects (organization_id, name) VALUES ($1, 'x')")
+                    .bind(w.b.id.as_uuid())
+                    .execute(&mut *tx)
+                    .await?;
+                Ok::<_, Error>(())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e).as_deref(), Some("42501"), "{e}");
+        expect_own(&probed, &w.a);
+        reused.push(expect_nothing_left(&probed, "a failed unit").await);
+        // A read unit (it ends with a ROLLBACK the pool does not wait for).
+        let read = pool
+            .with_rls_read(&w.a.ctx(Role::Member), async |tx| {
+                Ok::<_, Error>(probe(tx).await)
+            })
+            .await
+            .unwrap();
+        expect_own(&read, &w.a);
+        reused.push(expect_nothing_left(&read, "a read unit").await);
+    }
+    // The premise: the worker backends were reused (Citus keeps one connection per worker for
+    // the coordinator backend), so a setting that outlived its transaction would have been
+    // found. Citus may open fresh ones now and then; most rounds reuse.
+    let hits = reused.iter().filter(|r| **r).count();
+    assert!(
+        hits * 2 > reused.len(),
+        "worker backends reused in {hits} of {} rounds",
+        reused.len()
+    );
+}
+
+/// The check above catches a context value that outlives its unit on a worker connection:
+/// SQL in A's unit leaves the values at session level on the worker backends (a `set_config(
+/// ..., false)` in a query pushed down to the shards; what a propagation that is not
+/// transaction-local would leave). A transaction outside any unit on the same connection then
+/// finds A's organization on the reused worker backends, and sees A's rows there (row 7 of
+/// docs/security.md's open findings: the residual). The next unit of B still sees only B's
+/// rows, its `SET LOCAL`s override the leftovers while it runs.
+#[tokio::test]
+async fn a_value_left_on_a_worker_connection_is_caught() {
+    let Some(w) = world(As::App).await else {
+        return;
+    };
+    create_probe(&w.db).await;
+    let pool = w.db.app_pool(1).await.unwrap();
+    let a = w.a.id.to_string();
+    let mut found = false;
+    for _ in 0..5 {
+        // The worker backends that ran the planting query (each ran some of its shards).
+        let planted: std::collections::BTreeSet<i32> = pool
+            .with_rls(&w.a.ctx(Role::Member), async |tx| {
+                Ok::<_, Error>(
+                    sqlx::query_scalar(
+                        "SELECT DISTINCT pid FROM (SELECT pg_backend_pid() AS pid, \
+                         set_config('app.current_org_id', $1, false), \
+                         set_config('app.current_unit', 'left over', false) FROM tenancy_probe) s",
+                    )
+                    .bind(&a)
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .collect(),
+                )
+            })
+            .await
+            .unwrap();
+        assert!(!planted.is_empty());
+        let (probed, seen) = outside_a_unit(&pool).await;
+        // Every reused worker backend holds A's values; a fresh one holds nothing.
+        for r in &probed {
+            if planted.contains(&r.0) {
+                assert_eq!(
+                    (r.1.as_str(), r.4.as_str()),
+                    (a.as_str(), "left over"),
+                    "{r:?}"
+                );
+            } else {
+                assert_eq!((r.1.as_str(), r.4.as_str()), ("", ""), "{r:?}");
+            }
+        }
+        // When every worker backend of that transaction was one of the planted ones, its
+        // projects query ran there too: A's rows, outside any unit.
+        if !probed.is_empty() && probed.iter().all(|r| planted.contains(&r.0)) {
+            assert!(
+                seen > 0,
+                "A's rows outside a unit on the reused worker backends"
+            );
+            found = true;
+            break;
+        }
+    }
+    assert!(found, "the worker backends were never reused");
+    let seen = visible(&pool, &w.b.ctx(Role::Member)).await.unwrap();
+    assert_eq!(seen.len(), PROJECTS_PER_ORG);
+    assert!(seen.iter().all(|o| o == w.b.id.as_uuid()), "{seen:?}");
+}
+
+/// The default mode's documented limit (docs/security.md: SQL inside a unit can choose its
+/// context; hardened mode, which is refused on Citus, is the defence), on Citus. A
+/// `set_config` of B's organization inside A's unit changes the coordinator's setting only:
+/// the distributed table, whose policy runs on the workers, still shows A's rows and refuses
+/// a row for B. A `SET LOCAL` of the settings is propagated to the workers
+/// (`citus.propagate_set_commands` is `local` for the rest of the unit): the unit then reads
+/// and writes B's rows, as the same injection does on one server
+/// (`hardened::default_mode_lets_an_injection_switch_the_context`). Either way the switch ends
+/// with the unit: the next units of A and of B on the same connection see their own rows.
+#[tokio::test]
+async fn an_injected_context_on_citus_is_the_default_modes_limit() {
+    let Some(w) = world(As::App).await else {
+        return;
+    };
+    let pool = w.db.app_pool(1).await.unwrap();
+    let b = w.b.id.to_string();
+    let injected = async |switch: &'static str| -> (Vec<Uuid>, Result<u64, Error>) {
+        let b = b.clone();
+        pool.with_rls(&w.a.ctx(Role::Member), async |tx| {
+            sqlx::query(sqlx::AssertSqlSafe(switch.replace("$B", &b)))
+                .execute(&mut *tx)
+                .await?;
+            let seen: Vec<Uuid> = sqlx::query_scalar("SELECT organization_id FROM projects")
+                .fetch_all(&mut *tx)
+                .await?;
+            let wrote = sqlx::query(
+                "INSERT INTO projects (organization_id, name) VALUES ($1::uuid, 'planted')",
+            )
+            .bind(&b)
+            .execute(&mut *tx)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(Error::from);
+            Ok::<_, Error>((seen, wrote))
+        })
+        .await
+        .unwrap_or_else(|e| (Vec::new(), Err(e)))
+    };
+    let (seen, wrote) = injected("SELECT set_config('app.current_org_id', '$B', true)").await;
+    assert_eq!(seen.len(), PROJECTS_PER_ORG);
+    assert!(seen.iter().all(|o| o == w.a.id.as_uuid()), "{seen:?}");
+    let e = wrote.unwrap_err();
+    assert_eq!(sqlstate(&e).as_deref(), Some("42501"), "{e}");
+
+    let (seen, wrote) = injected("SET LOCAL app.current_org_id = '$B'").await;
+    assert_eq!(seen.len(), PROJECTS_PER_ORG);
+    assert!(seen.iter().all(|o| o == w.b.id.as_uuid()), "{seen:?}");
+    assert_eq!(wrote.unwrap(), 1);
+
+    for org in [&w.a, &w.b] {
+        let seen = visible(&pool, &org.ctx(Role::Member)).await.unwrap();
+        assert!(seen.iter().all(|o| o == org.id.as_uuid()), "{seen:?}");
+    }
+    assert_eq!(
+        visible(&pool, &w.b.ctx(Role::Member)).await.unwrap().len(),
+        PROJECTS_PER_ORG + 1,
+        "B holds the planted row"
+    );
+}
+
+/// `ServicePool::purge_organization` on Citus deletes the organization's rows from its
+/// distributed tenant tables (which lost their foreign key to `organizations` when
+/// distributed, where the one-server purge finds its tables) and no other organization's: the
+/// count is `projects`' rows, as on one server (`tasks`, a distributed child of `projects`, goes
+/// by its `ON DELETE CASCADE`), and a distributed table without Row-Level Security (not a
+/// tenant table) is left alone. The organization is marked deleted and its owner can no longer
+/// enter. Controls: B's rows, tasks and members are intact.
+#[tokio::test]
+async fn purging_an_organization_reaches_its_distributed_tables() {
+    let Some(w) = world(As::App).await else {
+        return;
+    };
+    create_probe(&w.db).await;
+    let mut owner = PgConnection::connect_with(&w.db.owner_options())
+        .await
+        .unwrap();
+    owner
+        .execute(
+            "CREATE TABLE tasks (organization_id uuid NOT NULL, project_id uuid NOT NULL, \
+             id uuid NOT NULL DEFAULT gen_random_uuid(), PRIMARY KEY (organization_id, id), \
+             FOREIGN KEY (organization_id, project_id) \
+             REFERENCES projects (organization_id, id) ON DELETE CASCADE)",
+        )
+        .await
+        .unwrap();
+    owner
+        .execute(sqlx::AssertSqlSafe(policy_sql_with(
+            "tasks",
+            &PolicyOptions::default().for_citus(),
+        )))
+        .await
+        .expect("tasks, distributed beside projects");
+    owner.close().await.unwrap();
+    w.db.grant_app(&["tasks"]).await.unwrap();
+    w.db.grant_service(&["projects"]).await.unwrap();
+    for org in [&w.a, &w.b] {
+        // One VALUES row per project: Citus runs an INSERT ... SELECT as a COPY, which
+        // Row-Level Security refuses (docs/scaling.md).
+        let projects: Vec<Uuid> = w
+            .pool
+            .with_rls_read(&org.ctx(Role::Member), async |tx| {
+                Ok::<_, Error>(
+                    sqlx::query_scalar("SELECT id FROM projects")
+                        .fetch_all(tx)
+                        .await?,
+                )
+            })
+            .await
+            .unwrap();
+        for p in projects {
+            run(
+                &w.pool,
+                &org.ctx(Role::Member),
+                &format!(
+                    "INSERT INTO tasks (organization_id, project_id) VALUES ('{}', '{p}')",
+                    org.id
+                ),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let service = w.db.service_pool(1).await.unwrap();
+    let purged = service.purge_organization(w.a.id).await.unwrap();
+    assert_eq!(purged, PROJECTS_PER_ORG as u64, "projects' rows");
+    let cluster = cluster().await.unwrap();
+    let mut admin =
+        PgConnection::connect_with(&cluster.coordinator().admin_options().database(w.db.name()))
+            .await
+            .unwrap();
+    let mut left = async |table: &str, org: &Org| -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {table} WHERE organization_id = $1"
+        )))
+        .bind(org.id.as_uuid())
+        .fetch_one(&mut admin)
+        .await
+        .unwrap()
+    };
+    assert_eq!(left("projects", &w.a).await, 0, "A's projects");
+    assert_eq!(left("tasks", &w.a).await, 0, "A's tasks");
+    assert_eq!(left("projects", &w.b).await, PROJECTS_PER_ORG as i64);
+    assert_eq!(left("tasks", &w.b).await, PROJECTS_PER_ORG as i64);
+    let probe_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM tenancy_probe")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(probe_rows, 1000, "not a tenant table");
+    assert!(matches!(
+        visible(&w.pool, &w.a.ctx(Role::Owner)).await,
+        Err(Error::NotAMember)
+    ));
+    assert_eq!(
+        visible(&w.pool, &w.b.ctx(Role::Member))
+            .await
+            .unwrap()
+            .len(),
+        PROJECTS_PER_ORG
+    );
 }
