@@ -258,9 +258,9 @@ BEGIN
             || pg_catalog.set_config('app.current_org_id', org::text, true)
             || pg_catalog.set_config('app.current_user_id', member, true)
             || pg_catalog.set_config('lock_timeout', '2s', true);
-    SELECT m.role, r.permissions INTO found_role, found_perms
+    SELECT m.role, %1$I.tenancy_role_permissions(coalesce(m.role_key, m.role))
+      INTO found_role, found_perms
       FROM %1$I.organization_members m JOIN %1$I.organizations o ON o.id = m.organization_id
-      LEFT JOIN %1$I.tenancy_roles r ON r.key = coalesce(m.role_key, m.role)
      WHERE m.organization_id = org AND m.user_id = member AND o.id = org AND o.deleted_at IS NULL;
     IF found_role IS NULL
        OR %1$I.tenancy_role_rank(required) IS NULL
@@ -436,9 +436,9 @@ BEGIN
     IF EXISTS (SELECT 1 FROM tenancy_context_key) THEN
         PERFORM tenancy_seal((extract(epoch FROM pg_catalog.statement_timestamp()) + 60)::bigint);
     END IF;
-    SELECT m.role, r.permissions INTO found_role, found_perms
+    SELECT m.role, tenancy_role_permissions(coalesce(m.role_key, m.role))
+      INTO found_role, found_perms
       FROM organization_members m JOIN organizations o ON o.id = m.organization_id
-      LEFT JOIN tenancy_roles r ON r.key = coalesce(m.role_key, m.role)
      WHERE m.organization_id = org AND m.user_id = member AND o.id = org AND o.deleted_at IS NULL;
     FOR i IN 1..7 LOOP
         ignored := pg_catalog.set_config(names[i], previous[i], true);

@@ -223,9 +223,9 @@ BEGIN
         END IF;
         found_role := 'owner';
     ELSE
-        SELECT m.role, r.permissions INTO found_role, found_perms
+        SELECT m.role, tenancy_role_permissions(coalesce(m.role_key, m.role))
+          INTO found_role, found_perms
           FROM organization_members m JOIN organizations o ON o.id = m.organization_id
-          LEFT JOIN tenancy_roles r ON r.key = coalesce(m.role_key, m.role)
          WHERE m.organization_id = org AND m.user_id = member AND o.id = org
            AND o.deleted_at IS NULL;
         IF found_role IS NULL THEN

@@ -8,9 +8,10 @@
 -- units entered without an organization (the Clerk sync's `role.*` and `permission.*` events,
 -- or `tenancy_set_role_permissions` for applications without Clerk). Every entry sets the unit's
 -- permissions with its context (`app.current_permissions`, same round trip): those of the
--- membership's role key (`organization_members.role_key`, else its `role`), joined by primary
--- key in the entry's membership lookup (one index probe more, in the same query). Policies read
--- them through the context functions of file 2:
+-- membership's role key (`organization_members.role_key`, else its `role`), read in the entry's
+-- membership query through `tenancy_role_permissions(key)`: a function that the table's writes
+-- rebuild (below) as one inlined expression over the definitions, so that the entry scans no
+-- second table. Policies read them through the context functions of file 2:
 --     organization_id = (SELECT tenancy_current_org_id_with('org:invoices:write'))
 -- (one per-statement value, still an index condition), and `tenancy_current_permissions()`.
 --
@@ -268,6 +269,49 @@ BEGIN
     RETURN true;
 END
 $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- The definitions as the entries read them: `tenancy_role_permissions(key)`, the permissions
+-- `key` grants ('' for none), one CASE over the live definitions, inlined into the entry's
+-- membership query (no scan of tenancy_roles per unit; the entries' cached plans are replanned
+-- when it changes). Every statement that writes tenancy_roles rebuilds it, in the same
+-- transaction (a statement trigger, as the owner: the function is the owner's), so it is never
+-- other than the committed table. Its body names pg_catalog's `=` (inlined, it is parsed on the
+-- caller's search_path). One comparison per defined role: an instance with tens of roles costs
+-- tens of comparisons per unit.
+CREATE FUNCTION tenancy_role_permissions(key text) RETURNS text
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$ SELECT ''::pg_catalog.text $$;
+
+CREATE FUNCTION tenancy_build_role_permissions() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path FROM CURRENT
+    AS $$
+DECLARE
+    s    text := pg_catalog.quote_ident((
+                 SELECT n.nspname FROM pg_catalog.pg_proc p
+                   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                  WHERE p.oid = 'tenancy_build_role_permissions()'::pg_catalog.regprocedure));
+    body text;
+BEGIN
+    SELECT 'SELECT CASE '
+           || pg_catalog.string_agg(pg_catalog.format('WHEN $1 OPERATOR(pg_catalog.=) %L::pg_catalog.text THEN %L::pg_catalog.text',
+                                                      r.key, r.permissions), ' ' ORDER BY r.key)
+           || ' ELSE ''''::pg_catalog.text END'
+      INTO body
+      FROM tenancy_roles r WHERE r.permissions <> '';
+    EXECUTE pg_catalog.format(
+        'CREATE OR REPLACE FUNCTION %s.tenancy_role_permissions(key text) RETURNS text '
+        'LANGUAGE sql STABLE PARALLEL SAFE AS %L',
+        s, coalesce(body, 'SELECT ''''::pg_catalog.text'));
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION tenancy_build_role_permissions() FROM PUBLIC;
+
+CREATE TRIGGER tenancy_build_role_permissions
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy_roles
+    FOR EACH STATEMENT EXECUTE FUNCTION tenancy_build_role_permissions();
 
 SELECT tenancy_pin_search_path();
 
