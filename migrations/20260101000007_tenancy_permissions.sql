@@ -88,12 +88,18 @@ COMMENT ON POLICY service_maintenance ON tenancy_permissions IS
 
 -- Serializes the writers of role definitions (above). Waits at most 5 s (55P03: a retried
 -- delivery applies later).
+-- Only in READ COMMITTED: the statements after the lock then see every definition committed
+-- before it (a REPEATABLE READ snapshot, taken before the lock, would not: 40001).
 CREATE FUNCTION tenancy_lock_roles() RETURNS void
     LANGUAGE plpgsql VOLATILE
     SET search_path FROM CURRENT
     SET lock_timeout = '5s'
     AS $$
 BEGIN
+    IF pg_catalog.current_setting('transaction_isolation') OPERATOR(pg_catalog.<>) 'read committed' THEN
+        RAISE EXCEPTION 'tenancy: role definitions are written in READ COMMITTED transactions only'
+            USING ERRCODE = '40001';
+    END IF;
     LOCK TABLE tenancy_roles, tenancy_permissions IN SHARE ROW EXCLUSIVE MODE;
 END
 $$;
@@ -278,7 +284,10 @@ $$;
 -- transaction (a statement trigger, as the owner: the function is the owner's), so it is never
 -- other than the committed table. Its body names pg_catalog's `=` (inlined, it is parsed on the
 -- caller's search_path). One comparison per defined role: an instance with tens of roles costs
--- tens of comparisons per unit.
+-- tens of comparisons per unit; more than 100 live definitions are refused (54000). The rebuild
+-- takes the writers' lock (tenancy_lock_roles: READ COMMITTED, so that it reads every committed
+-- definition, not a snapshot older than the last writer's), and fires on a logical-replication
+-- subscriber too.
 CREATE FUNCTION tenancy_role_permissions(key text) RETURNS text
     LANGUAGE sql STABLE PARALLEL SAFE
     AS $$ SELECT ''::pg_catalog.text $$;
@@ -293,7 +302,14 @@ DECLARE
                    JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
                   WHERE p.oid = 'tenancy_build_role_permissions()'::pg_catalog.regprocedure));
     body text;
+    n    bigint;
 BEGIN
+    PERFORM tenancy_lock_roles();
+    SELECT pg_catalog.count(*) INTO n FROM tenancy_roles r WHERE r.permissions <> '';
+    IF n > 100 THEN
+        RAISE EXCEPTION 'tenancy: more than 100 roles grant permissions (every entry compares each)'
+            USING ERRCODE = '54000';
+    END IF;
     SELECT 'SELECT CASE '
            || pg_catalog.string_agg(pg_catalog.format('WHEN $1 OPERATOR(pg_catalog.=) %L::pg_catalog.text THEN %L::pg_catalog.text',
                                                       r.key, r.permissions), ' ' ORDER BY r.key)
@@ -312,6 +328,7 @@ REVOKE ALL ON FUNCTION tenancy_build_role_permissions() FROM PUBLIC;
 CREATE TRIGGER tenancy_build_role_permissions
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy_roles
     FOR EACH STATEMENT EXECUTE FUNCTION tenancy_build_role_permissions();
+ALTER TABLE tenancy_roles ENABLE ALWAYS TRIGGER tenancy_build_role_permissions;
 
 SELECT tenancy_pin_search_path();
 

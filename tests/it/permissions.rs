@@ -611,3 +611,35 @@ async fn concurrent_deliveries_apply_one_after_the_other() {
     b.unwrap();
     assert!(unit_permissions(&w.pool, &admin).await.is_empty());
 }
+
+/// Role definitions are written in READ COMMITTED transactions only: a REPEATABLE READ writer
+/// would rebuild what the entries read from a snapshot older than the last writer's commit (a
+/// revocation committed meanwhile would come back). Refused with 40001; the control, the same
+/// write in READ COMMITTED, applies.
+#[tokio::test]
+async fn role_definitions_are_written_in_read_committed_only() {
+    use sqlx::{Connection, Executor};
+    let (w, _service) = invoices_world(As::App).await;
+    let mut conn = sqlx::PgConnection::connect_with(&w.db.service_options())
+        .await
+        .unwrap();
+    for (level, refused) in [("REPEATABLE READ", true), ("READ COMMITTED", false)] {
+        conn.execute(sqlx::AssertSqlSafe(format!(
+            "BEGIN ISOLATION LEVEL {level}; \
+             CALL tenancy_enter_service(NULL, tenancy_session_settings(), tenancy_session_settings())"
+        )))
+        .await
+        .unwrap();
+        let result = sqlx::query("SELECT tenancy_set_role_permissions('admin', ARRAY['org:x:y'])")
+            .execute(&mut conn)
+            .await;
+        conn.execute("ROLLBACK").await.unwrap();
+        match result {
+            Err(sqlx::Error::Database(e)) if refused => {
+                assert_eq!(e.code().as_deref(), Some("40001"), "{level}: {e}")
+            }
+            Ok(_) if !refused => {}
+            other => panic!("{level}: {other:?}"),
+        }
+    }
+}
