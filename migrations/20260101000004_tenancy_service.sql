@@ -74,7 +74,7 @@ CREATE FUNCTION tenancy_purge_organization(org uuid) RETURNS bigint
     SET search_path FROM CURRENT
     AS $$
 DECLARE
-    fk    record;
+    t     record;
     n     bigint;
     total bigint := 0;
 BEGIN
@@ -84,16 +84,8 @@ BEGIN
             USING ERRCODE = 'TNC07';
     END IF;
     UPDATE organizations SET deleted_at = pg_catalog.now() WHERE id = org AND deleted_at IS NULL;
-    FOR fk IN
-        SELECT c.conrelid::regclass AS tbl, a.attname
-          FROM pg_catalog.pg_constraint c
-          JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
-         WHERE c.contype = 'f' AND c.confrelid = 'organizations'::regclass
-           AND pg_catalog.cardinality(c.conkey) = 1
-           AND c.conrelid NOT IN ('membership_tombstones'::regclass, 'organization_members'::regclass)
-         ORDER BY c.conrelid
-    LOOP
-        EXECUTE pg_catalog.format('DELETE FROM %s WHERE %I = $1', fk.tbl, fk.attname) USING org;
+    FOR t IN SELECT tbl, col FROM tenancy_purge_targets() ORDER BY tbl LOOP
+        EXECUTE pg_catalog.format('DELETE FROM %s WHERE %I = $1', t.tbl, t.col) USING org;
         GET DIAGNOSTICS n = ROW_COUNT;
         total := total + n;
     END LOOP;
@@ -251,6 +243,25 @@ COMMENT ON POLICY service_prune_read ON webhook_deliveries IS
     'tenancy-audit: allow. Service units entered without an organization read old delivery records to prune them (tenancy_service only).';
 COMMENT ON POLICY service_prune_delete ON webhook_deliveries IS
     'tenancy-audit: allow. Service units entered without an organization delete old delivery records (tenancy_service only).';
+
+-- The tables a purge deletes from, and their organization column: every table whose
+-- single-column foreign key references `organizations`, except the sync's membership
+-- tombstones (and the memberships, which marking the organization deleted removes).
+-- src/citus.sql replaces tenancy_purge_targets() to add the distributed tenant tables, whose
+-- foreign key to `organizations` tenancy_distribute drops.
+CREATE FUNCTION tenancy_purge_fk_targets(OUT tbl regclass, OUT col name) RETURNS SETOF record
+    LANGUAGE sql STABLE
+    SET search_path FROM CURRENT
+    AS $$ SELECT c.conrelid::regclass, a.attname
+            FROM pg_catalog.pg_constraint c
+            JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+           WHERE c.contype = 'f' AND c.confrelid = 'organizations'::regclass
+             AND pg_catalog.cardinality(c.conkey) = 1
+             AND c.conrelid NOT IN ('membership_tombstones'::regclass, 'organization_members'::regclass) $$;
+CREATE FUNCTION tenancy_purge_targets(OUT tbl regclass, OUT col name) RETURNS SETOF record
+    LANGUAGE sql STABLE
+    SET search_path FROM CURRENT
+    AS $$ SELECT tbl, col FROM tenancy_purge_fk_targets() $$;
 
 SELECT tenancy_pin_search_path();
 

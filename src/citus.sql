@@ -107,58 +107,31 @@ CREATE TRIGGER tenancy_refuse_hardened_mode BEFORE INSERT ON tenancy_context_key
     FOR EACH STATEMENT EXECUTE FUNCTION tenancy_refuse_hardened_mode();
 
 -- Purging on Citus. tenancy_purge_organization (the service path, ServicePool::
--- purge_organization) finds the tables to purge by their foreign key to organizations, which a
--- distributed tenant table no longer has (tenancy_distribute drops it). This version also
--- purges every hash-distributed table with forced Row-Level Security (a tenant table, as
--- tenancy_distribute leaves it) by its distribution column, except those with a foreign key to
--- another hash-distributed table (their parent's ON DELETE CASCADE reaches them, as on one
--- server).
--- The DELETEs run in the service unit, under the tables' policies on the workers: only the
--- organization's rows.
-CREATE OR REPLACE FUNCTION tenancy_purge_organization(org uuid) RETURNS bigint
-    LANGUAGE plpgsql VOLATILE
-    AS $$
-DECLARE
-    fk    record;
-    n     bigint;
-    total bigint := 0;
-BEGIN
-    IF tenancy_current_org_role() IS DISTINCT FROM 'service'
-       OR tenancy_current_org_id() IS DISTINCT FROM org THEN
-        RAISE EXCEPTION 'tenancy: purging needs a service unit entered for this organization'
-            USING ERRCODE = 'TNC07';
-    END IF;
-    UPDATE organizations SET deleted_at = pg_catalog.now() WHERE id = org AND deleted_at IS NULL;
-    FOR fk IN
-        SELECT c.conrelid::regclass AS tbl, a.attname
-          FROM pg_catalog.pg_constraint c
-          JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
-         WHERE c.contype = 'f' AND c.confrelid = 'organizations'::regclass
-           AND pg_catalog.cardinality(c.conkey) = 1
-           AND c.conrelid NOT IN ('membership_tombstones'::regclass, 'organization_members'::regclass)
-        UNION
-        SELECT p.logicalrelid::regclass,
-               pg_catalog.column_to_column_name(p.logicalrelid, p.partkey)::name
-          FROM pg_catalog.pg_dist_partition p
-          JOIN pg_catalog.pg_class r ON r.oid = p.logicalrelid
-         WHERE p.partmethod = 'h' AND r.relforcerowsecurity
-           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint f
-                            JOIN pg_catalog.pg_dist_partition q ON q.logicalrelid = f.confrelid
-                           WHERE f.conrelid = p.logicalrelid AND f.contype = 'f'
-                             AND q.partmethod = 'h' AND f.confrelid <> f.conrelid)
-         ORDER BY 1
-    LOOP
-        EXECUTE pg_catalog.format('DELETE FROM %s WHERE %I = $1', fk.tbl, fk.attname) USING org;
-        GET DIAGNOSTICS n = ROW_COUNT;
-        total := total + n;
-    END LOOP;
-    RETURN total;
-END
-$$;
+-- purge_organization) finds the tables to purge by their foreign key to organizations
+-- (tenancy_purge_fk_targets), which a distributed tenant table no longer has
+-- (tenancy_distribute drops it). Its list here also holds every hash-distributed table with
+-- forced Row-Level Security (a tenant table, as tenancy_distribute leaves it), by its
+-- distribution column, except those with a foreign key to another hash-distributed table
+-- (their parent's ON DELETE CASCADE reaches them, as on one server). The DELETEs run in the
+-- service unit, under the tables' policies on the workers: only the organization's rows.
+CREATE OR REPLACE FUNCTION tenancy_purge_targets(OUT tbl regclass, OUT col name)
+    RETURNS SETOF record
+    LANGUAGE sql STABLE
+    AS $$ SELECT tbl, col FROM tenancy_purge_fk_targets()
+          UNION
+          SELECT p.logicalrelid::regclass,
+                 pg_catalog.column_to_column_name(p.logicalrelid, p.partkey)::name
+            FROM pg_catalog.pg_dist_partition p
+            JOIN pg_catalog.pg_class r ON r.oid = p.logicalrelid
+           WHERE p.partmethod = 'h' AND r.relforcerowsecurity
+             AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint f
+                              JOIN pg_catalog.pg_dist_partition q ON q.logicalrelid = f.confrelid
+                             WHERE f.conrelid = p.logicalrelid AND f.contype = 'f'
+                               AND q.partmethod = 'h' AND f.confrelid <> f.conrelid) $$;
 -- Pinned as the migrations pin theirs: pg_catalog first, then this schema, pg_temp last.
 DO $$
 BEGIN
-    EXECUTE pg_catalog.format('ALTER FUNCTION tenancy_purge_organization(uuid) '
+    EXECUTE pg_catalog.format('ALTER FUNCTION tenancy_purge_targets() '
                               'SET search_path = pg_catalog, %I, pg_temp', pg_catalog.current_schema());
 END
 $$;

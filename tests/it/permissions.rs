@@ -301,6 +301,14 @@ async fn the_generated_policy_passes_the_audit() {
     assert_eq!(report.findings, vec![], "{report}");
 }
 
+/// The Clerk sync over `service` (the events are applied as verified).
+fn clerk_sync(service: &ServicePool) -> ClerkSync {
+    ClerkSync::new(
+        service.clone(),
+        Verifier::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap(),
+    )
+}
+
 fn example(name: &str) -> Event {
     let path = format!(
         "{}/tests/data/clerk-events/{name}.json",
@@ -330,10 +338,7 @@ async fn set_role_key(service: &ServicePool, org: OrgId, user: &UserId, key: &st
 #[tokio::test]
 async fn clerk_role_and_permission_events_keep_the_definitions() {
     let (w, service) = invoices_world(As::App).await;
-    let sync = ClerkSync::new(
-        service.clone(),
-        Verifier::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap(),
-    );
+    let sync = clerk_sync(&service);
     let admin = w.a.ctx(Role::Admin);
     set_role_key(&service, w.a.id, &w.a.admin, "org:content_manager").await;
     assert!(unit_permissions(&w.pool, &admin).await.is_empty());
@@ -446,10 +451,7 @@ async fn clerk_role_and_permission_events_keep_the_definitions() {
 async fn a_synced_membership_gets_its_roles_permissions() {
     let db = crate::common::database().await;
     let service = db.service_pool(2).await.unwrap();
-    let sync = ClerkSync::new(
-        service.clone(),
-        Verifier::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap(),
-    );
+    let sync = clerk_sync(&service);
     let membership = example("organizationMembership.created");
     let Event::OrganizationMembership(_, m) = &membership else {
         unreachable!()
@@ -483,10 +485,7 @@ async fn a_synced_membership_gets_its_roles_permissions() {
 #[tokio::test]
 async fn deletions_that_arrive_first_still_win() {
     let (w, service) = invoices_world(As::App).await;
-    let sync = ClerkSync::new(
-        service.clone(),
-        Verifier::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap(),
-    );
+    let sync = clerk_sync(&service);
     let admin = w.a.ctx(Role::Admin);
     set_role_key(&service, w.a.id, &w.a.admin, "org:content_manager").await;
     // Control: created, the admin holds the permission.
@@ -497,10 +496,7 @@ async fn deletions_that_arrive_first_still_win() {
     );
 
     let (w, service) = invoices_world(As::App).await;
-    let sync = ClerkSync::new(
-        service.clone(),
-        Verifier::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap(),
-    );
+    let sync = clerk_sync(&service);
     let admin = w.a.ctx(Role::Admin);
     set_role_key(&service, w.a.id, &w.a.admin, "org:content_manager").await;
     assert_eq!(
@@ -579,10 +575,7 @@ async fn a_demotion_in_the_application_drops_the_providers_role() {
 #[tokio::test]
 async fn concurrent_deliveries_apply_one_after_the_other() {
     let (w, service) = invoices_world(As::App).await;
-    let sync = ClerkSync::new(
-        service.clone(),
-        Verifier::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap(),
-    );
+    let sync = clerk_sync(&service);
     let admin = w.a.ctx(Role::Admin);
     set_role_key(&service, w.a.id, &w.a.admin, "org:content_manager").await;
     sync.apply("c", &example("role.created")).await.unwrap();
