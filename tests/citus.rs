@@ -601,6 +601,66 @@ async fn the_audit_reports_tenant_tables_citus_does_not_distribute() {
     assert!(!on(&after, "policy_per_row_function", "notes"), "{after:?}");
 }
 
+/// The audit knows a foreign key Citus cannot keep: from a tenant table to a table that is
+/// neither distributed nor a reference table (distributing the tenant table fails while it
+/// exists). The controls: a distributed tenant table's key to a reference table, and the key
+/// to `organizations` (which `tenancy_distribute` drops), are not reported.
+#[tokio::test]
+async fn the_audit_reports_a_foreign_key_citus_cannot_keep() {
+    let Some(w) = world(As::App).await else {
+        return;
+    };
+    let mut owner = PgConnection::connect_with(&w.db.owner_options())
+        .await
+        .unwrap();
+    owner
+        .execute(
+            "CREATE TABLE kinds (id int PRIMARY KEY);              CREATE TABLE tickets (organization_id uuid NOT NULL REFERENCES organizations (id),                                    id uuid NOT NULL, kind int REFERENCES kinds (id),                                    PRIMARY KEY (organization_id, id))",
+        )
+        .await
+        .unwrap();
+    let policy = policy_sql_with("tickets", &PolicyOptions::default().for_citus());
+    let (shape, _) = policy.split_once("SELECT tenancy_distribute").unwrap();
+    owner.execute(sqlx::AssertSqlSafe(shape)).await.unwrap();
+    w.db.grant_app(&["tickets", "kinds"]).await.unwrap();
+    let keys = async || {
+        let report = pg_tenancy::audit::audit(w.pool.pool(), &AuditOptions::default())
+            .await
+            .unwrap();
+        report
+            .findings
+            .iter()
+            .filter(|f| f.code == "citus_foreign_key_to_coordinator")
+            .map(|f| f.object.clone())
+            .collect::<Vec<_>>()
+    };
+    // The control: a distributed tenant table whose key references a reference table.
+    let policy = policy_sql_with("scores", &PolicyOptions::default().for_citus());
+    for sql in [
+        "CREATE TABLE grades (id int PRIMARY KEY)",
+        "SELECT create_reference_table('grades')",
+        "CREATE TABLE scores (organization_id uuid NOT NULL, id uuid NOT NULL, \
+                              grade int REFERENCES grades (id), PRIMARY KEY (organization_id, id))",
+    ]
+    .into_iter()
+    .chain(policy.split_inclusive(";\n"))
+    {
+        owner.execute(sqlx::AssertSqlSafe(sql)).await.unwrap();
+    }
+    owner.close().await.unwrap();
+    let found = keys().await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("tickets_kind_fkey"), "{found:?}");
+    let distributed: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'scores'::regclass \
+                        AND partmethod = 'h')",
+    )
+    .fetch_one(w.pool.pool())
+    .await
+    .unwrap();
+    assert!(distributed, "the control's table is distributed");
+}
+
 /// Leaks through the pooled connection on Citus: SQL in A's unit leaves session-level context
 /// values on the coordinator and, through a query pushed down to the shards, on the worker
 /// connections the pooled connection keeps (usually: a transaction outside any unit there

@@ -348,6 +348,38 @@ pub(super) struct CitusTable {
     /// `h` hash-distributed, `n` reference or coordinator-local (Citus's `partmethod`).
     pub(super) method: String,
     pub(super) colocation: i64,
+    /// A reference table (a copy on every worker; Citus's `repmodel` `t`).
+    pub(super) reference: bool,
+}
+
+/// A foreign key from a tenant table to a table outside the tenant tables.
+#[derive(sqlx::FromRow)]
+pub(super) struct OutwardKey {
+    /// Quoted.
+    pub(super) name: String,
+    pub(super) from: i64,
+    pub(super) to: i64,
+    /// `schema.table`, quoted.
+    pub(super) to_name: String,
+}
+
+/// The foreign keys from the tables `oids` to tables not among them.
+pub(super) async fn outward_foreign_keys(
+    conn: &mut PgConnection,
+    oids: &[i64],
+) -> Result<Vec<OutwardKey>> {
+    Ok(sqlx::query_as(
+        "SELECT quote_ident(c.conname) AS name, c.conrelid::int8 AS from, c.confrelid::int8 AS to,
+                quote_ident(n.nspname) || '.' || quote_ident(r.relname) AS to_name
+           FROM pg_catalog.pg_constraint c
+           JOIN pg_catalog.pg_class r ON r.oid = c.confrelid
+           JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace
+          WHERE c.contype = 'f' AND c.conrelid = ANY ($1::int8[]::oid[])
+            AND NOT c.confrelid = ANY ($1::int8[]::oid[])",
+    )
+    .bind(oids)
+    .fetch_all(conn)
+    .await?)
 }
 
 /// Citus's placement of tables, or `None` when the database has no `citus` extension.
@@ -363,7 +395,7 @@ pub(super) async fn citus_tables(conn: &mut PgConnection) -> Result<Option<Vec<C
     Ok(Some(
         sqlx::query_as(
             "SELECT logicalrelid::oid::int8 AS oid, partmethod::text AS method,
-                    colocationid::int8 AS colocation
+                    colocationid::int8 AS colocation, repmodel = 't' AS reference
                FROM pg_catalog.pg_dist_partition",
         )
         .fetch_all(conn)

@@ -4,8 +4,8 @@
 use std::collections::{HashMap, HashSet};
 
 use super::catalog::{
-    CitusTable, ConnectingRole, ForeignKey, Function, Index, KeyTable, Policy, StatisticsColumn,
-    Table, View,
+    CitusTable, ConnectingRole, ForeignKey, Function, Index, KeyTable, OutwardKey, Policy,
+    StatisticsColumn, Table, View,
 };
 use super::expr::{called_functions, check_policy_expr, sets_at_session_level};
 use super::generator::policy_statements;
@@ -392,7 +392,11 @@ pub(super) fn statistics(columns: &[StatisticsColumn]) -> Vec<Finding> {
 /// one colocation group (pg-tenancy's own tables stay on the coordinator by design,
 /// src/citus.sql). Returns the findings and the distributed tenant tables' oids (whose
 /// policies must use the bare call: Citus refuses the sub-select).
-pub(super) fn citus(tables: &[Table], placed: &[CitusTable]) -> (Vec<Finding>, HashSet<i64>) {
+pub(super) fn citus(
+    tables: &[Table],
+    placed: &[CitusTable],
+    outward: &[OutwardKey],
+) -> (Vec<Finding>, HashSet<i64>) {
     let own = |t: &Table| {
         let bare = t.name.rsplit_once('.').map_or(t.name.as_str(), |(_, n)| n);
         crate::migrations::SERVICE_TABLES.contains(&bare)
@@ -432,6 +436,36 @@ pub(super) fn citus(tables: &[Table], placed: &[CitusTable]) -> (Vec<Finding>, H
                 ),
             )),
         }
+    }
+    // A foreign key to a table that is neither distributed nor a reference table: Citus cannot
+    // keep it from a distributed table (it refuses to distribute the table while it exists).
+    // The key to organizations is tenancy_distribute's to drop (the policy and the entry keep
+    // the organization live).
+    let by_oid = by_oid(tables);
+    for key in outward {
+        let Some(child) = by_oid.get(&key.from) else {
+            continue;
+        };
+        if own(child) || key.to_name.ends_with(".organizations") {
+            continue;
+        }
+        let target = placed.iter().find(|p| p.oid == key.to);
+        if target.is_some_and(|p| p.method == "h" || p.reference) {
+            continue;
+        }
+        findings.push(Finding::new(
+            Severity::Warning,
+            "citus_foreign_key_to_coordinator",
+            format!("foreign key {} on {}", key.name, child.name),
+            &format!(
+                "it references {}, which is neither distributed nor a reference table: Citus cannot keep it from a distributed table, so the table cannot be distributed while it exists",
+                key.to_name
+            ),
+            format!(
+                "SELECT create_reference_table('{}');  -- a copy on every worker, if it is the instance's, not an organization's; else drop the key",
+                key.to_name.replace('\'', "''")
+            ),
+        ));
     }
     (findings, distributed)
 }

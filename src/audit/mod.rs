@@ -26,7 +26,8 @@
 //!   setting at session level;
 //! - **Citus**, when the database has the `citus` extension: each tenant table of the
 //!   application distributed by its tenant column (`citus_not_distributed`), all in one
-//!   colocation group (`citus_not_colocated`); pg-tenancy's own tables stay on the coordinator
+//!   colocation group (`citus_not_colocated`), without a foreign key to a table Citus keeps on
+//!   the coordinator (`citus_foreign_key_to_coordinator`); pg-tenancy's own tables stay on the coordinator
 //!   by design. On a distributed table the bare `tenancy_current_org_id()` is no finding
 //!   (Citus refuses the sub-select). Unique keys without the tenant column are reported
 //!   everywhere (`unique_without_tenant`); a foreign key Citus cannot keep it refuses itself.
@@ -172,7 +173,8 @@ pub async fn audit(pool: &PgPool, options: &AuditOptions) -> Result<Report> {
 
     // Citus: placement, and the bare call its distributed tables need is no finding there.
     if let Some(placed) = catalog::citus_tables(conn).await? {
-        let (citus, distributed) = checks::citus(&tables, &placed);
+        let outward = catalog::outward_foreign_keys(conn, &oids).await?;
+        let (citus, distributed) = checks::citus(&tables, &placed, &outward);
         let names: Vec<&str> = tables
             .iter()
             .filter(|t| distributed.contains(&t.oid))
