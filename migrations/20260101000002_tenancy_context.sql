@@ -89,17 +89,21 @@ CREATE FUNCTION tenancy_role_rank(role text) RETURNS int
 --   otherwise): a permission-guarded policy, `organization_id = (SELECT
 --   tenancy_current_org_id_with('org:invoices:write'))`, the same per-statement value;
 -- - tenancy_current_permissions(): the unit's permissions, as text[] ('{}' for none).
+-- The crate's schema, quoted: for the functions that write functions there. (A pinned
+-- search_path puts pg_catalog first, so current_schema() would name pg_catalog.)
+CREATE FUNCTION tenancy_own_schema() RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path FROM CURRENT
+    AS $$ SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_proc p
+            JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+           WHERE p.oid = 'tenancy_own_schema()'::pg_catalog.regprocedure $$;
+
 CREATE FUNCTION tenancy_install_context_functions(hardened boolean) RETURNS void
     LANGUAGE plpgsql VOLATILE
     SET search_path FROM CURRENT
     AS $$
 DECLARE
-    -- This function's own schema (its pinned search_path puts pg_catalog first, so
-    -- current_schema() would name pg_catalog).
-    s        text := pg_catalog.quote_ident((
-                 SELECT n.nspname FROM pg_catalog.pg_proc p
-                   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-                  WHERE p.oid = 'tenancy_install_context_functions(boolean)'::pg_catalog.regprocedure));
+    s        text := tenancy_own_schema();
     live     text := CASE WHEN hardened THEN 'tenancy_context_is_sealed()'
                           ELSE 'tenancy_current_unit_is_live()' END;
     parallel text := CASE WHEN hardened THEN '' ELSE 'PARALLEL SAFE' END;

@@ -297,10 +297,7 @@ CREATE FUNCTION tenancy_build_role_permissions() RETURNS trigger
     SET search_path FROM CURRENT
     AS $$
 DECLARE
-    s    text := pg_catalog.quote_ident((
-                 SELECT n.nspname FROM pg_catalog.pg_proc p
-                   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-                  WHERE p.oid = 'tenancy_build_role_permissions()'::pg_catalog.regprocedure));
+    s    text := tenancy_own_schema();
     body text;
     n    bigint;
 BEGIN

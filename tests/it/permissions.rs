@@ -37,16 +37,20 @@ async fn insert(pool: &TenantPool, ctx: &OrgContext) -> Result<u64, Error> {
     .await
 }
 
-async fn count(pool: &TenantPool, ctx: &OrgContext) -> i64 {
+/// One value read in a read unit of `ctx`.
+async fn read_one<T>(pool: &TenantPool, ctx: &OrgContext, sql: &'static str) -> T
+where
+    T: Send + Unpin + for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
     pool.with_rls_read(ctx, async |tx| {
-        Ok::<_, Error>(
-            sqlx::query_scalar("SELECT count(*) FROM invoices")
-                .fetch_one(tx)
-                .await?,
-        )
+        Ok::<_, Error>(sqlx::query_scalar(sql).fetch_one(tx).await?)
     })
     .await
     .unwrap()
+}
+
+async fn count(pool: &TenantPool, ctx: &OrgContext) -> i64 {
+    read_one(pool, ctx, "SELECT count(*) FROM invoices").await
 }
 
 fn sqlstate(e: &Error) -> Option<String> {
@@ -57,15 +61,7 @@ fn sqlstate(e: &Error) -> Option<String> {
 }
 
 async fn unit_permissions(pool: &TenantPool, ctx: &OrgContext) -> Vec<String> {
-    pool.with_rls_read(ctx, async |tx| {
-        Ok::<_, Error>(
-            sqlx::query_scalar("SELECT tenancy_current_permissions()")
-                .fetch_one(tx)
-                .await?,
-        )
-    })
-    .await
-    .unwrap()
+    read_one(pool, ctx, "SELECT tenancy_current_permissions()").await
 }
 
 #[tokio::test]
