@@ -449,7 +449,7 @@ BEGIN
     END LOOP;
     role := found_role;
     permissions := CASE WHEN found_role IS NOT NULL
-                        THEN pg_catalog.string_to_array(pg_catalog.btrim(coalesce(found_perms, ''), ','), ',')
+                        THEN tenancy_permission_array(found_perms)
                    END;
 END
 $$;
@@ -461,7 +461,8 @@ CREATE FUNCTION tenancy_member_role(org uuid, member text, expiry bigint DEFAULT
     AS $$ SELECT a.role FROM tenancy_member_access(org, member, expiry, signature) AS a $$;
 
 -- (tenancy_seal and tenancy_context_key are hardened mode's, in ..._06_tenancy_hardened.sql;
--- PL/pgSQL resolves them when called.)
+-- tenancy_role_permissions and tenancy_permission_array are the permissions', in
+-- ..._07_tenancy_permissions.sql; PL/pgSQL resolves them when called.)
 
 SELECT tenancy_pin_search_path();
 

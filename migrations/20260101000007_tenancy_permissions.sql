@@ -113,6 +113,12 @@ CREATE FUNCTION tenancy_permission_list(permissions text[]) RETURNS text
     AS $$ SELECT coalesce(',' || pg_catalog.string_agg(DISTINCT p, ',' ORDER BY p) || ',', '')
             FROM pg_catalog.unnest(permissions) AS t(p) WHERE p <> '' $$;
 
+-- The other way: the permissions a stored list holds ('{}' for '' or NULL).
+CREATE FUNCTION tenancy_permission_array(list text) RETURNS text[]
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path FROM CURRENT
+    AS $$ SELECT pg_catalog.string_to_array(pg_catalog.btrim(coalesce(list, ''), ','), ',') $$;
+
 -- Sets the permissions `key` grants (for applications without Clerk, and for Clerk's roles
 -- that existed before the sync ran: its events only carry changes). In a service unit entered
 -- without an organization (`ServicePool::set_role_permissions`); a role the provider deleted
@@ -242,8 +248,7 @@ BEGIN
     IF old_key <> key THEN
         UPDATE tenancy_roles r
            SET permissions = tenancy_permission_list(pg_catalog.array_replace(
-                   pg_catalog.string_to_array(pg_catalog.btrim(r.permissions, ','), ','),
-                   old_key, tenancy_sync_permission.key))
+                   tenancy_permission_array(r.permissions), old_key, tenancy_sync_permission.key))
          WHERE pg_catalog.strpos(r.permissions, ',' || old_key || ',') > 0;
     END IF;
     RETURN true;
@@ -270,7 +275,7 @@ BEGIN
     END IF;
     UPDATE tenancy_roles r
        SET permissions = tenancy_permission_list(pg_catalog.array_remove(
-               pg_catalog.string_to_array(pg_catalog.btrim(r.permissions, ','), ','), gone))
+               tenancy_permission_array(r.permissions), gone))
      WHERE pg_catalog.strpos(r.permissions, ',' || gone || ',') > 0;
     RETURN true;
 END
@@ -302,17 +307,17 @@ DECLARE
     n    bigint;
 BEGIN
     PERFORM tenancy_lock_roles();
-    SELECT pg_catalog.count(*) INTO n FROM tenancy_roles r WHERE r.permissions <> '';
+    SELECT pg_catalog.count(*),
+           'SELECT CASE '
+           || pg_catalog.string_agg(pg_catalog.format('WHEN $1 OPERATOR(pg_catalog.=) %L::pg_catalog.text THEN %L::pg_catalog.text',
+                                                      r.key, r.permissions), ' ' ORDER BY r.key)
+           || ' ELSE ''''::pg_catalog.text END'
+      INTO n, body
+      FROM tenancy_roles r WHERE r.permissions <> '';
     IF n > 100 THEN
         RAISE EXCEPTION 'tenancy: more than 100 roles grant permissions (every entry compares each)'
             USING ERRCODE = '54000';
     END IF;
-    SELECT 'SELECT CASE '
-           || pg_catalog.string_agg(pg_catalog.format('WHEN $1 OPERATOR(pg_catalog.=) %L::pg_catalog.text THEN %L::pg_catalog.text',
-                                                      r.key, r.permissions), ' ' ORDER BY r.key)
-           || ' ELSE ''''::pg_catalog.text END'
-      INTO body
-      FROM tenancy_roles r WHERE r.permissions <> '';
     EXECUTE pg_catalog.format(
         'CREATE OR REPLACE FUNCTION %s.tenancy_role_permissions(key text) RETURNS text '
         'LANGUAGE sql STABLE PARALLEL SAFE AS %L',

@@ -124,90 +124,88 @@ pub fn policy_sql_with(table: &str, options: &PolicyOptions) -> String {
     sql
 }
 
-/// The table's shape: RLS, the policies and the index.
+/// The table's shape: RLS, the policies and the index (and on Citus, the distribution).
 fn shape(table: &str, options: &PolicyOptions) -> String {
     let column = options.column.as_str();
     // The index name is the bare table name's (the schema is the table's anyway).
     let bare = table.split_once('.').map_or(table, |(_, name)| name);
     let (t, c) = (quote_qualified(table), quote_ident(column));
     let index = quote_ident(&format!("{bare}_{column}_idx"));
-    let Some(permission) = &options.write_permission else {
-        if !options.citus {
-            return policy_statements(&t, &c, &index);
-        }
-        return format!(
-            "ALTER TABLE {t} ENABLE ROW LEVEL SECURITY;\n\
-             ALTER TABLE {t} FORCE ROW LEVEL SECURITY;\n\
-             -- Citus: the bare call (Citus refuses a subquery in a distributed table's policy).\n\
-             CREATE POLICY tenant_isolation ON {t}\n    \
-             USING      ({c} = tenancy_current_org_id())\n    \
-             WITH CHECK ({c} = tenancy_current_org_id());\n\
-             -- Skip if the primary key already leads with {c}.\n\
-             CREATE INDEX IF NOT EXISTS {index} ON {t} ({c});\n{}",
-            distribute(&t, column)
-        );
-    };
     // Per statement on one server, per row on Citus (which refuses the sub-select).
-    let (read, write) = {
-        let p = permission.replace('\'', "''");
+    let current = |call: String| {
         if options.citus {
-            (
-                "tenancy_current_org_id()".to_owned(),
-                format!("tenancy_current_org_id_with('{p}')"),
-            )
+            call
         } else {
-            (
-                "(SELECT tenancy_current_org_id())".to_owned(),
-                format!("(SELECT tenancy_current_org_id_with('{p}'))"),
+            format!("(SELECT {call})")
+        }
+    };
+    let org = current("tenancy_current_org_id()".to_owned());
+    let policies = match &options.write_permission {
+        None if options.citus => format!(
+            "-- Citus: the bare call (Citus refuses a subquery in a distributed table's policy).\n{}",
+            isolation_policy(&t, &c, &org)
+        ),
+        None => isolation_policy(&t, &c, &org),
+        Some(permission) => {
+            let write = current(format!(
+                "tenancy_current_org_id_with('{}')",
+                permission.replace('\'', "''")
+            ));
+            format!(
+                "-- The organization's members read; writing needs the permission the policies name (a\n\
+                 -- role grants it: the Clerk sync, or ServicePool::set_role_permissions).\n\
+                 CREATE POLICY tenant_read ON {t} FOR SELECT\n    \
+                 USING      ({c} = {org});\n\
+                 CREATE POLICY permitted_insert ON {t} FOR INSERT\n    \
+                 WITH CHECK ({c} = {write});\n\
+                 CREATE POLICY permitted_update ON {t} FOR UPDATE\n    \
+                 USING      ({c} = {write})\n    \
+                 WITH CHECK ({c} = {write});\n\
+                 CREATE POLICY permitted_delete ON {t} FOR DELETE\n    \
+                 USING      ({c} = {write});\n"
             )
         }
     };
+    let mut sql = table_statements(&t, &c, &index, &policies);
+    if options.citus {
+        sql.push_str(&format!(
+            "-- Distributed by {c}, colocated with the other tenant tables (src/citus.sql).\n\
+             SELECT tenancy_distribute('{}', '{}');\n",
+            t.replace('\'', "''"),
+            column.replace('\'', "''")
+        ));
+    }
+    sql
+}
+
+/// The one isolation policy, comparing the quoted column `c` with `org`.
+fn isolation_policy(t: &str, c: &str, org: &str) -> String {
     format!(
-        "ALTER TABLE {t} ENABLE ROW LEVEL SECURITY;\n\
-         ALTER TABLE {t} FORCE ROW LEVEL SECURITY;\n\
-         -- The organization's members read; writing needs the permission the policies name (a\n\
-         -- role grants it: the Clerk sync, or ServicePool::set_role_permissions).\n\
-         CREATE POLICY tenant_read ON {t} FOR SELECT\n    \
-         USING      ({c} = {read});\n\
-         CREATE POLICY permitted_insert ON {t} FOR INSERT\n    \
-         WITH CHECK ({c} = {write});\n\
-         CREATE POLICY permitted_update ON {t} FOR UPDATE\n    \
-         USING      ({c} = {write})\n    \
-         WITH CHECK ({c} = {write});\n\
-         CREATE POLICY permitted_delete ON {t} FOR DELETE\n    \
-         USING      ({c} = {write});\n\
-         -- Skip if the primary key already leads with {c}.\n\
-         CREATE INDEX IF NOT EXISTS {index} ON {t} ({c});\n{}",
-        if options.citus {
-            distribute(&t, column)
-        } else {
-            String::new()
-        }
+        "CREATE POLICY tenant_isolation ON {t}\n    \
+         USING      ({c} = {org})\n    \
+         WITH CHECK ({c} = {org});\n"
     )
 }
 
-/// The Citus step: the quoted table `t` distributed by `column`.
-fn distribute(t: &str, column: &str) -> String {
+/// RLS enabled and forced on the quoted table `t`, `policies`, and the index on `c`.
+fn table_statements(t: &str, c: &str, index: &str, policies: &str) -> String {
     format!(
-        "-- Distributed by {}, colocated with the other tenant tables (src/citus.sql).\n\
-         SELECT tenancy_distribute('{}', '{}');\n",
-        quote_ident(column),
-        t.replace('\'', "''"),
-        column.replace('\'', "''")
+        "ALTER TABLE {t} ENABLE ROW LEVEL SECURITY;\n\
+         ALTER TABLE {t} FORCE ROW LEVEL SECURITY;\n\
+         {policies}\
+         -- Skip if the primary key already leads with {c}.\n\
+         CREATE INDEX IF NOT EXISTS {index} ON {t} ({c});\n"
     )
 }
 
 /// The statements for the quoted, qualified table `t`, with the quoted tenant column `c` and
 /// index name `index` (the audit's `no_policy` fix prints them too, with the catalog's names).
 pub(super) fn policy_statements(t: &str, c: &str, index: &str) -> String {
-    format!(
-        "ALTER TABLE {t} ENABLE ROW LEVEL SECURITY;\n\
-         ALTER TABLE {t} FORCE ROW LEVEL SECURITY;\n\
-         CREATE POLICY tenant_isolation ON {t}\n    \
-         USING      ({c} = (SELECT tenancy_current_org_id()))\n    \
-         WITH CHECK ({c} = (SELECT tenancy_current_org_id()));\n\
-         -- Skip if the primary key already leads with {c}.\n\
-         CREATE INDEX IF NOT EXISTS {index} ON {t} ({c});\n"
+    table_statements(
+        t,
+        c,
+        index,
+        &isolation_policy(t, c, "(SELECT tenancy_current_org_id())"),
     )
 }
 

@@ -163,51 +163,46 @@ impl ClerkSync {
     /// by the events' own versions (`updated_at`, and a deleted id stays deleted), so no
     /// delivery record is kept: a second delivery finds nothing newer to apply.
     async fn apply_instance_event(&self, event: &Event) -> Result<Outcome, SyncError> {
-        let (sql, binds): (&str, Vec<Bind<'_>>) = match event {
-            Event::Role(_, r) => (
-                "SELECT tenancy_sync_role($1, $2, $3, $4, $5, $6)",
-                vec![
-                    Bind::Text(&r.external_id),
-                    Bind::Text(&r.key),
-                    Bind::Texts(
+        let query = match event {
+            Event::Role(_, r) => {
+                sqlx::query_scalar::<_, bool>("SELECT tenancy_sync_role($1, $2, $3, $4, $5, $6)")
+                    .bind(&r.external_id)
+                    .bind(&r.key)
+                    .bind(
                         r.permissions
                             .iter()
                             .map(|p| p.external_id.as_str())
-                            .collect(),
-                    ),
-                    Bind::Texts(r.permissions.iter().map(|p| p.key.as_str()).collect()),
-                    Bind::Ints(r.permissions.iter().map(|p| p.updated_at).collect()),
-                    Bind::Int(r.updated_at),
-                ],
-            ),
-            Event::RoleDeleted { external_id } => (
-                "SELECT tenancy_sync_role_deleted($1)",
-                vec![Bind::Text(external_id)],
-            ),
-            Event::Permission(_, p) => (
-                "SELECT tenancy_sync_permission($1, $2, $3)",
-                vec![
-                    Bind::Text(&p.external_id),
-                    Bind::Text(&p.key),
-                    Bind::Int(p.updated_at),
-                ],
-            ),
-            Event::PermissionDeleted { external_id } => (
-                "SELECT tenancy_sync_permission_deleted($1)",
-                vec![Bind::Text(external_id)],
-            ),
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(
+                        r.permissions
+                            .iter()
+                            .map(|p| p.key.as_str())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(
+                        r.permissions
+                            .iter()
+                            .map(|p| p.updated_at)
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(r.updated_at)
+            }
+            Event::RoleDeleted { external_id } => {
+                sqlx::query_scalar("SELECT tenancy_sync_role_deleted($1)").bind(external_id)
+            }
+            Event::Permission(_, p) => {
+                sqlx::query_scalar("SELECT tenancy_sync_permission($1, $2, $3)")
+                    .bind(&p.external_id)
+                    .bind(&p.key)
+                    .bind(p.updated_at)
+            }
+            Event::PermissionDeleted { external_id } => {
+                sqlx::query_scalar("SELECT tenancy_sync_permission_deleted($1)").bind(external_id)
+            }
             _ => return Ok(Outcome::Ignored),
         };
         let mut tx = self.service.begin_maintenance().await?;
-        let mut query = sqlx::query_scalar::<_, bool>(sql);
-        for b in binds {
-            query = match b {
-                Bind::Text(t) => query.bind(t),
-                Bind::Texts(t) => query.bind(t),
-                Bind::Int(i) => query.bind(i),
-                Bind::Ints(i) => query.bind(i),
-            };
-        }
         let changed = query.fetch_one(&mut *tx).await?;
         tx.commit().await?;
         Ok(if changed {
@@ -368,14 +363,6 @@ async fn apply_event(
         | Event::PermissionDeleted { .. }
         | Event::Other { .. } => Ok(Outcome::Ignored),
     }
-}
-
-/// A bind parameter of an instance-wide event's statement.
-enum Bind<'a> {
-    Text(&'a str),
-    Texts(Vec<&'a str>),
-    Int(i64),
-    Ints(Vec<i64>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
