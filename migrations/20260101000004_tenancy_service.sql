@@ -169,6 +169,14 @@ BEGIN
        AND NEW.role_key IS NOT DISTINCT FROM OLD.role_key THEN
         NEW.role_key := NULL;
     END IF;
+    -- Nor does a membership change hands: an admin who moved a member's row onto their own
+    -- user would take its role key and permissions (and the member's removal would go
+    -- unrecorded). Re-assigning is a DELETE and an INSERT. (Moving it to another organization
+    -- is the policies' to refuse.)
+    IF TG_OP = 'UPDATE' AND NEW.user_id IS DISTINCT FROM OLD.user_id THEN
+        RAISE EXCEPTION 'tenancy: a membership does not change users (delete it and add the other user)'
+            USING ERRCODE = 'TNC11';
+    END IF;
     IF (TG_OP = 'INSERT'
         AND (NEW.external_id IS NOT NULL OR NEW.external_created_at IS NOT NULL
              OR NEW.external_updated_at IS NOT NULL OR NEW.role_key IS NOT NULL))

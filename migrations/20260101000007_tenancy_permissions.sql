@@ -48,8 +48,12 @@ CREATE TABLE tenancy_roles (
     external_id         text        UNIQUE,
     external_updated_at bigint,
     -- Set when the provider deleted the role: the row stays (a late event for its id changes
-    -- nothing) and grants nothing; a new role with the same key takes the row over.
-    deleted_at          timestamptz
+    -- nothing) and grants nothing. A new role that takes its key moves it aside first, under
+    -- its id as the key (tenancy_retire_key), so the id's deletion is never lost.
+    deleted_at          timestamptz,
+    -- The provider's permission ids the role grants (NULL for a definition set by SQL):
+    -- `permissions` is their current keys, recomputed when one is renamed or deleted.
+    permission_ids      text[]
 );
 
 CREATE TABLE tenancy_permissions (
@@ -119,20 +123,39 @@ CREATE FUNCTION tenancy_permission_array(list text) RETURNS text[]
     SET search_path FROM CURRENT
     AS $$ SELECT pg_catalog.string_to_array(pg_catalog.btrim(coalesce(list, ''), ','), ',') $$;
 
+-- The current keys of the provider's permissions `ids`, as a stored list (deleted ones left
+-- out): what a provider's role grants.
+CREATE FUNCTION tenancy_granted(ids text[]) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path FROM CURRENT
+    AS $$ SELECT tenancy_permission_list(pg_catalog.array_agg(p.key)) FROM tenancy_permissions p
+           WHERE p.external_id = ANY (ids) AND p.deleted_at IS NULL $$;
+
+-- Moves a deleted provider role's row out of `key`'s way, under its id as the key: the key
+-- is free for a new definition, and the id's deletion stays (a late event for it changes
+-- nothing).
+CREATE FUNCTION tenancy_retire_key(key text) RETURNS void
+    LANGUAGE sql VOLATILE
+    SET search_path FROM CURRENT
+    AS $$ UPDATE tenancy_roles r SET key = r.external_id
+           WHERE r.key = tenancy_retire_key.key AND r.deleted_at IS NOT NULL
+             AND r.external_id IS NOT NULL AND r.key <> r.external_id $$;
+
 -- Sets the permissions `key` grants (for applications without Clerk, and for Clerk's roles
 -- that existed before the sync ran: its events only carry changes). In a service unit entered
 -- without an organization (`ServicePool::set_role_permissions`); a role the provider deleted
--- is granted again. Takes effect at the next unit's entry.
+-- is defined again (its id's deletion kept aside). Takes effect at the next unit's entry.
 CREATE FUNCTION tenancy_set_role_permissions(key text, permissions text[]) RETURNS void
     LANGUAGE plpgsql VOLATILE
     SET search_path FROM CURRENT
     AS $$
 BEGIN
     PERFORM tenancy_lock_roles();
+    PERFORM tenancy_retire_key(key);
     INSERT INTO tenancy_roles AS cur (key, permissions)
     VALUES (key, tenancy_permission_list(permissions))
     ON CONFLICT ON CONSTRAINT tenancy_roles_pkey DO UPDATE
-    SET permissions = EXCLUDED.permissions, deleted_at = NULL;
+    SET permissions = EXCLUDED.permissions, permission_ids = NULL;
 END
 $$;
 
@@ -180,20 +203,23 @@ BEGIN
     WHERE cur.deleted_at IS NULL
       AND (cur.external_updated_at IS NULL OR cur.external_updated_at <= EXCLUDED.external_updated_at);
     -- What the role grants: each listed permission's latest known key (not the event's, which
-    -- may be older than a rename), unless deleted.
-    SELECT tenancy_permission_list(pg_catalog.array_agg(p.key)) INTO granted
-      FROM tenancy_permissions p
-     WHERE p.external_id = ANY (permission_ids) AND p.deleted_at IS NULL;
-    -- The id's older row under another key (the role's key changed) goes.
+    -- may be older than a rename), unless deleted; kept as ids, so that a later rename or
+    -- deletion of one of them recomputes it.
+    granted := tenancy_granted(permission_ids);
+    -- The id's older row under another key (the role's key changed) goes; a deleted role's row
+    -- on the key moves aside.
     DELETE FROM tenancy_roles r WHERE r.external_id = id AND r.key <> tenancy_sync_role.key;
-    INSERT INTO tenancy_roles AS cur (key, permissions, external_id, external_updated_at)
-    VALUES (key, coalesce(granted, ''), id, updated_at)
+    PERFORM tenancy_retire_key(key);
+    INSERT INTO tenancy_roles AS cur (key, permissions, external_id, external_updated_at,
+                                      permission_ids)
+    VALUES (key, coalesce(granted, ''), id, updated_at, permission_ids)
     ON CONFLICT ON CONSTRAINT tenancy_roles_pkey DO UPDATE
     SET permissions = EXCLUDED.permissions, external_id = EXCLUDED.external_id,
-        external_updated_at = EXCLUDED.external_updated_at, deleted_at = NULL
-    WHERE (cur.external_id IS NULL OR cur.deleted_at IS NOT NULL
-           OR (cur.external_id = EXCLUDED.external_id
-               AND cur.external_updated_at < EXCLUDED.external_updated_at));
+        external_updated_at = EXCLUDED.external_updated_at,
+        permission_ids = EXCLUDED.permission_ids
+    WHERE cur.external_id IS NULL
+       OR (cur.external_id = EXCLUDED.external_id
+           AND cur.external_updated_at < EXCLUDED.external_updated_at);
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n > 0;
 END
@@ -224,34 +250,25 @@ END
 $$;
 
 -- `permission.created` / `permission.updated`: the permission `id` has `key`. When its key
--- changed, every role that grants it grants the new key.
+-- changed, every provider role that grants the id grants the new key (definitions set by SQL,
+-- which name keys, not ids, are not the provider's to change).
 CREATE FUNCTION tenancy_sync_permission(id text, key text, updated_at bigint) RETURNS boolean
     LANGUAGE plpgsql VOLATILE
     SET search_path FROM CURRENT
     AS $$
 DECLARE
-    old_key text;
+    n bigint;
 BEGIN
     PERFORM tenancy_lock_roles();
-    SELECT p.key INTO old_key FROM tenancy_permissions p
-     WHERE p.external_id = id AND p.deleted_at IS NULL
-       AND (p.external_updated_at IS NULL OR p.external_updated_at < updated_at)
-       FOR UPDATE;
-    IF NOT FOUND THEN
-        INSERT INTO tenancy_permissions (external_id, key, external_updated_at)
-        VALUES (id, key, updated_at) ON CONFLICT (external_id) DO NOTHING;
-        RETURN FOUND;
-    END IF;
-    UPDATE tenancy_permissions p SET key = tenancy_sync_permission.key,
-                                     external_updated_at = updated_at
-     WHERE p.external_id = id;
-    IF old_key <> key THEN
-        UPDATE tenancy_roles r
-           SET permissions = tenancy_permission_list(pg_catalog.array_replace(
-                   tenancy_permission_array(r.permissions), old_key, tenancy_sync_permission.key))
-         WHERE pg_catalog.strpos(r.permissions, ',' || old_key || ',') > 0;
-    END IF;
-    RETURN true;
+    INSERT INTO tenancy_permissions AS cur (external_id, key, external_updated_at)
+    VALUES (id, key, updated_at)
+    ON CONFLICT (external_id) DO UPDATE
+    SET key = EXCLUDED.key, external_updated_at = EXCLUDED.external_updated_at
+    WHERE cur.deleted_at IS NULL
+      AND (cur.external_updated_at IS NULL OR cur.external_updated_at < EXCLUDED.external_updated_at);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM tenancy_regrant(id);
+    RETURN n > 0;
 END
 $$;
 
@@ -262,24 +279,26 @@ CREATE FUNCTION tenancy_sync_permission_deleted(id text) RETURNS boolean
     SET search_path FROM CURRENT
     AS $$
 DECLARE
-    gone text;
+    n bigint;
 BEGIN
     PERFORM tenancy_lock_roles();
     INSERT INTO tenancy_permissions AS cur (external_id, key, deleted_at)
     VALUES (id, '-', pg_catalog.now())
     ON CONFLICT (external_id) DO UPDATE SET deleted_at = pg_catalog.now()
-    WHERE cur.deleted_at IS NULL
-    RETURNING cur.key INTO gone;
-    IF gone IS NULL OR gone = '-' THEN
-        RETURN gone IS NOT NULL;
-    END IF;
-    UPDATE tenancy_roles r
-       SET permissions = tenancy_permission_list(pg_catalog.array_remove(
-               tenancy_permission_array(r.permissions), gone))
-     WHERE pg_catalog.strpos(r.permissions, ',' || gone || ',') > 0;
-    RETURN true;
+    WHERE cur.deleted_at IS NULL;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM tenancy_regrant(id);
+    RETURN n > 0;
 END
 $$;
+
+-- Recomputes what every provider role granting the permission `id` grants, from the ids' keys.
+CREATE FUNCTION tenancy_regrant(id text) RETURNS void
+    LANGUAGE sql VOLATILE
+    SET search_path FROM CURRENT
+    AS $$ UPDATE tenancy_roles r SET permissions = coalesce(tenancy_granted(r.permission_ids), '')
+           WHERE tenancy_regrant.id = ANY (r.permission_ids) AND r.deleted_at IS NULL
+             AND r.permissions IS DISTINCT FROM coalesce(tenancy_granted(r.permission_ids), '') $$;
 
 -- ---------------------------------------------------------------------------------------------
 -- The definitions as the entries read them: `tenancy_role_permissions(key)`, the permissions

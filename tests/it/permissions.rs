@@ -414,7 +414,8 @@ async fn clerk_role_and_permission_events_keep_the_definitions() {
         Outcome::Unchanged
     );
     assert!(unit_permissions(&w.pool, &admin).await.is_empty());
-    // Permission events name a key: created, then renamed (every role granting it follows).
+    // Permission events name a key: created, then renamed. Every provider role granting the
+    // id follows; a definition set by SQL (which names keys, not ids) does not.
     service
         .set_role_permissions("editor", ["org:posts:create"])
         .await
@@ -430,6 +431,21 @@ async fn clerk_role_and_permission_events_keep_the_definitions() {
             .unwrap(),
         Outcome::Applied
     );
+    let Event::Role(change, mut granting) = example("role.created") else {
+        unreachable!()
+    };
+    granting.external_id = "role_granting".into();
+    granting.key = "org:granting".into();
+    granting.permissions = vec![p.clone()];
+    sync.apply("m9", &Event::Role(change, granting))
+        .await
+        .unwrap();
+    set_role_key(&service, w.a.id, &w.a.member, "org:granting").await;
+    let member = w.a.ctx(Role::Member);
+    assert_eq!(
+        unit_permissions(&w.pool, &member).await,
+        ["org:posts:create"]
+    );
     p.key = "org:posts:write".into();
     p.updated_at += 1;
     assert_eq!(
@@ -438,7 +454,108 @@ async fn clerk_role_and_permission_events_keep_the_definitions() {
             .unwrap(),
         Outcome::Applied
     );
-    assert_eq!(unit_permissions(&w.pool, &admin).await, ["org:posts:write"]);
+    assert_eq!(
+        unit_permissions(&w.pool, &member).await,
+        ["org:posts:write"]
+    );
+    assert_eq!(
+        unit_permissions(&w.pool, &admin).await,
+        ["org:posts:create"]
+    );
+}
+
+/// A role the provider deleted stays deleted when another role takes its key and is deleted
+/// in turn: a retried event of the first changes nothing, and a third role on the key gets its
+/// own permissions. A permission renamed late changes only the roles that grant its id, not a
+/// role granting another permission that took its old key meanwhile.
+#[tokio::test]
+async fn a_key_taken_over_keeps_every_deleted_roles_tombstone() {
+    let (w, service) = invoices_world(As::App).await;
+    let sync = clerk_sync(&service);
+    let admin = w.a.ctx(Role::Admin);
+    set_role_key(&service, w.a.id, &w.a.admin, "org:x").await;
+    let Event::Role(change, template) = example("role.created") else {
+        unreachable!()
+    };
+    let Event::Permission(_, perm) = example("permission.created") else {
+        unreachable!()
+    };
+    let permission = |id: &str, key: &str, version: i64| {
+        let mut p = perm.clone();
+        (p.external_id, p.key, p.updated_at) = (id.into(), key.into(), version);
+        p
+    };
+    let role = |id: &str,
+                key: &str,
+                grants: Vec<pg_tenancy::clerk::PermissionDefinition>,
+                version: i64| {
+        let mut r = template.clone();
+        (r.external_id, r.key, r.permissions, r.updated_at) =
+            (id.into(), key.into(), grants, version);
+        Event::Role(change, r)
+    };
+    let deleted = |id: &str| Event::RoleDeleted {
+        external_id: id.into(),
+    };
+    let first = role("role_1", "org:x", vec![permission("perm_w", WRITE, 1)], 100);
+    sync.apply("a", &first).await.unwrap();
+    assert_eq!(unit_permissions(&w.pool, &admin).await, [WRITE]);
+    sync.apply("b", &deleted("role_1")).await.unwrap();
+    sync.apply("c", &role("role_2", "org:x", vec![], 300))
+        .await
+        .unwrap();
+    sync.apply("d", &deleted("role_2")).await.unwrap();
+    // A retry of the first role's event: its deletion still stands.
+    assert_eq!(sync.apply("a", &first).await.unwrap(), Outcome::Unchanged);
+    assert!(unit_permissions(&w.pool, &admin).await.is_empty());
+    // The provider's final state: a third role on the key, granting read.
+    let third = role(
+        "role_3",
+        "org:x",
+        vec![permission("perm_r", "org:invoices:read", 1)],
+        500,
+    );
+    assert_eq!(sync.apply("e", &third).await.unwrap(), Outcome::Applied);
+    assert_eq!(
+        unit_permissions(&w.pool, &admin).await,
+        ["org:invoices:read"]
+    );
+
+    // perm_1 read2 -> write (late), perm_2 takes read2 meanwhile, granted by role_s.
+    set_role_key(&service, w.a.id, &w.a.member, "org:s").await;
+    let member = w.a.ctx(Role::Member);
+    sync.apply(
+        "f",
+        &role(
+            "role_p1",
+            "org:p1",
+            vec![permission("perm_1", "org:invoices:read2", 10)],
+            10,
+        ),
+    )
+    .await
+    .unwrap();
+    sync.apply(
+        "g",
+        &role(
+            "role_s",
+            "org:s",
+            vec![permission("perm_2", "org:invoices:read2", 30)],
+            40,
+        ),
+    )
+    .await
+    .unwrap();
+    sync.apply(
+        "h",
+        &Event::Permission(Change::Updated, permission("perm_1", WRITE, 20)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        unit_permissions(&w.pool, &member).await,
+        ["org:invoices:read2"]
+    );
 }
 
 /// The sync stores a membership event's role key, and the member's units get that role's
@@ -631,4 +748,50 @@ async fn role_definitions_are_written_in_read_committed_only() {
             other => panic!("{level}: {other:?}"),
         }
     }
+}
+
+/// A membership does not change users: an admin who deleted their own row and moved a
+/// member's provider-synced row onto themselves would take its role key's permissions (and
+/// the member's removal would go unrecorded). Refused (`TNC11`); the control, the same admin
+/// changing that member's role, is allowed.
+#[tokio::test]
+async fn a_membership_does_not_change_hands() {
+    let (w, service) = invoices_world(As::App).await;
+    service
+        .set_role_permissions("org:billing", [WRITE])
+        .await
+        .unwrap();
+    set_role_key(&service, w.a.id, &w.a.member, "org:billing").await;
+    let (admin, member) = (w.a.admin.clone(), w.a.member.clone());
+    let taken = w
+        .pool
+        .with_rls(&w.a.ctx(Role::Admin), async |tx| {
+            sqlx::query("DELETE FROM organization_members WHERE user_id = $1")
+                .bind(admin.as_str())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE organization_members SET user_id = $1 WHERE user_id = $2")
+                .bind(admin.as_str())
+                .bind(member.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(Error::from)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&taken).as_deref(), Some("TNC11"), "{taken}");
+    let e = insert(&w.pool, &w.a.ctx(Role::Admin)).await.unwrap_err();
+    assert!(e.is_rls_violation(), "{e}");
+    let changed = w
+        .pool
+        .with_rls(&w.a.ctx(Role::Admin), async |tx| {
+            sqlx::query("UPDATE organization_members SET role = 'member' WHERE user_id = $1")
+                .bind(member.as_str())
+                .execute(tx)
+                .await
+                .map_err(Error::from)
+        })
+        .await
+        .unwrap();
+    assert_eq!(changed.rows_affected(), 1);
 }
