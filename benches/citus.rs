@@ -8,6 +8,15 @@
 //! the same ratios on one server (`ratio.single.*`) measured in the same run for comparison.
 //! Without Citus installed it says so and measures nothing (`TENANCY_REQUIRE_CITUS` makes that
 //! a failure).
+//!
+//! Latency on a shared machine moves with whatever else runs (each statement waits for a core
+//! three times: client, coordinator, worker), so the same rounds also sum the CPU time the
+//! servers spent on them: every backend connected to the bench's database, on every node
+//! (`/proc/<pid>/schedstat`, nanoseconds on a CPU), divided by the units run. Lines:
+//! `cpu.{citus,single}.<case>` (server CPU per unit), `cpu.{citus,single}.write_unit_extra` and
+//! `read_unit_extra` (what the unit adds to its plain transaction), and
+//! `ratio.cpu.citus_extra_vs_single_extra.{write,read}_unit`: what the crate costs the servers
+//! on Citus against what it costs one server (1.0: the same).
 
 #[path = "support/mod.rs"]
 mod support;
@@ -165,25 +174,89 @@ async fn bench(db: &TestDatabase, admin: PgConnectOptions, citus: bool) -> Bench
     }
 }
 
-/// Median seconds per unit of each case, from interleaved rounds.
-async fn measure(b: &Bench, cases: &[Case]) -> Vec<f64> {
+/// Nanoseconds on a CPU, so far, of every server process serving database `db` on this
+/// machine (its title is `postgres: <user> <db> ...`): the pools' backends, and on Citus the
+/// backends the coordinator opened on the workers. Also the part of it spent by the children
+/// of the postmaster `coordinator`. Linux only; `None` elsewhere.
+fn server_cpu_ns(db: &str, coordinator: u32) -> Option<[u64; 2]> {
+    let mut total = [0, 0];
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let title = String::from_utf8_lossy(&cmdline);
+        if title.split_whitespace().nth(2) != Some(db) || !title.starts_with("postgres: ") {
+            continue;
+        }
+        let ns = std::fs::read_to_string(entry.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        total[0] += ns;
+        if parent_pid(entry.file_name().to_str().unwrap_or("")) == Some(coordinator) {
+            total[1] += ns;
+        }
+    }
+    Some(total)
+}
+
+/// The parent of process `pid` (`/proc/<pid>/stat`'s fourth field, after the parenthesized
+/// name).
+fn parent_pid(pid: &str) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Median seconds per unit of each case, from interleaved rounds, and the servers' CPU seconds
+/// per unit of each case over all rounds, all nodes and the coordinator's share (`None` where
+/// the processes cannot be read).
+async fn measure(b: &Bench, db: &str, cases: &[Case]) -> (Vec<f64>, Option<Vec<[f64; 2]>>) {
     let (rounds, per_round) = if support::fast() { (3, 30) } else { (15, 300) };
     for case in cases {
         for _ in 0..20 {
             run(b, *case).await;
         }
     }
+    // The postmaster of the server the pools connect to (on Citus, the coordinator).
+    let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&b.plain)
+        .await
+        .unwrap();
+    let coordinator = parent_pid(&backend.to_string()).unwrap_or(0);
     let mut times = vec![Vec::new(); cases.len()];
+    let mut cpu = Some(vec![[0_u64; 2]; cases.len()]);
     for _ in 0..rounds {
         for (i, case) in cases.iter().enumerate() {
+            let before = server_cpu_ns(db, coordinator);
             let t = Instant::now();
             for _ in 0..per_round {
                 run(b, *case).await;
             }
             times[i].push(t.elapsed().as_secs_f64() / f64::from(per_round));
+            match (cpu.as_mut(), before, server_cpu_ns(db, coordinator)) {
+                (Some(sums), Some(before), Some(after)) => {
+                    for k in 0..2 {
+                        sums[i][k] += after[k].saturating_sub(before[k]);
+                    }
+                }
+                _ => cpu = None,
+            }
         }
     }
-    times.iter_mut().map(|v| support::median_of(v)).collect()
+    let units = f64::from(rounds * per_round);
+    (
+        times.iter_mut().map(|v| support::median_of(v)).collect(),
+        cpu.map(|sums| {
+            sums.iter()
+                .map(|ns| ns.map(|ns| ns as f64 / 1e9 / units))
+                .collect()
+        }),
+    )
 }
 
 async fn main_async() {
@@ -210,14 +283,14 @@ async fn main_async() {
         Case::WriteUnit,
         Case::PlainTx,
     ];
-    for (label, b) in [("citus", &citus), ("single", &single)] {
-        let t = measure(b, &cases).await;
-        for (case, name) in
-            cases
-                .iter()
-                .zip(["read_unit", "plain_read_tx", "write_unit", "plain_tx"])
-        {
-            let i = cases.iter().position(|c| c == case).unwrap();
+    let names = ["read_unit", "plain_read_tx", "write_unit", "plain_tx"];
+    let mut extras = Vec::new();
+    for (label, b, db) in [
+        ("citus", &citus, citus_db.name()),
+        ("single", &single, single_db.name()),
+    ] {
+        let (t, cpu) = measure(b, db, &cases).await;
+        for (i, name) in names.iter().enumerate() {
             support::report_time(&format!("time.{label}.{name}"), t[i]);
         }
         support::report_ratio(
@@ -227,6 +300,38 @@ async fn main_async() {
         support::report_ratio(
             &format!("ratio.{label}.write_unit_vs_plain_tx"),
             t[2] / t[3],
+        );
+        if let Some(cpu) = cpu {
+            for (i, name) in names.iter().enumerate() {
+                support::report_time(&format!("cpu.{label}.{name}"), cpu[i][0]);
+            }
+            let extra = |unit: usize, plain: usize, k: usize| cpu[unit][k] - cpu[plain][k];
+            support::report_time(&format!("cpu.{label}.read_unit_extra"), extra(0, 1, 0));
+            support::report_time(&format!("cpu.{label}.write_unit_extra"), extra(2, 3, 0));
+            if label == "citus" {
+                // The coordinator's part; the rest ran on the workers.
+                for (name, unit, plain) in [("read_unit", 0, 1), ("write_unit", 2, 3)] {
+                    support::report_time(
+                        &format!("cpu.citus.coordinator.{name}_extra"),
+                        extra(unit, plain, 1),
+                    );
+                    support::report_time(
+                        &format!("cpu.citus.workers.{name}_extra"),
+                        extra(unit, plain, 0) - extra(unit, plain, 1),
+                    );
+                }
+            }
+            extras.push((extra(0, 1, 0), extra(2, 3, 0)));
+        }
+    }
+    if let [(citus_read, citus_write), (single_read, single_write)] = extras[..] {
+        support::report_ratio(
+            "ratio.cpu.citus_extra_vs_single_extra.read_unit",
+            citus_read / single_read,
+        );
+        support::report_ratio(
+            "ratio.cpu.citus_extra_vs_single_extra.write_unit",
+            citus_write / single_write,
         );
     }
 }
