@@ -169,6 +169,82 @@ check_index(Relation index, Relation heap, const char *const *columns, int ncolu
 							RelationGetRelationName(index))));
 }
 
+#ifndef TENANCY_PERMISSIONS_FROM_TABLE
+/*
+ * tenancy_role_permissions(key), the schema's generated SQL function (migration 7), called
+ * through fmgr; NULL when it returns NULL. (On PostgreSQL 15 a SQL function called this way
+ * is parsed and planned again in every transaction: the largest part of this entry's cost,
+ * docs/benchmarks.md.)
+ */
+static char *
+role_permissions(Oid schema, const char *key)
+{
+	Oid			argtype = TEXTOID;
+	Oid			fn = GetSysCacheOid3(PROCNAMEARGSNSP, Anum_pg_proc_oid,
+									 CStringGetDatum("tenancy_role_permissions"),
+									 PointerGetDatum(buildoidvector(&argtype, 1)),
+									 ObjectIdGetDatum(schema));
+	FmgrInfo	finfo;
+	LOCAL_FCINFO(call, 1);
+	Datum		result;
+
+	if (!OidIsValid(fn))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("tenancy: function tenancy_role_permissions(text) not found in schema \"%s\"",
+						get_namespace_name(schema))));
+	fmgr_info(fn, &finfo);
+	InitFunctionCallInfoData(*call, &finfo, 1, DEFAULT_COLLATION_OID, NULL, NULL);
+	call->args[0].value = CStringGetTextDatum(key);
+	call->args[0].isnull = false;
+	result = FunctionCallInvoke(call);
+	return call->isnull ? NULL : TextDatumGetCString(result);
+}
+#else
+/*
+ * An experiment, off by default (`make PG_CPPFLAGS=-DTENANCY_PERMISSIONS_FROM_TABLE`): the
+ * value tenancy_role_permissions(key) is generated from, read from tenancy_roles through
+ * tenancy_roles_pkey: `permissions` of the row with that key, '' without one. The generated
+ * function is one CASE over the rows whose permissions are not '' (rebuilt by every statement
+ * that writes the table, in its transaction), so the two answer alike; the function reads the
+ * definitions as last committed, this read under a snapshot taken now.
+ */
+static char *
+role_permissions(Oid schema, const char *key)
+{
+	static const char *const roles_key[] = {"key"};
+	Relation	roles = table_open(relation_in("tenancy_roles", schema), AccessShareLock);
+	Relation	roles_pkey = index_open(relation_in("tenancy_roles_pkey", schema), AccessShareLock);
+	Snapshot	snapshot;
+	ScanKeyData skey;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	char	   *permissions = "";
+
+	check_index(roles_pkey, roles, roles_key, 1);
+	snapshot = RegisterSnapshot(GetTransactionSnapshot());
+	ScanKeyEntryInitialize(&skey, 0, 1, BTEqualStrategyNumber, InvalidOid,
+						   roles_pkey->rd_indcollation[0], F_TEXTEQ, CStringGetTextDatum(key));
+	slot = table_slot_create(roles, NULL);
+	scan = index_beginscan(roles, roles_pkey, snapshot, 1, 0);
+	index_rescan(scan, &skey, 1, NULL, 0);
+	if (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+		Datum		value = slot_getattr(slot, column_of(roles, "permissions"), &isnull);
+
+		if (!isnull)
+			permissions = TextDatumGetCString(value);
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	UnregisterSnapshot(snapshot);
+	index_close(roles_pkey, NoLock);
+	table_close(roles, NoLock);
+	return permissions;
+}
+#endif
+
 /* tenancy_enter_c(org uuid, member text, required text, act_as_required boolean,
  *                 session_expected text): see tenancy_enter. */
 Datum
@@ -296,31 +372,9 @@ tenancy_enter_c(PG_FUNCTION_ARGS)
 		table_close(members, NoLock);
 	}
 
-	/* tenancy_role_permissions(coalesce(role_key, role)), the schema's generated function. */
+	/* The permissions of coalesce(role_key, role). */
 	if (found_role != NULL)
-	{
-		Oid			argtype = TEXTOID;
-		Oid			perms_fn = GetSysCacheOid3(PROCNAMEARGSNSP, Anum_pg_proc_oid,
-											   CStringGetDatum("tenancy_role_permissions"),
-											   PointerGetDatum(buildoidvector(&argtype, 1)),
-											   ObjectIdGetDatum(schema));
-		FmgrInfo	finfo;
-		LOCAL_FCINFO(perms_call, 1);
-		Datum		result;
-
-		if (!OidIsValid(perms_fn))
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_FUNCTION),
-					 errmsg("tenancy: function tenancy_role_permissions(text) not found in schema \"%s\"",
-							get_namespace_name(schema))));
-		fmgr_info(perms_fn, &finfo);
-		InitFunctionCallInfoData(*perms_call, &finfo, 1, DEFAULT_COLLATION_OID, NULL, NULL);
-		perms_call->args[0].value = CStringGetTextDatum(found_key ? found_key : found_role);
-		perms_call->args[0].isnull = false;
-		result = FunctionCallInvoke(perms_call);
-		if (!perms_call->isnull)
-			found_perms = TextDatumGetCString(result);
-	}
+		found_perms = role_permissions(schema, found_key ? found_key : found_role);
 
 	rank_required = role_rank(required);
 	rank_found = role_rank(found_role);
