@@ -23,7 +23,8 @@ transaction picks an organization and one of its projects at random:
 Prints each run's tps and, per round, the ratios unit/plain, then the medians:
 
     c-entry-throughput: -M <mode> round <r> <arm> = <tps> tps
-    c-entry-throughput: -M <mode> median <arm> = <tps> tps, ...; sql_unit/plain = <x>; c_unit/plain = <y>
+    c-entry-throughput: -M <mode> median <arm> = <tps> tps, ...; sql_unit/plain = <x>;
+        c_unit/plain = <y>; c_unit/sql_unit = <z> (medians of the rounds' ratios)
 """
 import argparse, importlib.util, os, re, shutil, statistics, subprocess, tempfile
 
@@ -89,9 +90,10 @@ def run_mode(server, files, expected, mode, a):
     med = {name: statistics.median(v) for name, v in tps.items()}
     ratios = {name: statistics.median(t / p for t, p in zip(tps[name], tps["plain"]))
               for name in ("sql_unit", "c_unit")}
+    c_vs_sql = statistics.median(c / q for c, q in zip(tps["c_unit"], tps["sql_unit"]))
     print(f"c-entry-throughput: -M {mode} median " + ", ".join(f"{n} = {v:.0f} tps" for n, v in med.items())
           + f"; sql_unit/plain = {ratios['sql_unit']:.3f}; c_unit/plain = {ratios['c_unit']:.3f}"
-          + f" (medians of the {a.rounds} rounds' ratios)", flush=True)
+          + f"; c_unit/sql_unit = {c_vs_sql:.3f} (medians of the {a.rounds} rounds' ratios)", flush=True)
 
 
 
