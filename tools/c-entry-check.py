@@ -108,6 +108,8 @@ CASES = {
     "SET ROLE": ("TNC05", "SET ROLE other;", enter_args(*OK), "", False),
     "NULL session_expected": ("TNC05", "", enter_args(*OK, expected="NULL"), "", False),
     "lock held on organization_members": ("55P03", "", enter_args(*OK), "", True),
+    "lock held, NULL member (the tables are locked whatever the arguments)":
+        ("55P03", "", enter_args(ORG, None, "admin", True), "", True),
 }
 
 INSIDE = ("SELECT 'inside: ' || concat_ws(' | ', "

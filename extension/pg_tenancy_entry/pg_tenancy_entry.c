@@ -13,6 +13,7 @@
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "access/htup_details.h"
 #include "access/relation.h"
 #include "access/skey.h"
 #include "access/stratnum.h"
@@ -22,6 +23,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_am.h"
 #include "catalog/pg_collation.h"
+#include "catalog/pg_index.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "executor/tuptable.h"
@@ -145,8 +147,9 @@ column_of(Relation rel, const char *name)
 }
 
 /*
- * The index must be the one the lookup assumes: its leading key columns are `columns`, in
- * order (a replaced index with another shape would make the scan keys mean something else).
+ * The index must be the one the lookup assumes: a valid unique btree index without a predicate
+ * whose key columns are `columns`, in order (a replaced index of another shape would make the
+ * scan keys mean something else, or miss rows).
  */
 static void
 check_index(Relation index, Relation heap, const char *const *columns, int ncolumns)
@@ -154,8 +157,10 @@ check_index(Relation index, Relation heap, const char *const *columns, int ncolu
 	int			i;
 
 	if (index->rd_index->indrelid != RelationGetRelid(heap)
-		|| index->rd_index->indnkeyatts < ncolumns
+		|| index->rd_index->indnkeyatts != ncolumns
+		|| !index->rd_index->indisunique
 		|| !index->rd_index->indisvalid
+		|| !heap_attisnull(index->rd_indextuple, Anum_pg_index_indpred, NULL)
 		|| index->rd_rel->relam != BTREE_AM_OID)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -296,11 +301,11 @@ tenancy_enter_c(PG_FUNCTION_ARGS)
 
 	/*
 	 * The membership of (org, member) in a live organization: organization_members_pkey, then
-	 * organizations_pkey, under a snapshot taken after their locks (as a statement's). A NULL
-	 * org or member matches no row (the SQL's `=` is never true for NULL).
+	 * organizations_pkey, under a snapshot taken after their locks (as a statement's). The
+	 * tables are locked whatever the arguments, as the SQL lookup's planning locks them; a
+	 * NULL org or member matches no row (the SQL's `=` is never true for NULL).
 	 */
 	schema = get_func_namespace(fcinfo->flinfo->fn_oid);
-	if (org != NULL && member != NULL)
 	{
 		static const char *const member_key[] = {"organization_id", "user_id"};
 		static const char *const org_key[] = {"id"};
@@ -312,56 +317,58 @@ tenancy_enter_c(PG_FUNCTION_ARGS)
 		ScanKeyData keys[2];
 		IndexScanDesc scan;
 		TupleTableSlot *slot;
-		Datum		member_text = CStringGetTextDatum(member);
 
 		check_index(members_pkey, members, member_key, 2);
 		check_index(orgs_pkey, orgs, org_key, 1);
 		snapshot = RegisterSnapshot(GetTransactionSnapshot());
 
-		ScanKeyEntryInitialize(&keys[0], 0, 1, BTEqualStrategyNumber, InvalidOid,
-							   members_pkey->rd_indcollation[0], F_UUID_EQ, UUIDPGetDatum(org));
-		ScanKeyEntryInitialize(&keys[1], 0, 2, BTEqualStrategyNumber, InvalidOid,
-							   members_pkey->rd_indcollation[1], F_TEXTEQ, member_text);
-		slot = table_slot_create(members, NULL);
-		scan = index_beginscan(members, members_pkey, snapshot, 2, 0);
-		index_rescan(scan, keys, 2, NULL, 0);
-		if (index_getnext_slot(scan, ForwardScanDirection, slot))
+		if (org != NULL && member != NULL)
 		{
-			bool		isnull;
-			Datum		value;
-
-			value = slot_getattr(slot, column_of(members, "role"), &isnull);
-			if (!isnull)
-				found_role = TextDatumGetCString(value);
-			value = slot_getattr(slot, column_of(members, "role_key"), &isnull);
-			if (!isnull)
-				found_key = TextDatumGetCString(value);
-		}
-		index_endscan(scan);
-		ExecDropSingleTupleTableSlot(slot);
-
-		if (found_role != NULL)
-		{
-			bool		live = false;
-
 			ScanKeyEntryInitialize(&keys[0], 0, 1, BTEqualStrategyNumber, InvalidOid,
-								   orgs_pkey->rd_indcollation[0], F_UUID_EQ, UUIDPGetDatum(org));
-			slot = table_slot_create(orgs, NULL);
-			scan = index_beginscan(orgs, orgs_pkey, snapshot, 1, 0);
-			index_rescan(scan, keys, 1, NULL, 0);
+								   members_pkey->rd_indcollation[0], F_UUID_EQ, UUIDPGetDatum(org));
+			ScanKeyEntryInitialize(&keys[1], 0, 2, BTEqualStrategyNumber, InvalidOid,
+								   members_pkey->rd_indcollation[1], F_TEXTEQ, CStringGetTextDatum(member));
+			slot = table_slot_create(members, NULL);
+			scan = index_beginscan(members, members_pkey, snapshot, 2, 0);
+			index_rescan(scan, keys, 2, NULL, 0);
 			if (index_getnext_slot(scan, ForwardScanDirection, slot))
 			{
 				bool		isnull;
+				Datum		value;
 
-				(void) slot_getattr(slot, column_of(orgs, "deleted_at"), &isnull);
-				live = isnull;
+				value = slot_getattr(slot, column_of(members, "role"), &isnull);
+				if (!isnull)
+					found_role = TextDatumGetCString(value);
+				value = slot_getattr(slot, column_of(members, "role_key"), &isnull);
+				if (!isnull)
+					found_key = TextDatumGetCString(value);
 			}
 			index_endscan(scan);
 			ExecDropSingleTupleTableSlot(slot);
-			if (!live)
+
+			if (found_role != NULL)
 			{
-				found_role = NULL;
-				found_key = NULL;
+				bool		live = false;
+
+				ScanKeyEntryInitialize(&keys[0], 0, 1, BTEqualStrategyNumber, InvalidOid,
+									   orgs_pkey->rd_indcollation[0], F_UUID_EQ, UUIDPGetDatum(org));
+				slot = table_slot_create(orgs, NULL);
+				scan = index_beginscan(orgs, orgs_pkey, snapshot, 1, 0);
+				index_rescan(scan, keys, 1, NULL, 0);
+				if (index_getnext_slot(scan, ForwardScanDirection, slot))
+				{
+					bool		isnull;
+
+					(void) slot_getattr(slot, column_of(orgs, "deleted_at"), &isnull);
+					live = isnull;
+				}
+				index_endscan(scan);
+				ExecDropSingleTupleTableSlot(slot);
+				if (!live)
+				{
+					found_role = NULL;
+					found_key = NULL;
+				}
 			}
 		}
 		UnregisterSnapshot(snapshot);
