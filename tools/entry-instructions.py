@@ -2,7 +2,7 @@
 """Server instructions per unit of work, counted by valgrind: deterministic, so that a change to
 the entry or the policies can be measured on a busy machine where timings are noise.
 
-    python3 tools/entry-instructions.py [--repo DIR] [--transactions N]
+    python3 tools/entry-instructions.py [--repo DIR] [--transactions N] [--c-entry]
 
 Starts a throwaway PostgreSQL (`$TENANCY_PG_BINDIR`, else `pg_config --bindir`; as
 root, the server runs as the `postgres` user), applies DIR's migrations and example migrations
@@ -24,6 +24,9 @@ Units (each `BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE`, one point query 
 - permission_unit (where the migrations have permissions): write_unit's query on a copy of
   `projects` whose policy asks for a permission (`tenancy_current_org_id_with(...)`), which the
   members' role grants.
+- c_write_unit (with `--c-entry`): write_unit with `CALL tenancy_enter_c(...)`, the prototype C
+  entry of `extension/pg_tenancy_entry` (installed first: `make -C extension/pg_tenancy_entry
+  install` as root; the tool runs `CREATE EXTENSION pg_tenancy_entry SCHEMA public`).
 The point query is a prepared statement (as sqlx sends it) except in hardened mode, whose entry
 refuses SQL-level prepared statements: there both units are measured with the query as text
 (`write_unit_text`). Needs valgrind (Debian: `apt-get install valgrind`). Takes a few minutes.
@@ -105,7 +108,7 @@ def _quote(a):
     return "'" + a.replace("'", "'\\''") + "'"
 
 
-def setup(server, repo):
+def setup(server, repo, c_entry=False):
     p = server.psql
     p("postgres", "postgres", "CREATE ROLE owner LOGIN; CREATE ROLE app LOGIN; "
       "CREATE ROLE bypass LOGIN BYPASSRLS; CREATE ROLE tenancy_service NOLOGIN")
@@ -137,6 +140,8 @@ CREATE POLICY permitted ON projects_permitted
 GRANT SELECT ON projects_permitted TO app;
 SELECT tenancy_set_role_permissions('admin', ARRAY['org:projects:read']);
 ANALYZE projects_permitted;""")
+    if c_entry:
+        p("t", "postgres", "CREATE EXTENSION pg_tenancy_entry SCHEMA public")
     p("h", "owner", f"SELECT tenancy_enable_hardened_mode('\\x{KEY.hex()}')")
     has_fn = p("t", "owner", "SELECT count(*) FROM pg_proc WHERE proname = 'tenancy_session_settings'")
     expected = p("t", "app", "SELECT tenancy_session_settings()" if has_fn != "0" else f"SELECT {SETTINGS}")
@@ -148,12 +153,15 @@ def field(x):
     return f"{len(x.encode())}:{x}"
 
 
-def units(expected, enter_args, signed_args, has_permissions):
+def units(expected, enter_args, signed_args, has_permissions, c_entry=False):
     session = (f"{SETTINGS}, '{expected}'" if enter_args == 6 else f"'{expected}'")
     signed_session = (f"{SETTINGS}, '{expected}'" if signed_args == 9 else f"'{expected}'")
 
     def enter(org, user):
         return f"{BEGIN}; CALL \"public\".tenancy_enter('{org}', '{user}', 'admin', true, {session})"
+
+    def enter_c(org, user):
+        return f"{BEGIN}; CALL \"public\".tenancy_enter_c('{org}', '{user}', 'admin', true, '{expected}')"
 
     def signed(org, user):
         expiry = str(int(time.time()) + 7200)
@@ -170,6 +178,7 @@ def units(expected, enter_args, signed_args, has_permissions):
         "write_unit_text": ("t", "app", enter, RLS_QUERY, False),
         "hardened_write": ("h", "app", signed, RLS_QUERY, False),
         **({"permission_unit": ("t", "app", enter, PERMITTED_QUERY, True)} if has_permissions else {}),
+        **({"c_write_unit": ("t", "app", enter_c, RLS_QUERY, True)} if c_entry else {}),
     }
 
 
@@ -195,15 +204,19 @@ def main():
     ap.add_argument("--repo", default=ROOT)
     ap.add_argument("--transactions", type=int, default=100)
     ap.add_argument("--only", nargs="*")
+    ap.add_argument("--c-entry", action="store_true",
+                    help="also measure c_write_unit (the prototype C entry, installed first)")
     a = ap.parse_args()
     if not shutil.which("valgrind"):
         raise SystemExit("valgrind not found (Debian: apt-get install valgrind)")
     server = Server(bindir())
     try:
         server.start()
-        expected, enter_args, signed_args, has_permissions = setup(server, os.path.abspath(a.repo))
+        expected, enter_args, signed_args, has_permissions = setup(server, os.path.abspath(a.repo),
+                                                                     a.c_entry)
         server.stop()
-        for name, (db, role, begin, query, prepared) in units(expected, enter_args, signed_args, has_permissions).items():
+        for name, (db, role, begin, query, prepared) in units(expected, enter_args, signed_args,
+                                                              has_permissions, a.c_entry).items():
             if a.only and name not in a.only:
                 continue
             n = a.transactions
