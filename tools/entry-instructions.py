@@ -2,7 +2,7 @@
 """Server instructions per unit of work, counted by valgrind: deterministic, so that a change to
 the entry or the policies can be measured on a busy machine where timings are noise.
 
-    python3 tools/entry-instructions.py [--repo DIR] [--transactions N] [--c-entry]
+    python3 tools/entry-instructions.py [--repo DIR] [--transactions N] [--floors] [--c-entry]
 
 Starts a throwaway PostgreSQL (`$TENANCY_PG_BINDIR`, else `pg_config --bindir`; as
 root, the server runs as the `postgres` user), applies DIR's migrations and example migrations
@@ -24,6 +24,12 @@ Units (each `BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE`, one point query 
 - permission_unit (where the migrations have permissions): write_unit's query on a copy of
   `projects` whose policy asks for a permission (`tenancy_current_org_id_with(...)`), which the
   members' role grants.
+- floor_empty_call, floor_set, floor_lookup_definer, floor_lookup_rls (with `--floors`): the
+  floors of any entry written as a PL/pgSQL procedure `CALL`ed in the BEGIN batch, as the
+  application role with write_unit's query: an empty procedure (no context: the query finds
+  nothing); one that only sets the five context settings; one that also looks the membership
+  and live organization up without row security (`SECURITY DEFINER`, owned by the BYPASSRLS
+  role); the same lookup under the policies (the context set first, as the entry does).
 - c_write_unit (with `--c-entry`): write_unit with `CALL tenancy_enter_c(...)`, the prototype C
   entry of `extension/pg_tenancy_entry` (installed first: `make -C extension/pg_tenancy_entry
   install` as root; the tool runs `CREATE EXTENSION pg_tenancy_entry SCHEMA public`).
@@ -108,7 +114,44 @@ def _quote(a):
     return "'" + a.replace("'", "'\\''") + "'"
 
 
-def setup(server, repo, c_entry=False):
+# The floor procedures of `--floors` (see the docstring).
+FLOOR_CONTEXT = """pg_catalog.set_config('app.current_unit', pg_catalog.transaction_timestamp()::text, true)
+            || pg_catalog.set_config('app.current_org_id', org::text, true)
+            || pg_catalog.set_config('app.current_user_id', member, true)"""
+FLOOR_LOOKUP = """SELECT m.role INTO found_role
+      FROM public.organization_members m JOIN public.organizations o ON o.id = m.organization_id
+     WHERE m.organization_id = org AND m.user_id = member AND o.id = org AND o.deleted_at IS NULL;
+    IF found_role IS NULL THEN RAISE EXCEPTION 'not a member' USING ERRCODE = 'TNC01'; END IF;"""
+FLOORS = f"""
+CREATE PROCEDURE public.floor_empty(org uuid, member text) LANGUAGE plpgsql AS $$ BEGIN END $$;
+CREATE PROCEDURE public.floor_set(org uuid, member text) LANGUAGE plpgsql AS $$
+DECLARE ignored text;
+BEGIN
+    ignored := {FLOOR_CONTEXT}
+            || pg_catalog.set_config('app.current_org_role', 'admin', true)
+            || pg_catalog.set_config('app.current_permissions', '', true);
+END $$;
+CREATE PROCEDURE public.floor_lookup_rls(org uuid, member text) LANGUAGE plpgsql AS $$
+DECLARE ignored text; found_role text;
+BEGIN
+    ignored := {FLOOR_CONTEXT};
+    {FLOOR_LOOKUP}
+    ignored := pg_catalog.set_config('app.current_org_role', found_role, true)
+            || pg_catalog.set_config('app.current_permissions', '', true);
+END $$;
+CREATE PROCEDURE public.floor_lookup_definer(org uuid, member text) LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE ignored text; found_role text;
+BEGIN
+    {FLOOR_LOOKUP}
+    ignored := {FLOOR_CONTEXT}
+            || pg_catalog.set_config('app.current_org_role', found_role, true)
+            || pg_catalog.set_config('app.current_permissions', '', true);
+END $$;
+ALTER PROCEDURE public.floor_lookup_definer(uuid, text) OWNER TO bypass;
+"""
+
+
+def setup(server, repo, c_entry=False, floors=False):
     p = server.psql
     p("postgres", "postgres", "CREATE ROLE owner LOGIN; CREATE ROLE app LOGIN; "
       "CREATE ROLE bypass LOGIN BYPASSRLS; CREATE ROLE tenancy_service NOLOGIN")
@@ -142,6 +185,8 @@ SELECT tenancy_set_role_permissions('admin', ARRAY['org:projects:read']);
 ANALYZE projects_permitted;""")
     if c_entry:
         p("t", "postgres", "CREATE EXTENSION pg_tenancy_entry SCHEMA public")
+    if floors:
+        p("t", "postgres", FLOORS)
     p("h", "owner", f"SELECT tenancy_enable_hardened_mode('\\x{KEY.hex()}')")
     has_fn = p("t", "owner", "SELECT count(*) FROM pg_proc WHERE proname = 'tenancy_session_settings'")
     expected = p("t", "app", "SELECT tenancy_session_settings()" if has_fn != "0" else f"SELECT {SETTINGS}")
@@ -153,7 +198,7 @@ def field(x):
     return f"{len(x.encode())}:{x}"
 
 
-def units(expected, enter_args, signed_args, has_permissions, c_entry=False):
+def units(expected, enter_args, signed_args, has_permissions, c_entry=False, floors=False):
     session = (f"{SETTINGS}, '{expected}'" if enter_args == 6 else f"'{expected}'")
     signed_session = (f"{SETTINGS}, '{expected}'" if signed_args == 9 else f"'{expected}'")
 
@@ -162,6 +207,9 @@ def units(expected, enter_args, signed_args, has_permissions, c_entry=False):
 
     def enter_c(org, user):
         return f"{BEGIN}; CALL \"public\".tenancy_enter_c('{org}', '{user}', 'admin', true, '{expected}')"
+
+    def floor(name):
+        return lambda org, user: f"{BEGIN}; CALL public.{name}('{org}', '{user}')"
 
     def signed(org, user):
         expiry = str(int(time.time()) + 7200)
@@ -179,6 +227,9 @@ def units(expected, enter_args, signed_args, has_permissions, c_entry=False):
         "hardened_write": ("h", "app", signed, RLS_QUERY, False),
         **({"permission_unit": ("t", "app", enter, PERMITTED_QUERY, True)} if has_permissions else {}),
         **({"c_write_unit": ("t", "app", enter_c, RLS_QUERY, True)} if c_entry else {}),
+        **({name: ("t", "app", floor(name), RLS_QUERY, True)
+            for name in ("floor_empty", "floor_set", "floor_lookup_definer", "floor_lookup_rls")}
+           if floors else {}),
     }
 
 
@@ -204,6 +255,8 @@ def main():
     ap.add_argument("--repo", default=ROOT)
     ap.add_argument("--transactions", type=int, default=100)
     ap.add_argument("--only", nargs="*")
+    ap.add_argument("--floors", action="store_true",
+                    help="also measure the floors of an entry written in PL/pgSQL")
     ap.add_argument("--c-entry", action="store_true",
                     help="also measure c_write_unit (the prototype C entry, installed first)")
     a = ap.parse_args()
@@ -213,10 +266,11 @@ def main():
     try:
         server.start()
         expected, enter_args, signed_args, has_permissions = setup(server, os.path.abspath(a.repo),
-                                                                     a.c_entry)
+                                                                     a.c_entry, a.floors)
         server.stop()
         for name, (db, role, begin, query, prepared) in units(expected, enter_args, signed_args,
-                                                              has_permissions, a.c_entry).items():
+                                                              has_permissions, a.c_entry,
+                                                              a.floors).items():
             if a.only and name not in a.only:
                 continue
             n = a.transactions
