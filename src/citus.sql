@@ -41,15 +41,28 @@ CREATE OR REPLACE FUNCTION tenancy_current_unit_is_live() RETURNS boolean
                                                   'citus_internal gpid=')
                            AND pg_catalog.current_setting('app.current_unit', true) <> '' END $$;
 
--- Re-issues the unit's context settings (its permissions included) as SET LOCAL, which Citus sends to every worker
--- the transaction opens (and to those it has open). Every entry calls it after setting the
--- context, the switcher's and the bootstrap's empty values included, so that a unit always
--- overrides whatever a worker connection holds.
+-- Re-issues the unit's context settings (its permissions included) as SET LOCAL, which Citus
+-- sends to every worker the transaction opens (and to those it has open). Every entry calls it
+-- after setting the context, the switcher's and the bootstrap's empty values included, so that
+-- a unit always overrides whatever a worker connection holds.
+--
+-- Then the session settings the entry has just checked on the coordinator
+-- (tenancy_session_settings()), re-asserted the same way: a coordinator backend keeps its
+-- worker connections between transactions, and SQL in a unit can leave a value at session
+-- level on them (`SELECT set_config('statement_timeout', '1', false) FROM <distributed table>`
+-- runs on the shards), which the entry, reading the coordinator's session, does not see; the
+-- next unit's shard queries run with the pool's values instead. Two are left out: Citus never
+-- propagates `exit_on_error` (its list of settings unsafe to propagate), and
+-- `idle_session_timeout` applies between transactions only, where no SET LOCAL reaches.
+-- `search_path` is the entry's own: the session's for tenancy_enter, the pinned path for the
+-- entries with a SET clause (a SET LOCAL in those reverts on the coordinator at their end, and
+-- reaches the workers all the same). Shard queries name every object with its schema either way.
 CREATE OR REPLACE FUNCTION tenancy_propagate_context() RETURNS void
     LANGUAGE plpgsql VOLATILE
     AS $$
 DECLARE
     ignored text := pg_catalog.set_config('citus.propagate_set_commands', 'local', true);
+    setting text;
 BEGIN
     EXECUTE pg_catalog.format('SET LOCAL app.current_unit = %L',
                               pg_catalog.current_setting('app.current_unit', true));
@@ -61,6 +74,22 @@ BEGIN
                               pg_catalog.current_setting('app.current_org_role', true));
     EXECUTE pg_catalog.format('SET LOCAL app.current_permissions = %L',
                               pg_catalog.current_setting('app.current_permissions', true));
+    FOREACH setting IN ARRAY ARRAY['statement_timeout', 'lock_timeout',
+                                   'idle_in_transaction_session_timeout', 'row_security',
+                                   'synchronous_commit', 'TimeZone', 'DateStyle',
+                                   'IntervalStyle', 'bytea_output'] LOOP
+        EXECUTE pg_catalog.format('SET LOCAL %s = %L', setting,
+                                  pg_catalog.current_setting(setting));
+    END LOOP;
+    -- A list of names: each quoted again here (an unquoted name in the setting may hold any
+    -- character but a comma or a space), the list empty as ''.
+    EXECUTE 'SET LOCAL search_path = ' || coalesce(
+        (SELECT pg_catalog.string_agg(CASE WHEN pg_catalog.starts_with(m[1], '"') THEN m[1]
+                                           ELSE pg_catalog.quote_ident(pg_catalog.lower(m[1])) END,
+                                      ', ')
+           FROM pg_catalog.regexp_matches(pg_catalog.current_setting('search_path'),
+                                          '("(?:[^"]|"")*"|[^,[:space:]]+)', 'g') AS m),
+        '''''');
 END
 $$;
 

@@ -1364,6 +1364,135 @@ async fn a_value_left_on_a_worker_connection_is_caught() {
     assert!(seen.iter().all(|o| o == w.b.id.as_uuid()), "{seen:?}");
 }
 
+/// The session settings the entry checks on the coordinator (`tenancy_session_settings()`),
+/// on the worker connections: SQL in A's unit leaves a timeout, `synchronous_commit`,
+/// `row_security`, `TimeZone` and `search_path` at session level on the worker backends (a
+/// `set_config(..., false)` pushed down to the shards), where the entry, reading the
+/// coordinator's session, does not look. The positive control: a transaction outside any unit
+/// on the same connection finds them there, on the reused worker backends. The next unit, of
+/// B, on those backends, runs its shard queries with the pool's values (the coordinator's, in
+/// the same unit): the entry re-asserts them as `SET LOCAL`, which Citus sends with the
+/// context. Its projects query works (under `row_security = off` it would fail) and sees B's
+/// rows.
+#[tokio::test]
+async fn settings_left_on_a_worker_connection_do_not_reach_the_next_unit() {
+    let Some(w) = world(As::App).await else {
+        return;
+    };
+    create_probe(&w.db).await;
+    let pool = w.db.app_pool(1).await.unwrap();
+    const SETTINGS: &str = "current_setting('statement_timeout'), \
+        current_setting('synchronous_commit'), current_setting('row_security'), \
+        current_setting('TimeZone'), current_setting('search_path')";
+    type Settings = (String, String, String, String, String);
+    let planted_values: Settings = (
+        "4321ms".into(),
+        "local".into(),
+        "off".into(),
+        "Pacific/Chatham".into(),
+        "tenancy_elsewhere".into(),
+    );
+    let on_workers = format!("SELECT DISTINCT pg_backend_pid(), {SETTINGS} FROM tenancy_probe");
+    let mut reused = false;
+    for _ in 0..5 {
+        let planted: std::collections::BTreeSet<i32> = pool
+            .with_rls(&w.a.ctx(Role::Member), async |tx| {
+                Ok::<_, Error>(
+                    sqlx::query_scalar(
+                        "SELECT DISTINCT pid FROM (SELECT pg_backend_pid() AS pid, \
+                         set_config('statement_timeout', '4321', false), \
+                         set_config('synchronous_commit', 'local', false), \
+                         set_config('row_security', 'off', false), \
+                         set_config('TimeZone', 'Pacific/Chatham', false), \
+                         set_config('search_path', 'tenancy_elsewhere', false) \
+                         FROM tenancy_probe) s",
+                    )
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .collect(),
+                )
+            })
+            .await
+            .unwrap();
+        assert!(!planted.is_empty());
+        // The positive control: outside a unit, the reused worker backends hold the values.
+        let outside: Vec<(i32, String, String, String, String, String)> = {
+            let mut conn = pool.pool().acquire().await.unwrap();
+            let mut tx = conn.begin().await.unwrap();
+            let rows = sqlx::query_as(sqlx::AssertSqlSafe(on_workers.clone()))
+                .fetch_all(&mut *tx)
+                .await
+                .unwrap();
+            tx.rollback().await.unwrap();
+            rows
+        };
+        assert!(!outside.is_empty());
+        for r in outside.iter().filter(|r| planted.contains(&r.0)) {
+            assert_eq!(
+                (&r.1, &r.2, &r.3, &r.4, &r.5),
+                (
+                    &planted_values.0,
+                    &planted_values.1,
+                    &planted_values.2,
+                    &planted_values.3,
+                    &planted_values.4
+                ),
+                "outside a unit, worker backend {}",
+                r.0
+            );
+        }
+        // B's unit: its shard queries run with the pool's values, on the same backends.
+        let (coordinator, workers, seen) = pool
+            .with_rls(&w.b.ctx(Role::Member), async |tx| {
+                let coordinator: Settings =
+                    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {SETTINGS}")))
+                        .fetch_one(&mut *tx)
+                        .await?;
+                let workers: Vec<(i32, String, String, String, String, String)> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(on_workers.clone()))
+                        .fetch_all(&mut *tx)
+                        .await?;
+                let seen: Vec<Uuid> = sqlx::query_scalar("SELECT organization_id FROM projects")
+                    .fetch_all(&mut *tx)
+                    .await?;
+                Ok::<_, Error>((coordinator, workers, seen))
+            })
+            .await
+            .unwrap();
+        assert_ne!(
+            coordinator.0, planted_values.0,
+            "the coordinator's own session"
+        );
+        assert!(!workers.is_empty());
+        for r in &workers {
+            assert_eq!(
+                (&r.1, &r.2, &r.3, &r.4, &r.5),
+                (
+                    &coordinator.0,
+                    &coordinator.1,
+                    &coordinator.2,
+                    &coordinator.3,
+                    &coordinator.4
+                ),
+                "in B's unit, worker backend {}",
+                r.0
+            );
+        }
+        assert_eq!(seen.len(), PROJECTS_PER_ORG);
+        assert!(seen.iter().all(|o| o == w.b.id.as_uuid()), "{seen:?}");
+        // A round proves the point when B's unit ran on worker backends that held the values
+        // (seen there outside a unit just before).
+        if outside.iter().any(|r| planted.contains(&r.0))
+            && workers.iter().all(|r| planted.contains(&r.0))
+        {
+            reused = true;
+            break;
+        }
+    }
+    assert!(reused, "the worker backends were never reused");
+}
+
 /// The default mode's documented limit (docs/security.md: SQL inside a unit can choose its
 /// context; hardened mode, which is refused on Citus, is the defence), on Citus. A
 /// `set_config` of B's organization inside A's unit changes the coordinator's setting only:
