@@ -1359,6 +1359,30 @@ async fn a_context_left_on_a_worker_connection_is_void_outside_its_transaction()
     let seen = visible(&pool, &w.a.ctx(Role::Member)).await.unwrap();
     assert_eq!(seen.len(), PROJECTS_PER_ORG);
     assert!(seen.iter().all(|o| o == w.a.id.as_uuid()), "{seen:?}");
+    // What the entry does to get its distributed transaction leaves Citus's own commands
+    // alone: `EXPLAIN ANALYZE` in a unit (which Citus refuses once a transaction executed a
+    // query locally, as a read of a reference table on the coordinator would) runs, on a
+    // worker, with the unit's rows.
+    let plan: Vec<String> = pool
+        .with_rls(&w.a.ctx(Role::Member), async |tx| {
+            Ok::<_, Error>(
+                sqlx::query_scalar(
+                    "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) \
+                     SELECT name FROM projects WHERE organization_id = $1",
+                )
+                .bind(w.a.id.as_uuid())
+                .fetch_all(&mut *tx)
+                .await?,
+            )
+        })
+        .await
+        .unwrap();
+    let plan = plan.join("\n");
+    assert!(plan.contains("Citus Adaptive"), "{plan}");
+    assert!(
+        plan.contains(&format!("(actual rows={PROJECTS_PER_ORG} loops=1)")),
+        "{plan}"
+    );
     let seen = visible(&pool, &w.b.ctx(Role::Member)).await.unwrap();
     assert_eq!(seen.len(), PROJECTS_PER_ORG);
     assert!(seen.iter().all(|o| o == w.b.id.as_uuid()), "{seen:?}");
