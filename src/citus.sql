@@ -105,16 +105,20 @@ CREATE OR REPLACE FUNCTION @schema@.tenancy_propagate_context() RETURNS void
     LANGUAGE plpgsql VOLATILE
     AS $$
 DECLARE
-    ignored text := pg_catalog.set_config('citus.propagate_set_commands', 'local', true);
-    setting text;
+    ignored     text := pg_catalog.set_config('citus.propagate_set_commands', 'local', true);
+    distributed text;
+    setting     text;
 BEGIN
     -- The unit's distributed transaction, made to exist now (Citus would assign it at the
     -- unit's first distributed execution, after the entry): create_intermediate_result starts
     -- Citus's coordinated transaction, and writes an empty local result (removed at the end of
     -- the transaction). No round trip.
     PERFORM pg_catalog.create_intermediate_result('tenancy_unit', 'SELECT 1 WHERE false');
-    EXECUTE pg_catalog.format('SET LOCAL app.current_transaction = %L',
-                              @schema@.tenancy_distributed_transaction());
+    distributed := @schema@.tenancy_distributed_transaction();
+    IF distributed IS NULL THEN
+        RAISE EXCEPTION 'tenancy: Citus assigned this transaction no distributed transaction id';
+    END IF;
+    EXECUTE pg_catalog.format('SET LOCAL app.current_transaction = %L', distributed);
     EXECUTE pg_catalog.format('SET LOCAL app.current_unit = %L',
                               pg_catalog.current_setting('app.current_unit', true));
     EXECUTE pg_catalog.format('SET LOCAL app.current_org_id = %L',
