@@ -3,9 +3,12 @@
 //! On Citus the policies of a distributed table run on the workers, in the shard queries, so
 //! the unit's context has to reach them: [`SETUP`] makes every entry send it on (as `SET
 //! LOCAL`, which Citus propagates with `citus.propagate_set_commands = 'local'`, in the same
-//! `BEGIN` round trip), and creates `tenancy_distribute(table)`, which distributes a tenant
-//! table by `organization_id`, colocated with the others. The crate's own tables stay on the
-//! coordinator. See `docs/scaling.md` for the recipe as tested.
+//! `BEGIN` round trip), with the session settings the entry checked and the unit's distributed
+//! transaction, the only one in which a worker takes the context (a context left at session
+//! level on a worker connection is void in every later transaction). It also creates
+//! `tenancy_distribute(table)`, which distributes a tenant table by `organization_id`,
+//! colocated with the others. The crate's own tables stay on the coordinator. See
+//! `docs/scaling.md` for the recipe as tested, and for what the workers' checks cost.
 //!
 //! ```sql
 //! -- as the migrations' owner, on the coordinator, once:

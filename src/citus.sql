@@ -12,10 +12,11 @@
 -- entries' `set_config(..., true)` never leaves the coordinator; a `SET LOCAL` with
 -- `citus.propagate_set_commands = 'local'` reaches every worker the transaction opens. So the
 -- entries call `tenancy_propagate_context()` last (nothing on one server), which this file
--- replaces with one that re-issues the context as SET LOCALs. A worker's transaction never
--- has the coordinator's transaction_timestamp(), so the unit's liveness check takes, in a
--- backend that Citus opened for another node (its application_name), the propagated marker
--- as it comes.
+-- replaces with one that re-issues the context, and the session settings the entry checked,
+-- as SET LOCALs. A worker's transaction never has the coordinator's transaction_timestamp(),
+-- so the unit's liveness check takes, in a backend that Citus opened for another node (its
+-- application_name), the propagated marker, in the distributed transaction it was propagated
+-- in only (Citus's distributed transaction id, the same on every node).
 
 DO $$
 BEGIN
@@ -30,27 +31,94 @@ BEGIN
 END
 $$;
 
+-- The current distributed transaction, as Citus identifies it on every node it reaches:
+-- initiator node, transaction number and stamp (as epoch seconds: no TimeZone or DateStyle in
+-- it), or NULL outside one. Citus assigns it on the coordinator at the transaction's first
+-- distributed execution, and on a worker in the `BEGIN` batch of every remote transaction
+-- (`assign_distributed_transaction_id`, after the propagated SET LOCALs); it ends with the
+-- transaction. PL/pgSQL: its query is planned once per session, where the worker runs it for
+-- every shard query.
+CREATE OR REPLACE FUNCTION tenancy_distributed_transaction() RETURNS text
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    AS $$
+DECLARE
+    t record;
+BEGIN
+    SELECT * INTO t FROM pg_catalog.get_current_transaction_id();
+    IF t.transaction_number OPERATOR(pg_catalog.=) 0 THEN
+        RETURN NULL;
+    END IF;
+    RETURN pg_catalog.concat_ws(':', t.initiator_node_identifier, t.transaction_number,
+                                EXTRACT(epoch FROM t.transaction_stamp));
+END
+$$;
+
 -- The default mode's liveness check, Citus-aware. On the coordinator (and on one server) as
 -- before: the marker is this transaction's timestamp. In a backend Citus opened for another
--- node's transaction, the marker that node's unit propagated with SET LOCAL.
-CREATE OR REPLACE FUNCTION tenancy_current_unit_is_live() RETURNS boolean
+-- node's transaction, the marker that node's unit propagated with SET LOCAL, only in the
+-- distributed transaction the unit propagated it in: `app.current_transaction`, which the
+-- entry sets to its own distributed transaction, must name the worker's current one. A value
+-- SQL in a unit leaves at session level on a worker connection names that unit's transaction,
+-- which no later one has (a number Citus never hands out twice, and a stamp to the
+-- microsecond).
+-- (Written with this schema's name: an inlined body resolves names on the caller's
+-- search_path, which SQL in a unit can leave changed on a worker connection.)
+DO $do$
+BEGIN
+    EXECUTE pg_catalog.replace($f$
+CREATE OR REPLACE FUNCTION @schema@.tenancy_current_unit_is_live() RETURNS boolean
     LANGUAGE sql STABLE PARALLEL SAFE
     AS $$ SELECT CASE WHEN pg_catalog.current_setting('app.current_unit', true)
-                           = pg_catalog.transaction_timestamp()::text THEN true
+                           OPERATOR(pg_catalog.=) pg_catalog.transaction_timestamp()::pg_catalog.text
+                      THEN true
                       ELSE pg_catalog.starts_with(pg_catalog.current_setting('application_name'),
                                                   'citus_internal gpid=')
-                           AND pg_catalog.current_setting('app.current_unit', true) <> '' END $$;
+                           AND pg_catalog.current_setting('app.current_unit', true)
+                               OPERATOR(pg_catalog.<>) ''
+                           AND pg_catalog.current_setting('app.current_transaction', true)
+                               OPERATOR(pg_catalog.=) @schema@.tenancy_distributed_transaction() END $$
+$f$, '@schema@', pg_catalog.quote_ident(pg_catalog.current_schema()));
+END
+$do$;
 
--- Re-issues the unit's context settings (its permissions included) as SET LOCAL, which Citus sends to every worker
--- the transaction opens (and to those it has open). Every entry calls it after setting the
--- context, the switcher's and the bootstrap's empty values included, so that a unit always
--- overrides whatever a worker connection holds.
-CREATE OR REPLACE FUNCTION tenancy_propagate_context() RETURNS void
+-- Re-issues the unit's context settings (its permissions included) as SET LOCAL, which Citus
+-- sends to every worker the transaction opens (and to those it has open). Every entry calls it
+-- after setting the context, the switcher's and the bootstrap's empty values included, so that
+-- a unit always overrides whatever a worker connection holds.
+--
+-- Then the session settings the entry has just checked on the coordinator
+-- (tenancy_session_settings()), re-asserted the same way: a coordinator backend keeps its
+-- worker connections between transactions, and SQL in a unit can leave a value at session
+-- level on them (`SELECT set_config('statement_timeout', '1', false) FROM <distributed table>`
+-- runs on the shards), which the entry, reading the coordinator's session, does not see; the
+-- next unit's shard queries run with the pool's values instead. Two are left out: Citus never
+-- propagates `exit_on_error` (its list of settings unsafe to propagate), and
+-- `idle_session_timeout` applies between transactions only, where no SET LOCAL reaches.
+-- `search_path` is the entry's own: the session's for tenancy_enter, the pinned path for the
+-- entries with a SET clause (a SET LOCAL in those reverts on the coordinator at their end, and
+-- reaches the workers all the same). Shard queries name every object with its schema either way.
+-- (Written with this schema's name, which the session's search_path need not hold.)
+DO $do$
+BEGIN
+    EXECUTE pg_catalog.replace($f$
+CREATE OR REPLACE FUNCTION @schema@.tenancy_propagate_context() RETURNS void
     LANGUAGE plpgsql VOLATILE
     AS $$
 DECLARE
-    ignored text := pg_catalog.set_config('citus.propagate_set_commands', 'local', true);
+    ignored     text := pg_catalog.set_config('citus.propagate_set_commands', 'local', true);
+    distributed text;
+    setting     text;
 BEGIN
+    -- The unit's distributed transaction, made to exist now (Citus would assign it at the
+    -- unit's first distributed execution, after the entry): create_intermediate_result starts
+    -- Citus's coordinated transaction, and writes an empty local result (removed at the end of
+    -- the transaction). No round trip.
+    PERFORM pg_catalog.create_intermediate_result('tenancy_unit', 'SELECT 1 WHERE false');
+    distributed := @schema@.tenancy_distributed_transaction();
+    IF distributed IS NULL THEN
+        RAISE EXCEPTION 'tenancy: Citus assigned this transaction no distributed transaction id';
+    END IF;
+    EXECUTE pg_catalog.format('SET LOCAL app.current_transaction = %L', distributed);
     EXECUTE pg_catalog.format('SET LOCAL app.current_unit = %L',
                               pg_catalog.current_setting('app.current_unit', true));
     EXECUTE pg_catalog.format('SET LOCAL app.current_org_id = %L',
@@ -61,8 +129,27 @@ BEGIN
                               pg_catalog.current_setting('app.current_org_role', true));
     EXECUTE pg_catalog.format('SET LOCAL app.current_permissions = %L',
                               pg_catalog.current_setting('app.current_permissions', true));
+    FOREACH setting IN ARRAY ARRAY['statement_timeout', 'lock_timeout',
+                                   'idle_in_transaction_session_timeout', 'row_security',
+                                   'synchronous_commit', 'TimeZone', 'DateStyle',
+                                   'IntervalStyle', 'bytea_output'] LOOP
+        EXECUTE pg_catalog.format('SET LOCAL %s = %L', setting,
+                                  pg_catalog.current_setting(setting));
+    END LOOP;
+    -- A list of names: each quoted again here (an unquoted name in the setting may hold any
+    -- character but a comma or a space), the list empty as ''.
+    EXECUTE 'SET LOCAL search_path = ' || coalesce(
+        (SELECT pg_catalog.string_agg(CASE WHEN pg_catalog.starts_with(m[1], '"') THEN m[1]
+                                           ELSE pg_catalog.quote_ident(pg_catalog.lower(m[1])) END,
+                                      ', ')
+           FROM pg_catalog.regexp_matches(pg_catalog.current_setting('search_path'),
+                                          '("(?:[^"]|"")*"|[^,[:space:]]+)', 'g') AS m),
+        '''''');
 END
-$$;
+$$
+$f$, '@schema@', pg_catalog.quote_ident(pg_catalog.current_schema()));
+END
+$do$;
 
 -- Distributes a tenant table by its tenant column (organization_id), colocated with the other tenant tables (Citus's
 -- default colocation: same column type, same shard count). Its foreign keys to organizations

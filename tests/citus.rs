@@ -663,10 +663,11 @@ async fn the_audit_reports_a_foreign_key_citus_cannot_keep() {
 
 /// Leaks through the pooled connection on Citus: SQL in A's unit leaves session-level context
 /// values on the coordinator and, through a query pushed down to the shards, on the worker
-/// connections the pooled connection keeps (usually: a transaction outside any unit there
-/// then sees A's rows, unless Citus opened fresh worker connections for it); the next unit on that connection, B's, still
-/// sees exactly B's rows (every entry re-propagates all four settings), and A's next unit
-/// exactly A's. A failing unit leaves nothing either.
+/// connections the pooled connection keeps; a transaction outside any unit there sees no
+/// project (the workers take a marker only in the distributed transaction it names:
+/// `a_context_left_on_a_worker_connection_is_void_outside_its_transaction`); the next unit on
+/// that connection, B's, sees exactly B's rows (every entry re-propagates all its settings),
+/// and A's next unit exactly A's. A failing unit leaves nothing either.
 async fn planted_context_does_not_reach_the_next_unit(role: As) {
     let Some(w) = world(role).await else { return };
     let db_pool = match role {
@@ -690,9 +691,8 @@ async fn planted_context_does_not_reach_the_next_unit(role: As) {
         .await
         .unwrap();
     assert_eq!(planted, PROJECTS_PER_ORG as i64);
-    // The premise: the values reached the worker connections. A transaction outside any unit
-    // on this connection sees A's rows there (the residual docs/scaling.md describes; if this
-    // fails, the workers' liveness check got stricter: update the docs).
+    // A transaction outside any unit on this connection sees nothing, on worker connections
+    // that hold A's values or on fresh ones.
     {
         let mut conn = db_pool.pool().acquire().await.unwrap();
         let mut tx = sqlx::Connection::begin(&mut *conn).await.unwrap();
@@ -700,17 +700,7 @@ async fn planted_context_does_not_reach_the_next_unit(role: As) {
             .fetch_one(&mut *tx)
             .await
             .unwrap();
-        // Citus may open fresh worker connections for this transaction (it does, now and
-        // then, under load), where nothing was planted: then nothing is visible either.
-        assert!(
-            outside == PROJECTS_PER_ORG as i64 || outside == 0,
-            "outside any unit: {outside} rows"
-        );
-        if outside == 0 {
-            println!(
-                "NOTE planted_context_does_not_reach_the_next_unit: the planting did not reach the workers' connections this time"
-            );
-        }
+        assert_eq!(outside, 0, "outside any unit");
         tx.rollback().await.unwrap();
     }
     let failing = db_pool
@@ -1191,8 +1181,8 @@ fn pids(p: &Probed) -> std::collections::BTreeSet<i32> {
 /// worker, and a read unit, a transaction outside any unit finds every setting empty on every
 /// worker connection and sees no project; the next unit, of the other organization, on the
 /// same worker backends, has its own context there and sees its own rows. The check is shown
-/// to catch a value that does outlive its unit in
-/// `a_value_left_on_a_worker_connection_is_caught`.
+/// to catch a value that does outlive its unit (when the workers' check is removed) in
+/// `a_context_left_on_a_worker_connection_is_void_outside_its_transaction`.
 async fn a_units_context_ends_with_it_on_the_cached_worker_connections(role: As) {
     let Some(w) = world(role).await else { return };
     create_probe(&w.db).await;
@@ -1298,15 +1288,16 @@ async fn a_units_context_ends_with_it_on_the_cached_worker_connections(role: As)
     );
 }
 
-/// The check above catches a context value that outlives its unit on a worker connection:
-/// SQL in A's unit leaves the values at session level on the worker backends (a `set_config(
-/// ..., false)` in a query pushed down to the shards; what a propagation that is not
-/// transaction-local would leave). A transaction outside any unit on the same connection then
-/// finds A's organization on the reused worker backends, and sees A's rows there (row 7 of
-/// docs/security.md's open findings: the residual). The next unit of B still sees only B's
-/// rows, its `SET LOCAL`s override the leftovers while it runs.
+/// Row 7 of docs/security.md's open findings, for what SQL in a unit plants: A's unit leaves
+/// A's context at session level on the worker backends (a `set_config(..., false)` in a query
+/// pushed down to the shards), its unit marker and the distributed transaction it names
+/// included (the values A's unit has there: nothing else would pass the workers' check). A
+/// transaction outside any unit on the same connection finds them on the reused worker
+/// backends (the premise), and sees no project there: a worker takes the marker only in the
+/// distributed transaction it was propagated in (`tenancy_current_unit_is_live`, src/citus.sql).
+/// The positive controls: A's next unit, on the same connection, sees A's rows; B's, B's.
 #[tokio::test]
-async fn a_value_left_on_a_worker_connection_is_caught() {
+async fn a_context_left_on_a_worker_connection_is_void_outside_its_transaction() {
     let Some(w) = world(As::App).await else {
         return;
     };
@@ -1315,16 +1306,131 @@ async fn a_value_left_on_a_worker_connection_is_caught() {
     let a = w.a.id.to_string();
     let mut found = false;
     for _ in 0..5 {
-        // The worker backends that ran the planting query (each ran some of its shards).
+        // The worker backends that ran the planting query (each ran some of its shards), and
+        // the marker they were left with.
+        let planted: Vec<(i32, String)> = pool
+            .with_rls(&w.a.ctx(Role::Member), async |tx| {
+                Ok::<_, Error>(
+                    sqlx::query_as(
+                        "SELECT DISTINCT pid, unit FROM (SELECT pg_backend_pid() AS pid, \
+                         set_config('app.current_org_id', $1, false), \
+                         set_config('app.current_user_id', $2, false), \
+                         set_config('app.current_org_role', 'member', false), \
+                         set_config('app.current_transaction', \
+                                    coalesce(current_setting('app.current_transaction', true), ''), \
+                                    false), \
+                         set_config('app.current_unit', current_setting('app.current_unit'), \
+                                    false) AS unit \
+                         FROM tenancy_probe) s",
+                    )
+                    .bind(&a)
+                    .bind(w.a.member.as_str())
+                    .fetch_all(&mut *tx)
+                    .await?,
+                )
+            })
+            .await
+            .unwrap();
+        assert!(!planted.is_empty());
+        assert!(planted.iter().all(|(_, unit)| !unit.is_empty()));
+        let planted: std::collections::BTreeSet<i32> = planted.iter().map(|p| p.0).collect();
+        let (probed, seen) = outside_a_unit(&pool).await;
+        // Every reused worker backend holds A's values; a fresh one holds nothing.
+        for r in &probed {
+            if planted.contains(&r.0) {
+                assert_eq!(r.1, a, "{r:?}");
+                assert!(!r.4.is_empty(), "{r:?}");
+            } else {
+                assert_eq!((r.1.as_str(), r.4.as_str()), ("", ""), "{r:?}");
+            }
+        }
+        // When every worker backend of that transaction was one of the planted ones, its
+        // projects query ran there too.
+        if !probed.is_empty() && probed.iter().all(|r| planted.contains(&r.0)) {
+            assert_eq!(
+                seen, 0,
+                "A's rows outside a unit, on the worker backends A's unit left its context on"
+            );
+            found = true;
+            break;
+        }
+    }
+    assert!(found, "the worker backends were never reused");
+    let seen = visible(&pool, &w.a.ctx(Role::Member)).await.unwrap();
+    assert_eq!(seen.len(), PROJECTS_PER_ORG);
+    assert!(seen.iter().all(|o| o == w.a.id.as_uuid()), "{seen:?}");
+    // What the entry does to get its distributed transaction leaves Citus's own commands
+    // alone: `EXPLAIN ANALYZE` in a unit (which Citus refuses once a transaction executed a
+    // query locally, as a read of a reference table on the coordinator would) runs, on a
+    // worker, with the unit's rows.
+    let plan: Vec<String> = pool
+        .with_rls(&w.a.ctx(Role::Member), async |tx| {
+            Ok::<_, Error>(
+                sqlx::query_scalar(
+                    "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) \
+                     SELECT name FROM projects WHERE organization_id = $1",
+                )
+                .bind(w.a.id.as_uuid())
+                .fetch_all(&mut *tx)
+                .await?,
+            )
+        })
+        .await
+        .unwrap();
+    let plan = plan.join("\n");
+    assert!(plan.contains("Citus Adaptive"), "{plan}");
+    assert!(
+        plan.contains(&format!("(actual rows={PROJECTS_PER_ORG} loops=1)")),
+        "{plan}"
+    );
+    let seen = visible(&pool, &w.b.ctx(Role::Member)).await.unwrap();
+    assert_eq!(seen.len(), PROJECTS_PER_ORG);
+    assert!(seen.iter().all(|o| o == w.b.id.as_uuid()), "{seen:?}");
+}
+
+/// The session settings the entry checks on the coordinator (`tenancy_session_settings()`),
+/// on the worker connections: SQL in A's unit leaves a timeout, `synchronous_commit`,
+/// `row_security`, `TimeZone` and `search_path` at session level on the worker backends (a
+/// `set_config(..., false)` pushed down to the shards), where the entry, reading the
+/// coordinator's session, does not look. The positive control: a transaction outside any unit
+/// on the same connection finds them there, on the reused worker backends. The next unit, of
+/// B, on those backends, runs its shard queries with the pool's values (the coordinator's, in
+/// the same unit): the entry re-asserts them as `SET LOCAL`, which Citus sends with the
+/// context. Its projects query works (under `row_security = off` it would fail) and sees B's
+/// rows.
+#[tokio::test]
+async fn settings_left_on_a_worker_connection_do_not_reach_the_next_unit() {
+    let Some(w) = world(As::App).await else {
+        return;
+    };
+    create_probe(&w.db).await;
+    let pool = w.db.app_pool(1).await.unwrap();
+    const SETTINGS: &str = "current_setting('statement_timeout'), \
+        current_setting('synchronous_commit'), current_setting('row_security'), \
+        current_setting('TimeZone'), current_setting('search_path')";
+    type Settings = (String, String, String, String, String);
+    let planted_values: Settings = (
+        "4321ms".into(),
+        "local".into(),
+        "off".into(),
+        "Pacific/Chatham".into(),
+        "tenancy_elsewhere".into(),
+    );
+    let on_workers = format!("SELECT DISTINCT pg_backend_pid(), {SETTINGS} FROM tenancy_probe");
+    let mut reused = false;
+    for _ in 0..5 {
         let planted: std::collections::BTreeSet<i32> = pool
             .with_rls(&w.a.ctx(Role::Member), async |tx| {
                 Ok::<_, Error>(
                     sqlx::query_scalar(
                         "SELECT DISTINCT pid FROM (SELECT pg_backend_pid() AS pid, \
-                         set_config('app.current_org_id', $1, false), \
-                         set_config('app.current_unit', 'left over', false) FROM tenancy_probe) s",
+                         set_config('statement_timeout', '4321', false), \
+                         set_config('synchronous_commit', 'local', false), \
+                         set_config('row_security', 'off', false), \
+                         set_config('TimeZone', 'Pacific/Chatham', false), \
+                         set_config('search_path', 'tenancy_elsewhere', false) \
+                         FROM tenancy_probe) s",
                     )
-                    .bind(&a)
                     .fetch_all(&mut *tx)
                     .await?
                     .into_iter()
@@ -1334,34 +1440,81 @@ async fn a_value_left_on_a_worker_connection_is_caught() {
             .await
             .unwrap();
         assert!(!planted.is_empty());
-        let (probed, seen) = outside_a_unit(&pool).await;
-        // Every reused worker backend holds A's values; a fresh one holds nothing.
-        for r in &probed {
-            if planted.contains(&r.0) {
-                assert_eq!(
-                    (r.1.as_str(), r.4.as_str()),
-                    (a.as_str(), "left over"),
-                    "{r:?}"
-                );
-            } else {
-                assert_eq!((r.1.as_str(), r.4.as_str()), ("", ""), "{r:?}");
-            }
-        }
-        // When every worker backend of that transaction was one of the planted ones, its
-        // projects query ran there too: A's rows, outside any unit.
-        if !probed.is_empty() && probed.iter().all(|r| planted.contains(&r.0)) {
-            assert!(
-                seen > 0,
-                "A's rows outside a unit on the reused worker backends"
+        // The positive control: outside a unit, the reused worker backends hold the values.
+        let outside: Vec<(i32, String, String, String, String, String)> = {
+            let mut conn = pool.pool().acquire().await.unwrap();
+            let mut tx = conn.begin().await.unwrap();
+            let rows = sqlx::query_as(sqlx::AssertSqlSafe(on_workers.clone()))
+                .fetch_all(&mut *tx)
+                .await
+                .unwrap();
+            tx.rollback().await.unwrap();
+            rows
+        };
+        assert!(!outside.is_empty());
+        for r in outside.iter().filter(|r| planted.contains(&r.0)) {
+            assert_eq!(
+                (&r.1, &r.2, &r.3, &r.4, &r.5),
+                (
+                    &planted_values.0,
+                    &planted_values.1,
+                    &planted_values.2,
+                    &planted_values.3,
+                    &planted_values.4
+                ),
+                "outside a unit, worker backend {}",
+                r.0
             );
-            found = true;
+        }
+        // B's unit: its shard queries run with the pool's values, on the same backends.
+        let (coordinator, workers, seen) = pool
+            .with_rls(&w.b.ctx(Role::Member), async |tx| {
+                let coordinator: Settings =
+                    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {SETTINGS}")))
+                        .fetch_one(&mut *tx)
+                        .await?;
+                let workers: Vec<(i32, String, String, String, String, String)> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(on_workers.clone()))
+                        .fetch_all(&mut *tx)
+                        .await?;
+                let seen: Vec<Uuid> = sqlx::query_scalar("SELECT organization_id FROM projects")
+                    .fetch_all(&mut *tx)
+                    .await?;
+                Ok::<_, Error>((coordinator, workers, seen))
+            })
+            .await
+            .unwrap();
+        assert_ne!(
+            coordinator.0, planted_values.0,
+            "the coordinator's own session"
+        );
+        assert!(!workers.is_empty());
+        for r in &workers {
+            assert_eq!(
+                (&r.1, &r.2, &r.3, &r.4, &r.5),
+                (
+                    &coordinator.0,
+                    &coordinator.1,
+                    &coordinator.2,
+                    &coordinator.3,
+                    &coordinator.4
+                ),
+                "in B's unit, worker backend {}",
+                r.0
+            );
+        }
+        assert_eq!(seen.len(), PROJECTS_PER_ORG);
+        assert!(seen.iter().all(|o| o == w.b.id.as_uuid()), "{seen:?}");
+        // A round proves the point when B's unit ran on worker backends that held the values
+        // (seen there outside a unit just before).
+        if outside.iter().any(|r| planted.contains(&r.0))
+            && workers.iter().all(|r| planted.contains(&r.0))
+        {
+            reused = true;
             break;
         }
     }
-    assert!(found, "the worker backends were never reused");
-    let seen = visible(&pool, &w.b.ctx(Role::Member)).await.unwrap();
-    assert_eq!(seen.len(), PROJECTS_PER_ORG);
-    assert!(seen.iter().all(|o| o == w.b.id.as_uuid()), "{seen:?}");
+    assert!(reused, "the worker backends were never reused");
 }
 
 /// The default mode's documented limit (docs/security.md: SQL inside a unit can choose its
