@@ -222,3 +222,45 @@ BEGIN
                               'SET search_path = pg_catalog, %I, pg_temp', pg_catalog.current_schema());
 END
 $$;
+
+-- The context functions a tenant table's policy calls, not inlined on Citus. Citus sends every
+-- shard statement to the worker as an unnamed statement, which the worker plans again each time
+-- (and the coordinator plans a distributed statement's custom plan again too): an inlinable SQL
+-- function's body is parsed, analysed and folded into the plan on every execution there. As
+-- PL/pgSQL, compiled once per session, the call costs the plan nothing to build, and it is
+-- evaluated once per scan where the policy is the index condition (the tenant column is
+-- indexed: the audit's `no_tenant_index`). Where the policy is a filter instead (a
+-- sequential scan), it runs per row, about 1.5 times the inlined form's per-row cost (measured
+-- in docs/scaling.md, "Cost"). Same values as the one-server functions
+-- (tenancy_install_context_functions, default mode: hardened mode is refused on Citus).
+DO $$
+BEGIN
+    EXECUTE pg_catalog.format($f$
+        CREATE OR REPLACE FUNCTION %1$I.tenancy_current_org_id() RETURNS pg_catalog.uuid
+            LANGUAGE plpgsql STABLE PARALLEL SAFE
+            AS $b$ BEGIN
+                RETURN CASE WHEN %1$I.tenancy_current_unit_is_live()
+                            THEN NULLIF(pg_catalog.current_setting('app.current_org_id', true), '')::pg_catalog.uuid END;
+            END $b$;
+        CREATE OR REPLACE FUNCTION %1$I.tenancy_current_org_id_at_least(role pg_catalog.text)
+            RETURNS pg_catalog.uuid
+            LANGUAGE plpgsql STABLE PARALLEL SAFE
+            AS $b$ BEGIN
+                RETURN CASE WHEN %1$I.tenancy_current_unit_is_live()
+                             AND %1$I.tenancy_role_rank(pg_catalog.current_setting('app.current_org_role', true))
+                                 OPERATOR(pg_catalog.>=) %1$I.tenancy_role_rank(role)
+                            THEN NULLIF(pg_catalog.current_setting('app.current_org_id', true), '')::pg_catalog.uuid END;
+            END $b$;
+        CREATE OR REPLACE FUNCTION %1$I.tenancy_current_org_id_with(permission pg_catalog.text)
+            RETURNS pg_catalog.uuid
+            LANGUAGE plpgsql STABLE PARALLEL SAFE
+            AS $b$ BEGIN
+                RETURN CASE WHEN %1$I.tenancy_current_unit_is_live()
+                             AND pg_catalog.strpos(pg_catalog.current_setting('app.current_permissions', true),
+                                                   pg_catalog.concat(',', permission, ','))
+                                 OPERATOR(pg_catalog.>) 0
+                            THEN NULLIF(pg_catalog.current_setting('app.current_org_id', true), '')::pg_catalog.uuid END;
+            END $b$;
+    $f$, pg_catalog.current_schema());
+END
+$$;
