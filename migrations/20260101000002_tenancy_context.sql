@@ -157,8 +157,11 @@ SELECT tenancy_install_context_functions(false);
 -- `row_security` (its queries would error), `synchronous_commit` (its commits would not be
 -- durable), `exit_on_error` (its first error would close the connection), how dates, times,
 -- intervals and bytes are written (`TimeZone`, `DateStyle`, `IntervalStyle`, `bytea_output`:
--- its values would read differently) and `search_path` (names would resolve elsewhere), as one
--- text. The pool reads it
+-- its values would read differently), how literals are read (`standard_conforming_strings`: with
+-- it off a backslash in a string literal escapes, so text another unit writes could end a
+-- literal early, and on Citus, which writes bound parameters into the shard queries as
+-- literals, run as SQL; `array_nulls`: `NULL` in an array's text would be the string) and
+-- `search_path` (names would resolve elsewhere), as one text. The pool reads it
 -- when it starts; `tenancy_enter` compares the session's with it on every unit (TNC05).
 -- (`default_transaction_read_only`, `_isolation` and `_deferrable` need no check: every `BEGIN`
 -- names its mode.) `search_path` last: the one value that may hold `|`. Inlinable SQL with
@@ -180,6 +183,8 @@ CREATE FUNCTION tenancy_session_settings() RETURNS text
                      pg_catalog.current_setting('DateStyle'),
                      pg_catalog.current_setting('IntervalStyle'),
                      pg_catalog.current_setting('bytea_output'),
+                     pg_catalog.current_setting('standard_conforming_strings'),
+                     pg_catalog.current_setting('array_nulls'),
                      pg_catalog.current_setting('search_path')) $$;
 
 -- Called last by every entry, at the end of its last set_config expression as

@@ -109,6 +109,12 @@ DECLARE
     distributed text;
     setting     text;
 BEGIN
+    -- A coordinator session that calls itself a Citus-internal one (SQL in a unit can set its
+    -- application_name at session level) would fail every distributed query of every later
+    -- unit on the connection: refused as unclean, and the pool closes the connection.
+    IF pg_catalog.starts_with(pg_catalog.current_setting('application_name'), 'citus_internal') THEN
+        RAISE EXCEPTION 'tenancy: session not clean (application_name)' USING ERRCODE = 'TNC05';
+    END IF;
     -- The unit's distributed transaction, made to exist now (Citus would assign it at the
     -- unit's first distributed execution, after the entry): create_intermediate_result starts
     -- Citus's coordinated transaction first of all (the result's file is named after it), then
@@ -139,16 +145,23 @@ BEGIN
     FOREACH setting IN ARRAY ARRAY['statement_timeout', 'lock_timeout',
                                    'idle_in_transaction_session_timeout', 'row_security',
                                    'synchronous_commit', 'TimeZone', 'DateStyle',
-                                   'IntervalStyle', 'bytea_output'] LOOP
+                                   'IntervalStyle', 'bytea_output',
+                                   'standard_conforming_strings', 'array_nulls',
+                                   'transaction_read_only'] LOOP
         EXECUTE pg_catalog.format('SET LOCAL %s = %L', setting,
                                   pg_catalog.current_setting(setting));
     END LOOP;
-    -- A list of names: each quoted again here (an unquoted name in the setting may hold any
-    -- character but a comma or a space), the list empty as ''.
+    -- A list of names, each sent as a string literal, which the list takes as it is: a quoted
+    -- name unquoted here ("" inside it is one "; `""` is the empty name), an unquoted one in
+    -- lower case, as PostgreSQL reads it (an unquoted name in the setting may hold any
+    -- character but a comma or a space); the list empty as ''.
     EXECUTE 'SET LOCAL search_path = ' || coalesce(
-        (SELECT pg_catalog.string_agg(CASE WHEN pg_catalog.starts_with(m[1], '"') THEN m[1]
-                                           ELSE pg_catalog.quote_ident(pg_catalog.lower(m[1])) END,
-                                      ', ')
+        (SELECT pg_catalog.string_agg(pg_catalog.quote_literal(
+                    CASE WHEN pg_catalog.starts_with(m[1], '"')
+                         THEN pg_catalog.replace(pg_catalog.substr(m[1], 2,
+                                                     pg_catalog.length(m[1]) OPERATOR(pg_catalog.-) 2),
+                                                 '""', '"')
+                         ELSE pg_catalog.lower(m[1]) END), ', ')
            FROM pg_catalog.regexp_matches(pg_catalog.current_setting('search_path'),
                                           '("(?:[^"]|"")*"|[^,[:space:]]+)', 'g') AS m),
         '''''');
@@ -237,8 +250,8 @@ $$;
 -- PL/pgSQL, compiled once per session, the call costs the plan nothing to build, and it is
 -- evaluated once per scan where the policy is the index condition (the tenant column is
 -- indexed: the audit's `no_tenant_index`). Where the policy is a filter instead (a
--- sequential scan), it runs per row, about 1.5 times the inlined form's per-row cost (measured
--- in docs/scaling.md, "Cost"). Same values as the one-server functions
+-- sequential scan), it runs per row, about 1.5 times the inlined form's per-row cost
+-- (docs/scaling.md, "The context functions in PL/pgSQL"). Same values as the one-server functions
 -- (tenancy_install_context_functions, default mode: hardened mode is refused on Citus).
 DO $$
 BEGIN
@@ -246,14 +259,14 @@ BEGIN
         CREATE OR REPLACE FUNCTION %1$I.tenancy_current_org_id() RETURNS pg_catalog.uuid
             LANGUAGE plpgsql STABLE PARALLEL SAFE
             AS $b$ BEGIN
-                RETURN CASE WHEN %1$I.tenancy_current_unit_is_live()
+%2$s                RETURN CASE WHEN %1$I.tenancy_current_unit_is_live()
                             THEN NULLIF(pg_catalog.current_setting('app.current_org_id', true), '')::pg_catalog.uuid END;
             END $b$;
         CREATE OR REPLACE FUNCTION %1$I.tenancy_current_org_id_at_least(role pg_catalog.text)
             RETURNS pg_catalog.uuid
             LANGUAGE plpgsql STABLE PARALLEL SAFE
             AS $b$ BEGIN
-                RETURN CASE WHEN %1$I.tenancy_current_unit_is_live()
+%2$s                RETURN CASE WHEN %1$I.tenancy_current_unit_is_live()
                              AND %1$I.tenancy_role_rank(pg_catalog.current_setting('app.current_org_role', true))
                                  OPERATOR(pg_catalog.>=) %1$I.tenancy_role_rank(role)
                             THEN NULLIF(pg_catalog.current_setting('app.current_org_id', true), '')::pg_catalog.uuid END;
@@ -262,12 +275,30 @@ BEGIN
             RETURNS pg_catalog.uuid
             LANGUAGE plpgsql STABLE PARALLEL SAFE
             AS $b$ BEGIN
-                RETURN CASE WHEN %1$I.tenancy_current_unit_is_live()
+%2$s                RETURN CASE WHEN %1$I.tenancy_current_unit_is_live()
                              AND pg_catalog.strpos(pg_catalog.current_setting('app.current_permissions', true),
                                                    pg_catalog.concat(',', permission, ','))
                                  OPERATOR(pg_catalog.>) 0
                             THEN NULLIF(pg_catalog.current_setting('app.current_org_id', true), '')::pg_catalog.uuid END;
             END $b$;
-    $f$, pg_catalog.current_schema());
+    $f$, pg_catalog.current_schema(),
+    -- In a backend Citus opened for another node: its client_encoding must be the database's.
+    -- Citus connects with it, and does not propagate a SET LOCAL of it, so a value SQL in a
+    -- unit leaves there at session level would hold for the next units' shard queries, whose
+    -- bound values Citus writes into the query text: their text would be stored converted
+    -- twice. Refused instead, and the backend ends with the error (exit_on_error, for this
+    -- transaction): Citus drops the broken connection from its cache, so the unit fails and
+    -- the next one gets a new, clean worker connection. (Written into each function: a call
+    -- of another PL/pgSQL function would cost each evaluation.)
+    $i$
+                IF pg_catalog.starts_with(pg_catalog.current_setting('application_name'),
+                                          'citus_internal gpid=')
+                   AND pg_catalog.current_setting('client_encoding')
+                       OPERATOR(pg_catalog.<>) pg_catalog.current_setting('server_encoding') THEN
+                    PERFORM pg_catalog.set_config('exit_on_error', 'on', true);
+                    RAISE EXCEPTION 'tenancy: session not clean (client_encoding on a worker connection)'
+                        USING ERRCODE = 'TNC05';
+                END IF;
+$i$);
 END
 $$;

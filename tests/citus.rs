@@ -1407,14 +1407,53 @@ async fn settings_left_on_a_worker_connection_do_not_reach_the_next_unit() {
     let pool = w.db.app_pool(1).await.unwrap();
     const SETTINGS: &str = "current_setting('statement_timeout'), \
         current_setting('synchronous_commit'), current_setting('row_security'), \
-        current_setting('TimeZone'), current_setting('search_path')";
-    type Settings = (String, String, String, String, String);
+        current_setting('TimeZone'), current_setting('search_path'), \
+        current_setting('standard_conforming_strings'), current_setting('array_nulls'), \
+        current_setting('transaction_read_only')";
+    type Settings = (
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+    );
+    type OnWorker = (
+        i32,
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+    );
+    let settings = |r: &OnWorker| {
+        (
+            r.1.clone(),
+            r.2.clone(),
+            r.3.clone(),
+            r.4.clone(),
+            r.5.clone(),
+            r.6.clone(),
+            r.7.clone(),
+            r.8.clone(),
+        )
+    };
+    // (`default_transaction_read_only` planted: a worker transaction Citus begins names no
+    // access mode, so it starts read-only there.)
     let planted_values: Settings = (
         "4321ms".into(),
         "local".into(),
         "off".into(),
         "Pacific/Chatham".into(),
         "tenancy_elsewhere".into(),
+        "off".into(),
+        "off".into(),
+        "on".into(),
     );
     let on_workers = format!("SELECT DISTINCT pg_backend_pid(), {SETTINGS} FROM tenancy_probe");
     let mut reused = false;
@@ -1428,7 +1467,10 @@ async fn settings_left_on_a_worker_connection_do_not_reach_the_next_unit() {
                          set_config('synchronous_commit', 'local', false), \
                          set_config('row_security', 'off', false), \
                          set_config('TimeZone', 'Pacific/Chatham', false), \
-                         set_config('search_path', 'tenancy_elsewhere', false) \
+                         set_config('search_path', 'tenancy_elsewhere', false), \
+                         set_config('standard_conforming_strings', 'off', false), \
+                         set_config('array_nulls', 'off', false), \
+                         set_config('default_transaction_read_only', 'on', false) \
                          FROM tenancy_probe) s",
                     )
                     .fetch_all(&mut *tx)
@@ -1441,7 +1483,7 @@ async fn settings_left_on_a_worker_connection_do_not_reach_the_next_unit() {
             .unwrap();
         assert!(!planted.is_empty());
         // The positive control: outside a unit, the reused worker backends hold the values.
-        let outside: Vec<(i32, String, String, String, String, String)> = {
+        let outside: Vec<OnWorker> = {
             let mut conn = pool.pool().acquire().await.unwrap();
             let mut tx = conn.begin().await.unwrap();
             let rows = sqlx::query_as(sqlx::AssertSqlSafe(on_workers.clone()))
@@ -1454,33 +1496,38 @@ async fn settings_left_on_a_worker_connection_do_not_reach_the_next_unit() {
         assert!(!outside.is_empty());
         for r in outside.iter().filter(|r| planted.contains(&r.0)) {
             assert_eq!(
-                (&r.1, &r.2, &r.3, &r.4, &r.5),
-                (
-                    &planted_values.0,
-                    &planted_values.1,
-                    &planted_values.2,
-                    &planted_values.3,
-                    &planted_values.4
-                ),
+                settings(r),
+                planted_values,
                 "outside a unit, worker backend {}",
                 r.0
             );
         }
-        // B's unit: its shard queries run with the pool's values, on the same backends.
-        let (coordinator, workers, seen) = pool
+        // B's unit: its shard queries run with the pool's values, on the same backends, and
+        // its writes go through (a read-only worker transaction would refuse them; text with
+        // a backslash and an array with a NULL keep their meaning).
+        let (coordinator, workers, seen, written) = pool
             .with_rls(&w.b.ctx(Role::Member), async |tx| {
                 let coordinator: Settings =
                     sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {SETTINGS}")))
                         .fetch_one(&mut *tx)
                         .await?;
-                let workers: Vec<(i32, String, String, String, String, String)> =
+                let workers: Vec<OnWorker> =
                     sqlx::query_as(sqlx::AssertSqlSafe(on_workers.clone()))
                         .fetch_all(&mut *tx)
                         .await?;
                 let seen: Vec<Uuid> = sqlx::query_scalar("SELECT organization_id FROM projects")
                     .fetch_all(&mut *tx)
                     .await?;
-                Ok::<_, Error>((coordinator, workers, seen))
+                let written: Vec<(String, bool)> = sqlx::query_as(
+                    "UPDATE projects SET name = $2 WHERE organization_id = $1 \
+                     RETURNING name, ($3::text[])[2] IS NULL",
+                )
+                .bind(w.b.id.as_uuid())
+                .bind(r"C:\new\table")
+                .bind(vec![Some("a".to_string()), None])
+                .fetch_all(&mut *tx)
+                .await?;
+                Ok::<_, Error>((coordinator, workers, seen, written))
             })
             .await
             .unwrap();
@@ -1488,17 +1535,18 @@ async fn settings_left_on_a_worker_connection_do_not_reach_the_next_unit() {
             coordinator.0, planted_values.0,
             "the coordinator's own session"
         );
+        assert_eq!(written.len(), PROJECTS_PER_ORG);
+        assert!(
+            written
+                .iter()
+                .all(|(name, null)| name == r"C:\new\table" && *null),
+            "{written:?}"
+        );
         assert!(!workers.is_empty());
         for r in &workers {
             assert_eq!(
-                (&r.1, &r.2, &r.3, &r.4, &r.5),
-                (
-                    &coordinator.0,
-                    &coordinator.1,
-                    &coordinator.2,
-                    &coordinator.3,
-                    &coordinator.4
-                ),
+                settings(r),
+                coordinator,
                 "in B's unit, worker backend {}",
                 r.0
             );
@@ -1676,4 +1724,98 @@ async fn purging_an_organization_reaches_its_distributed_tables() {
             .len(),
         PROJECTS_PER_ORG
     );
+}
+
+/// A `client_encoding` SQL in a unit leaves on the cached worker connections (Citus does not
+/// propagate a `SET LOCAL` of it, so the entry cannot re-assert it) would have the next units'
+/// text stored converted twice: the workers refuse it, the worker backend ends with the error,
+/// and the next unit runs on a new worker connection. Positive control: before the plant, and
+/// after the failed unit, B's units write and read their text exactly.
+#[tokio::test]
+async fn a_client_encoding_left_on_a_worker_connection_fails_one_unit_and_no_more() {
+    let Some(w) = world(As::App).await else {
+        return;
+    };
+    create_probe(&w.db).await;
+    let pool = w.db.app_pool(1).await.unwrap();
+    let b = w.b.ctx(Role::Member);
+    let write_and_read = || async {
+        pool.with_rls(&b, async |tx| {
+            let names: Vec<String> = sqlx::query_scalar(
+                "UPDATE projects SET name = $2 WHERE organization_id = $1 RETURNING name",
+            )
+            .bind(w.b.id.as_uuid())
+            .bind("gärbled €")
+            .fetch_all(&mut *tx)
+            .await?;
+            Ok::<_, Error>(names)
+        })
+        .await
+    };
+    let names = write_and_read().await.unwrap();
+    assert_eq!(names, vec!["gärbled €".to_string(); PROJECTS_PER_ORG]);
+    let planted: i64 = pool
+        .with_rls(&w.a.ctx(Role::Member), async |tx| {
+            Ok::<_, Error>(
+                sqlx::query_scalar(
+                    "SELECT count(DISTINCT pid) FROM (SELECT pg_backend_pid() AS pid, \
+                     set_config('client_encoding', 'LATIN1', false) FROM tenancy_probe) s",
+                )
+                .fetch_one(&mut *tx)
+                .await?,
+            )
+        })
+        .await
+        .unwrap();
+    assert!(planted > 0);
+    let refused = write_and_read().await;
+    assert!(
+        refused.is_err(),
+        "B's unit ran on the planted connection: {refused:?}"
+    );
+    let names = write_and_read().await.unwrap();
+    assert_eq!(names, vec!["gärbled €".to_string(); PROJECTS_PER_ORG]);
+}
+
+/// A coordinator session whose `application_name` SQL in a unit set to a Citus-internal one
+/// would fail every distributed query of every later unit on the connection ("cannot execute
+/// a distributed query from a query on a shard"): the next entry refuses the session (TNC05),
+/// the pool closes it, and the unit runs on a new connection.
+#[tokio::test]
+async fn a_citus_internal_application_name_left_by_a_unit_is_refused_at_the_next_entry() {
+    let Some(w) = world(As::App).await else {
+        return;
+    };
+    let pool = w.db.app_pool(1).await.unwrap();
+    let backend = |ctx: OrgContext| {
+        let pool = &pool;
+        async move {
+            pool.with_rls(&ctx, async |tx| {
+                let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let seen: Vec<Uuid> = sqlx::query_scalar("SELECT organization_id FROM projects")
+                    .fetch_all(&mut *tx)
+                    .await?;
+                Ok::<_, Error>((pid, seen))
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let (before, _) = backend(w.a.ctx(Role::Member)).await;
+    pool.with_rls(&w.a.ctx(Role::Member), async |tx| {
+        sqlx::query(
+            "SELECT set_config('application_name', 'citus_internal gpid=10000000001', false)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        Ok::<_, Error>(())
+    })
+    .await
+    .unwrap();
+    let (after, seen) = backend(w.b.ctx(Role::Member)).await;
+    assert_ne!(after, before, "the session was reused");
+    assert_eq!(seen.len(), PROJECTS_PER_ORG);
+    assert!(seen.iter().all(|o| o == w.b.id.as_uuid()), "{seen:?}");
 }

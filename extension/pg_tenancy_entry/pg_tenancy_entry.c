@@ -58,6 +58,8 @@ static const char *const session_setting_names[] = {
 	"DateStyle",
 	"IntervalStyle",
 	"bytea_output",
+	"standard_conforming_strings",
+	"array_nulls",
 	"search_path",
 };
 

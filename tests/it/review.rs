@@ -259,6 +259,8 @@ async fn settings_left_on_a_session_change_nothing_for_the_next_unit() {
         "SELECT set_config('DateStyle', 'SQL, DMY', false)",
         "SELECT set_config('IntervalStyle', 'iso_8601', false)",
         "SELECT set_config('bytea_output', 'escape', false)",
+        "SELECT set_config('standard_conforming_strings', 'off', false)",
+        "SELECT set_config('array_nulls', 'off', false)",
     ] {
         let before = backend_pid(&w.pool, &a).await;
         run(&w.pool, &a, poison).await.unwrap();
