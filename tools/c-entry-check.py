@@ -216,11 +216,7 @@ def main():
                     print(f"    {'':16} {line}")
             failures += bool(problems)
     finally:
-        try:
-            server.stop()
-        except subprocess.CalledProcessError:
-            pass
-        shutil.rmtree(server.dir, ignore_errors=True)
+        server.close()
     print(f"c-entry-check: {len(CASES) - failures} of {len(CASES)} cases the same"
           + ("" if not failures else f", {failures} DIFFERENT"))
     sys.exit(1 if failures else 0)

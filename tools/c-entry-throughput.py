@@ -113,11 +113,7 @@ def main():
         for mode in (["prepared", "simple"] if a.mode == "both" else [a.mode]):
             run_mode(server, files, expected, mode, a)
     finally:
-        try:
-            server.stop()
-        except subprocess.CalledProcessError:
-            pass
-        shutil.rmtree(server.dir, ignore_errors=True)
+        server.close()
         shutil.rmtree(files, ignore_errors=True)
 
 

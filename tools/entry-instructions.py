@@ -92,6 +92,14 @@ class Server:
         self.run([f"{self.bin}/pg_ctl", "-D", self.data, "-w", "-m", "fast", "stop"],
                  capture_output=True)
 
+    def close(self):
+        """Stops the server if it runs, and removes its directory."""
+        try:
+            self.stop()
+        except subprocess.CalledProcessError:
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
     def psql(self, db, user, sql=None, file=None):
         args = [f"{self.bin}/psql", "-h", self.dir, "-U", user, "-d", db, "-v",
                 "ON_ERROR_STOP=1", "-qAt"]
@@ -279,11 +287,7 @@ def main():
             print(f"entry-instructions: {name} = {(large - small) / (2 * n) / 1000:.1f} kIr/unit",
                   flush=True)
     finally:
-        try:
-            server.stop()
-        except subprocess.CalledProcessError:
-            pass
-        shutil.rmtree(server.dir, ignore_errors=True)
+        server.close()
 
 
 if __name__ == "__main__":

@@ -84,11 +84,7 @@ def main():
             for f, v in rows:
                 print(f"entry-profile: {name} {v:.1f} kIr/unit {f}", flush=True)
     finally:
-        try:
-            server.stop()
-        except subprocess.CalledProcessError:
-            pass
-        shutil.rmtree(server.dir, ignore_errors=True)
+        server.close()
 
 
 if __name__ == "__main__":
