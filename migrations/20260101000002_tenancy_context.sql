@@ -160,8 +160,11 @@ SELECT tenancy_install_context_functions(false);
 -- its values would read differently), how literals are read (`standard_conforming_strings`: with
 -- it off a backslash in a string literal escapes, so text another unit writes could end a
 -- literal early, and on Citus, which writes bound parameters into the shard queries as
--- literals, run as SQL; `array_nulls`: `NULL` in an array's text would be the string) and
--- `search_path` (names would resolve elsewhere), as one text. The pool reads it
+-- literals, run as SQL; `array_nulls`: `NULL` in an array's text would be the string), how
+-- floats are written (`extra_float_digits`: on Citus, which writes a bound float into the
+-- shard query as text, the next units' floats would be stored rounded), `transaction_timeout`
+-- (PostgreSQL 17 and later: it would end the next unit's connection; NULL before 17, which
+-- concat_ws skips) and `search_path` (names would resolve elsewhere), as one text. The pool reads it
 -- when it starts; `tenancy_enter` compares the session's with it on every unit (TNC05).
 -- (`default_transaction_read_only`, `_isolation` and `_deferrable` need no check: every `BEGIN`
 -- names its mode.) `search_path` last: the one value that may hold `|`. Inlinable SQL with
@@ -185,6 +188,8 @@ CREATE FUNCTION tenancy_session_settings() RETURNS text
                      pg_catalog.current_setting('bytea_output'),
                      pg_catalog.current_setting('standard_conforming_strings'),
                      pg_catalog.current_setting('array_nulls'),
+                     pg_catalog.current_setting('extra_float_digits'),
+                     pg_catalog.current_setting('transaction_timeout', true),
                      pg_catalog.current_setting('search_path')) $$;
 
 -- Called last by every entry, at the end of its last set_config expression as

@@ -111,8 +111,12 @@ DECLARE
 BEGIN
     -- A coordinator session that calls itself a Citus-internal one (SQL in a unit can set its
     -- application_name at session level) would fail every distributed query of every later
-    -- unit on the connection: refused as unclean, and the pool closes the connection.
-    IF pg_catalog.starts_with(pg_catalog.current_setting('application_name'), 'citus_internal') THEN
+    -- unit on the connection, or (the rebalancer's name) make Citus drop its worker
+    -- connections after every transaction: refused as unclean, and the pool closes the
+    -- connection. (Citus's prefixes: CitusBackendPrefixes in its backend_data.c.)
+    IF pg_catalog.starts_with(pg_catalog.current_setting('application_name'), 'citus_internal')
+       OR pg_catalog.starts_with(pg_catalog.current_setting('application_name'), 'citus_rebalancer')
+       OR pg_catalog.starts_with(pg_catalog.current_setting('application_name'), 'citus_run_command') THEN
         RAISE EXCEPTION 'tenancy: session not clean (application_name)' USING ERRCODE = 'TNC05';
     END IF;
     -- The unit's distributed transaction, made to exist now (Citus would assign it at the
@@ -147,9 +151,13 @@ BEGIN
                                    'synchronous_commit', 'TimeZone', 'DateStyle',
                                    'IntervalStyle', 'bytea_output',
                                    'standard_conforming_strings', 'array_nulls',
+                                   'extra_float_digits', 'transaction_timeout',
                                    'transaction_read_only'] LOOP
-        EXECUTE pg_catalog.format('SET LOCAL %s = %L', setting,
-                                  pg_catalog.current_setting(setting));
+        -- (transaction_timeout exists from PostgreSQL 17 on: skipped where it does not.)
+        IF pg_catalog.current_setting(setting, true) IS NOT NULL THEN
+            EXECUTE pg_catalog.format('SET LOCAL %s = %L', setting,
+                                      pg_catalog.current_setting(setting));
+        END IF;
     END LOOP;
     -- A list of names, each sent as a string literal, which the list takes as it is: a quoted
     -- name unquoted here ("" inside it is one "; `""` is the empty name), an unquoted one in
@@ -282,7 +290,13 @@ BEGIN
                             THEN NULLIF(pg_catalog.current_setting('app.current_org_id', true), '')::pg_catalog.uuid END;
             END $b$;
     $f$, pg_catalog.current_schema(),
-    -- In a backend Citus opened for another node: its client_encoding must be the database's.
+    -- In a backend Citus opened for another node, two things SQL in a unit can leave there at
+    -- session level that the entry cannot re-assert. An application_name that is no longer
+    -- Citus's: the liveness check would not know the backend for Citus's, and the next units
+    -- would see no rows and have every write refused, without an error; recognised by the
+    -- unit's own distributed transaction (which only a unit's propagation names, and which is
+    -- compared last: the coordinator's unit marker is this transaction's timestamp, so the
+    -- coordinator never gets that far). And its client_encoding must be the database's.
     -- Citus connects with it, and does not propagate a SET LOCAL of it, so a value SQL in a
     -- unit leaves there at session level would hold for the next units' shard queries, whose
     -- bound values Citus writes into the query text: their text would be stored converted
@@ -290,15 +304,19 @@ BEGIN
     -- transaction): Citus drops the broken connection from its cache, so the unit fails and
     -- the next one gets a new, clean worker connection. (Written into each function: a call
     -- of another PL/pgSQL function would cost each evaluation.)
-    $i$
-                IF pg_catalog.starts_with(pg_catalog.current_setting('application_name'),
-                                          'citus_internal gpid=')
-                   AND pg_catalog.current_setting('client_encoding')
-                       OPERATOR(pg_catalog.<>) pg_catalog.current_setting('server_encoding') THEN
+    pg_catalog.format($i$
+                IF (CASE WHEN pg_catalog.starts_with(pg_catalog.current_setting('application_name'),
+                                                    'citus_internal gpid=')
+                        THEN pg_catalog.current_setting('client_encoding')
+                             OPERATOR(pg_catalog.<>) pg_catalog.current_setting('server_encoding')
+                        ELSE pg_catalog.current_setting('app.current_unit', true)
+                             OPERATOR(pg_catalog.<>) pg_catalog.transaction_timestamp()::pg_catalog.text
+                         AND pg_catalog.current_setting('app.current_transaction', true)
+                             OPERATOR(pg_catalog.=) %1$I.tenancy_distributed_transaction() END) THEN
                     PERFORM pg_catalog.set_config('exit_on_error', 'on', true);
-                    RAISE EXCEPTION 'tenancy: session not clean (client_encoding on a worker connection)'
+                    RAISE EXCEPTION 'tenancy: session not clean (application_name or client_encoding on a worker connection)'
                         USING ERRCODE = 'TNC05';
                 END IF;
-$i$);
+$i$, pg_catalog.current_schema()));
 END
 $$;

@@ -1777,36 +1777,90 @@ async fn a_client_encoding_left_on_a_worker_connection_fails_one_unit_and_no_mor
     assert_eq!(names, vec!["gärbled €".to_string(); PROJECTS_PER_ORG]);
 }
 
-/// A coordinator session whose `application_name` SQL in a unit set to a Citus-internal one
-/// would fail every distributed query of every later unit on the connection ("cannot execute
-/// a distributed query from a query on a shard"): the next entry refuses the session (TNC05),
-/// the pool closes it, and the unit runs on a new connection.
+/// Session settings SQL in a unit leaves on the coordinator's session that would change the
+/// next units on Citus: an `application_name` of Citus's own (every later distributed query
+/// failed, "cannot execute a distributed query from a query on a shard", or, the rebalancer's,
+/// Citus dropped its worker connections after every transaction), and `extra_float_digits`
+/// (Citus writes a bound float into the shard query as text: the next units' floats came back
+/// rounded). The next entry refuses the session (TNC05), the pool closes it, and B's unit runs
+/// on a new connection, its float exact.
 #[tokio::test]
-async fn a_citus_internal_application_name_left_by_a_unit_is_refused_at_the_next_entry() {
+async fn a_coordinator_session_left_unclean_by_a_unit_is_refused_at_the_next_entry() {
     let Some(w) = world(As::App).await else {
         return;
     };
     let pool = w.db.app_pool(1).await.unwrap();
-    let backend = |ctx: OrgContext| {
+    let unit = |ctx: OrgContext| {
         let pool = &pool;
         async move {
             pool.with_rls(&ctx, async |tx| {
                 let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
                     .fetch_one(&mut *tx)
                     .await?;
-                let seen: Vec<Uuid> = sqlx::query_scalar("SELECT organization_id FROM projects")
-                    .fetch_all(&mut *tx)
-                    .await?;
+                let seen: Vec<(Uuid, f64)> =
+                    sqlx::query_as("SELECT organization_id, $1::float8 FROM projects")
+                        .bind(std::f64::consts::PI)
+                        .fetch_all(&mut *tx)
+                        .await?;
                 Ok::<_, Error>((pid, seen))
             })
             .await
             .unwrap()
         }
     };
-    let (before, _) = backend(w.a.ctx(Role::Member)).await;
+    for poison in [
+        "SELECT set_config('application_name', 'citus_internal gpid=10000000001', false)",
+        "SELECT set_config('application_name', 'citus_rebalancer gpid=10000000001', false)",
+        "SELECT set_config('application_name', 'citus_run_command gpid=10000000001', false)",
+        "SELECT set_config('extra_float_digits', '-15', false)",
+    ] {
+        let (before, _) = unit(w.a.ctx(Role::Member)).await;
+        pool.with_rls(&w.a.ctx(Role::Member), async |tx| {
+            sqlx::query(sqlx::AssertSqlSafe(poison))
+                .execute(&mut *tx)
+                .await?;
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap();
+        let (after, seen) = unit(w.b.ctx(Role::Member)).await;
+        assert_ne!(after, before, "{poison}: the session was reused");
+        assert_eq!(seen.len(), PROJECTS_PER_ORG, "{poison}");
+        assert!(
+            seen.iter()
+                .all(|(o, v)| o == w.b.id.as_uuid() && *v == std::f64::consts::PI),
+            "{poison}: {seen:?}"
+        );
+    }
+}
+
+/// An `application_name` SQL in a unit leaves on the cached worker connections (no longer
+/// Citus's, so the liveness check would not know the backend): the next unit would see no
+/// rows and have its writes refused, silently. The worker recognises the unit's distributed
+/// transaction, refuses it loudly and ends the backend, and the unit after runs on a new
+/// worker connection. Positive control: B's units see their rows before the plant and after
+/// the one refused unit.
+#[tokio::test]
+async fn an_application_name_left_on_a_worker_connection_fails_one_unit_and_no_more() {
+    let Some(w) = world(As::App).await else {
+        return;
+    };
+    create_probe(&w.db).await;
+    let pool = w.db.app_pool(1).await.unwrap();
+    let b = w.b.ctx(Role::Member);
+    let count = || async {
+        pool.with_rls(&b, async |tx| {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM projects")
+                .fetch_one(&mut *tx)
+                .await?;
+            Ok::<_, Error>(n)
+        })
+        .await
+    };
+    assert_eq!(count().await.unwrap(), PROJECTS_PER_ORG as i64);
     pool.with_rls(&w.a.ctx(Role::Member), async |tx| {
         sqlx::query(
-            "SELECT set_config('application_name', 'citus_internal gpid=10000000001', false)",
+            "SELECT count(set_config('application_name', 'renamed', false)) FROM tenancy_probe",
         )
         .execute(&mut *tx)
         .await?;
@@ -1814,8 +1868,10 @@ async fn a_citus_internal_application_name_left_by_a_unit_is_refused_at_the_next
     })
     .await
     .unwrap();
-    let (after, seen) = backend(w.b.ctx(Role::Member)).await;
-    assert_ne!(after, before, "the session was reused");
-    assert_eq!(seen.len(), PROJECTS_PER_ORG);
-    assert!(seen.iter().all(|o| o == w.b.id.as_uuid()), "{seen:?}");
+    let refused = count().await;
+    assert!(
+        refused.is_err(),
+        "B's unit ran on the renamed worker connections: {refused:?}"
+    );
+    assert_eq!(count().await.unwrap(), PROJECTS_PER_ORG as i64);
 }

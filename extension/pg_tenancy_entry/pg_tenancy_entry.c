@@ -60,6 +60,8 @@ static const char *const session_setting_names[] = {
 	"bytea_output",
 	"standard_conforming_strings",
 	"array_nulls",
+	"extra_float_digits",
+	"transaction_timeout",
 	"search_path",
 };
 
@@ -73,9 +75,14 @@ session_settings(void)
 	initStringInfo(&buf);
 	for (i = 0; i < lengthof(session_setting_names); i++)
 	{
-		/* current_setting(name): the same call, the same text (never NULL: missing_ok false). */
-		char	   *value = GetConfigOptionByName(session_setting_names[i], NULL, false);
+		/*
+		 * current_setting(name, true): the same text; NULL only for a setting this server
+		 * does not have (transaction_timeout before PostgreSQL 17), which concat_ws skips.
+		 */
+		char	   *value = GetConfigOptionByName(session_setting_names[i], NULL, true);
 
+		if (value == NULL)
+			continue;
 		if (i > 0)
 			appendStringInfoChar(&buf, '|');
 		appendStringInfoString(&buf, value);

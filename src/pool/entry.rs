@@ -391,6 +391,8 @@ pub(super) const SESSION_SETTINGS: &str = "pg_catalog.concat_ws('|', \
      pg_catalog.current_setting('bytea_output'), \
      pg_catalog.current_setting('standard_conforming_strings'), \
      pg_catalog.current_setting('array_nulls'), \
+     pg_catalog.current_setting('extra_float_digits'), \
+     pg_catalog.current_setting('transaction_timeout', true), \
      pg_catalog.current_setting('search_path'))";
 
 /// Role-level settings (`ALTER ROLE ... SET`) that [`Units::inspect`] refuses: SQL running in
@@ -400,7 +402,8 @@ pub(super) const SESSION_SETTINGS: &str = "pg_catalog.concat_ws('|', \
 /// connections unclean, `TNC05`; the transaction defaults). Lower-case, as a SQL list.
 const GUARDED_ROLE_SETTINGS: &str = "'statement_timeout', 'lock_timeout', \
      'idle_in_transaction_session_timeout', 'idle_session_timeout', 'row_security', \
-     'synchronous_commit', 'standard_conforming_strings', 'array_nulls', 'search_path', \
+     'synchronous_commit', 'standard_conforming_strings', 'array_nulls', 'extra_float_digits', \
+     'transaction_timeout', 'search_path', \
      'default_transaction_read_only', \
      'default_transaction_isolation', 'default_transaction_deferrable'";
 

@@ -248,6 +248,13 @@ async fn settings_left_on_a_session_change_nothing_for_the_next_unit() {
     drop(tx);
     // A timeout left at session level: the next entry refuses the session and the pool
     // serves the unit on a new connection, without the timeout.
+    let version: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int")
+        .fetch_one(w.pool.pool())
+        .await
+        .unwrap();
+    // (transaction_timeout, from PostgreSQL 17 on: it would end the next unit's connection.)
+    let transaction_timeout =
+        (version >= 170_000).then_some("SELECT set_config('transaction_timeout', '100ms', false)");
     for poison in [
         "SELECT set_config('statement_timeout', '10ms', false)",
         "SELECT set_config('lock_timeout', '1ms', false)",
@@ -261,7 +268,11 @@ async fn settings_left_on_a_session_change_nothing_for_the_next_unit() {
         "SELECT set_config('bytea_output', 'escape', false)",
         "SELECT set_config('standard_conforming_strings', 'off', false)",
         "SELECT set_config('array_nulls', 'off', false)",
-    ] {
+        "SELECT set_config('extra_float_digits', '-15', false)",
+    ]
+    .into_iter()
+    .chain(transaction_timeout)
+    {
         let before = backend_pid(&w.pool, &a).await;
         run(&w.pool, &a, poison).await.unwrap();
         let (_, _, after) = state(&w.pool, &b).await;
