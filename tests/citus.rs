@@ -1885,7 +1885,10 @@ async fn an_application_name_left_on_a_worker_connection_fails_a_unit_once_per_c
         !refused.is_empty(),
         "B's unit ran on the renamed worker connections and saw {seen} rows"
     );
-    assert!(refused.iter().all(|e| e.contains("session not clean")), "{refused:?}");
+    assert!(
+        refused.iter().all(|e| e.contains("session not clean")),
+        "{refused:?}"
+    );
     assert_eq!(seen, PROJECTS_PER_ORG as i64);
     assert_eq!(count().await.unwrap(), PROJECTS_PER_ORG as i64);
 }
